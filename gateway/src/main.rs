@@ -1,0 +1,16 @@
+//! The `gateway` binary: settings → telemetry → `run`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let settings = gateway::Settings::parse();
+    let common = settings.common.clone();
+    let addr = settings.addr;
+    mcp_shared::server::main("gateway", &common, addr, |listener, shutdown| {
+        gateway::run(settings, listener, shutdown)
+    })
+    .await
+}

@@ -1,0 +1,39 @@
+//! health-svc: active HTTP and TCP checks of registered instances.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use clap::Parser;
+use mcp_shared::{CommonSettings, Redis, server};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Settings of `health-svc` (flags or environment; see `--help`).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "health-svc", version, about)]
+pub struct Settings {
+    /// Address to listen on.
+    #[arg(long, env = "HEALTH_ADDR", default_value = "0.0.0.0:8083")]
+    pub addr: SocketAddr,
+
+    /// Settings every MCP binary shares.
+    #[command(flatten)]
+    pub common: CommonSettings,
+}
+
+/// Run the service on `listener` until `shutdown` fires.
+pub async fn run(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let common = &settings.common;
+    let redis = Redis::new(
+        &common.redis_url,
+        common.redis_prefix.as_str(),
+        common.redis_timeout,
+    )
+    .map_err(std::io::Error::other)?;
+    let app = server::scaffold(Router::new(), redis, common.max_body_bytes);
+    server::serve(listener, app, shutdown, common.shutdown_grace).await
+}

@@ -1,0 +1,16 @@
+//! The `health-svc` binary: settings → telemetry → `run`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let settings = health_svc::Settings::parse();
+    let common = settings.common.clone();
+    let addr = settings.addr;
+    mcp_shared::server::main("health-svc", &common, addr, |listener, shutdown| {
+        health_svc::run(settings, listener, shutdown)
+    })
+    .await
+}

@@ -1,0 +1,16 @@
+//! The `registry-svc` binary: settings → telemetry → `run`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let settings = registry_svc::Settings::parse();
+    let common = settings.common.clone();
+    let addr = settings.addr;
+    mcp_shared::server::main("registry-svc", &common, addr, |listener, shutdown| {
+        registry_svc::run(settings, listener, shutdown)
+    })
+    .await
+}

@@ -1,0 +1,517 @@
+//! The revisioned event log and everything that reads it: watches (SSE) and
+//! blocking queries, with the same semantics in every service.
+//!
+//! In Redis a log is a revision counter (`{prefix}:{name}:revision`) and a
+//! capped stream (`{prefix}:{name}:events`) whose entry ids are
+//! `<revision>-0`. Every state change runs in one Lua script that bumps the
+//! counter and appends the event (see `lua/events.lua`, prepended to each
+//! script by [`script`]), so revisions are gap-free and a reader that knows
+//! revision N can ask Redis for exactly the events after N.
+//!
+//! In each process one [`EventFeed`] task tails the stream on a connection of
+//! its own (`XREAD BLOCK`) and fans events out in memory: a blocking query
+//! waits on a `watch` of the revision and an SSE watcher on a `broadcast`,
+//! so a thousand watchers cost one Redis connection, not a thousand.
+//! A watcher that falls behind or resumes from `Last-Event-ID` replays from
+//! the stream itself; when the asked-for revision has been trimmed it gets a
+//! `reset` event carrying the current revision and must re-list.
+
+use std::{convert::Infallible, sync::Arc, time::Duration};
+
+use axum::response::sse::{Event as SseEvent, KeepAlive, KeepAliveStream, Sse};
+use redis::{
+    Script, Value,
+    streams::{StreamId, StreamRangeReply, StreamReadOptions, StreamReadReply},
+};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{Redis, StoreError};
+
+/// The Lua prelude with `mcp_next_revision` and `mcp_append`.
+pub const PRELUDE: &str = include_str!("../lua/events.lua");
+
+/// How many events one read takes from the stream.
+const PAGE: usize = 500;
+/// How long the tail blocks in one `XREAD` before it looks at shutdown again.
+const TAIL_BLOCK: Duration = Duration::from_secs(5);
+/// SSE heartbeat comment interval (watchers and proxies see traffic at least this often).
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// Build a script that can call the prelude's functions.
+pub fn script(body: &str) -> Script {
+    Script::new(&format!("{PRELUDE}\n{body}"))
+}
+
+/// One change, as stored in the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The revision this change made.
+    pub revision: u64,
+    /// The event type (`registered`, `put`, …).
+    pub kind: String,
+    /// What it is about, for filtering (a service name, a namespace).
+    pub scope: String,
+    /// The JSON payload, passed to watchers as is.
+    pub data: String,
+}
+
+impl Event {
+    fn from_stream_id(entry: &StreamId) -> Option<Self> {
+        let revision = entry.id.split('-').next()?.parse().ok()?;
+        let field = |name: &str| -> Option<String> {
+            match entry.map.get(name)? {
+                Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+                Value::SimpleString(s) => Some(s.clone()),
+                _ => None,
+            }
+        };
+        Some(Self {
+            revision,
+            kind: field("kind")?,
+            scope: field("scope").unwrap_or_default(),
+            data: field("data").unwrap_or_default(),
+        })
+    }
+
+    /// As an SSE event: `id:` revision, `event:` kind, `data:` payload.
+    pub fn to_sse(&self) -> SseEvent {
+        SseEvent::default()
+            .id(self.revision.to_string())
+            .event(&self.kind)
+            .data(&self.data)
+    }
+}
+
+/// What a reader resuming after a revision gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replay {
+    /// The events after the asked-for revision (empty when up to date).
+    Events(Vec<Event>),
+    /// The asked-for revision is no longer in the stream (or is in the
+    /// future): re-list, then resume from this revision.
+    Reset(u64),
+}
+
+/// A revision counter plus a capped stream in Redis.
+#[derive(Clone, Debug)]
+pub struct EventLog {
+    redis: Redis,
+    revision_key: String,
+    stream_key: String,
+    max_len: u64,
+}
+
+impl EventLog {
+    /// The log called `name` (`reg`, `cfg`), keeping about `max_len` events.
+    pub fn new(redis: Redis, name: &str, max_len: u64) -> Self {
+        let revision_key = redis.key(&[name, "revision"]);
+        let stream_key = redis.key(&[name, "events"]);
+        Self {
+            redis,
+            revision_key,
+            stream_key,
+            max_len,
+        }
+    }
+
+    /// The revision counter's key (pass as a script KEY).
+    pub fn revision_key(&self) -> &str {
+        &self.revision_key
+    }
+
+    /// The stream's key (pass as a script KEY).
+    pub fn stream_key(&self) -> &str {
+        &self.stream_key
+    }
+
+    /// The cap on the stream (pass as a script ARG).
+    pub fn max_len(&self) -> u64 {
+        self.max_len
+    }
+
+    /// The Redis handle.
+    pub fn redis(&self) -> &Redis {
+        &self.redis
+    }
+
+    /// The latest revision (0 before the first change).
+    pub async fn current_revision(&self) -> Result<u64, StoreError> {
+        let mut conn = self.redis.conn();
+        let key = &self.revision_key;
+        let rev: Option<u64> = self
+            .redis
+            .run(async move { redis::cmd("GET").arg(key).query_async(&mut conn).await })
+            .await?;
+        Ok(rev.unwrap_or(0))
+    }
+
+    /// Up to `count` events with a revision above `after`, oldest first.
+    pub async fn read_after(&self, after: u64, count: usize) -> Result<Vec<Event>, StoreError> {
+        let mut conn = self.redis.conn();
+        let start = format!("({after}-0");
+        let key = &self.stream_key;
+        let reply: StreamRangeReply = self
+            .redis
+            .run(async move {
+                redis::cmd("XRANGE")
+                    .arg(key)
+                    .arg(start)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(count)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(reply.ids.iter().filter_map(Event::from_stream_id).collect())
+    }
+
+    /// The events after `after` (one page), or a reset when they were trimmed.
+    pub async fn replay(&self, after: u64) -> Result<Replay, StoreError> {
+        let current = self.current_revision().await?;
+        if after > current {
+            return Ok(Replay::Reset(current));
+        }
+        if after == current {
+            return Ok(Replay::Events(Vec::new()));
+        }
+        let events = self.read_after(after, PAGE).await?;
+        match events.first() {
+            Some(first) if first.revision == after + 1 => Ok(Replay::Events(events)),
+            _ => Ok(Replay::Reset(current)),
+        }
+    }
+}
+
+struct FeedInner {
+    log: EventLog,
+    events: broadcast::Sender<Arc<Event>>,
+    revision: watch::Receiver<u64>,
+    watchers_gauge: &'static str,
+}
+
+/// The in-process fan-out of one event log (see the module docs).
+#[derive(Clone)]
+pub struct EventFeed {
+    inner: Arc<FeedInner>,
+}
+
+impl EventFeed {
+    /// Start tailing `log` until `shutdown`. `watchers_gauge` names the
+    /// Prometheus gauge of open SSE watchers (`registry_watchers`, …).
+    pub fn spawn(
+        log: EventLog,
+        watchers_gauge: &'static str,
+        shutdown: CancellationToken,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (events, _) = broadcast::channel(4096);
+        let (revision_tx, revision) = watch::channel(0);
+        let feed = Self {
+            inner: Arc::new(FeedInner {
+                log: log.clone(),
+                events: events.clone(),
+                revision,
+                watchers_gauge,
+            }),
+        };
+        metrics::gauge!(watchers_gauge).set(0.0);
+        let task = tokio::spawn(tail(log, events, revision_tx, shutdown));
+        (feed, task)
+    }
+
+    /// The log this feed tails.
+    pub fn log(&self) -> &EventLog {
+        &self.inner.log
+    }
+
+    /// A receiver of every event from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.inner.events.subscribe()
+    }
+
+    /// The latest revision this process has seen.
+    pub fn revision(&self) -> u64 {
+        *self.inner.revision.borrow()
+    }
+
+    /// Wait until the revision passes `index`, at most `wait` (or until shutdown).
+    /// Returns the revision seen last. The blocking-query primitive.
+    pub async fn wait_past(&self, index: u64, wait: Duration, shutdown: &CancellationToken) -> u64 {
+        let mut rx = self.inner.revision.clone();
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::timeout(wait, rx.wait_for(|rev| *rev > index)) => {}
+        }
+        *rx.borrow()
+    }
+
+    /// Wait until an event after `index` matching `filter` arrives, at most
+    /// `wait`. Events already in the stream after `index` count too, so no
+    /// change between the caller's read and this call is missed.
+    pub async fn wait_for_event<F>(
+        &self,
+        index: u64,
+        wait: Duration,
+        shutdown: &CancellationToken,
+        filter: F,
+    ) -> Result<(), StoreError>
+    where
+        F: Fn(&Event) -> bool,
+    {
+        // Subscribe before reading the backlog so nothing falls between the two.
+        let mut live = self.subscribe();
+        let mut last = index;
+        loop {
+            match self.log().replay(last).await? {
+                Replay::Reset(_) => return Ok(()),
+                Replay::Events(events) if events.is_empty() => break,
+                Replay::Events(events) => {
+                    if events.iter().any(&filter) {
+                        return Ok(());
+                    }
+                    last = events.last().map_or(last, |e| e.revision);
+                }
+            }
+        }
+        let deadline = tokio::time::sleep(wait);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = &mut deadline => return Ok(()),
+                received = live.recv() => match received {
+                    Ok(event) if event.revision > last && filter(&event) => return Ok(()),
+                    Ok(_) => {}
+                    // Fell behind or the feed stopped: answer now, the client re-asks.
+                    Err(_) => return Ok(()),
+                },
+            }
+        }
+    }
+
+    /// Open an SSE watch: replay after `after` (`Last-Event-ID`), then live
+    /// events, each passed through `filter`; `on_delivered` is told the
+    /// revision reached after each delivery (for propagation tracking).
+    ///
+    /// Fails fast (→ 503) when Redis is down at open time; a watch that
+    /// loses Redis later ends, and the client resumes with `Last-Event-ID`.
+    pub async fn open_watch<F>(
+        &self,
+        after: Option<u64>,
+        filter: F,
+        on_delivered: Option<Box<dyn Fn(u64) + Send + Sync>>,
+        shutdown: CancellationToken,
+    ) -> Result<WatchResponse, StoreError>
+    where
+        F: Fn(&Event) -> bool + Send + Sync + 'static,
+    {
+        let live = self.subscribe();
+        let log = self.log().clone();
+        let start = match after {
+            Some(after) => match log.replay(after).await? {
+                Replay::Events(events) => Start::Replay(after, events),
+                Replay::Reset(current) => Start::Reset(current),
+            },
+            None => Start::Live(log.current_revision().await?),
+        };
+        let (tx, rx) = mpsc::channel(64);
+        let watcher = Watcher {
+            log,
+            live,
+            tx,
+            filter,
+            on_delivered,
+            gauge: self.inner.watchers_gauge,
+        };
+        tokio::spawn(watcher.run(start, shutdown));
+        Ok(Sse::new(ReceiverStream::new(rx))
+            .keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat")))
+    }
+}
+
+/// An open SSE watch, ready to return from a handler.
+pub type WatchResponse = Sse<KeepAliveStream<ReceiverStream<Result<SseEvent, Infallible>>>>;
+
+enum Start {
+    Replay(u64, Vec<Event>),
+    Reset(u64),
+    Live(u64),
+}
+
+struct Watcher<F> {
+    log: EventLog,
+    live: broadcast::Receiver<Arc<Event>>,
+    tx: mpsc::Sender<Result<SseEvent, Infallible>>,
+    filter: F,
+    on_delivered: Option<Box<dyn Fn(u64) + Send + Sync>>,
+    gauge: &'static str,
+}
+
+/// Why a watcher stops.
+enum Stop {
+    Gone,
+    Store,
+}
+
+impl<F: Fn(&Event) -> bool> Watcher<F> {
+    async fn run(mut self, start: Start, shutdown: CancellationToken) {
+        metrics::gauge!(self.gauge).increment(1.0);
+        let _ = self.serve(start, shutdown).await;
+        metrics::gauge!(self.gauge).decrement(1.0);
+    }
+
+    async fn serve(&mut self, start: Start, shutdown: CancellationToken) -> Result<(), Stop> {
+        let mut last = match start {
+            Start::Live(current) => current,
+            Start::Reset(current) => {
+                self.reset(current).await?;
+                current
+            }
+            Start::Replay(after, events) => {
+                let last = self.deliver(after, events).await?;
+                self.catch_up(last).await?
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = self.tx.closed() => return Err(Stop::Gone),
+                received = self.live.recv() => match received {
+                    Ok(event) if event.revision <= last => {}
+                    Ok(event) if event.revision == last + 1 => {
+                        last = self.deliver(last, [event.as_ref().clone()]).await?;
+                    }
+                    // A gap (the feed ran ahead of our replay) or we lagged: read Redis.
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        last = self.catch_up(last).await?;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                },
+            }
+        }
+    }
+
+    /// Replay from Redis until up to date; a trimmed gap becomes a reset.
+    async fn catch_up(&mut self, mut last: u64) -> Result<u64, Stop> {
+        loop {
+            match self.log.replay(last).await.map_err(|_| Stop::Store)? {
+                Replay::Events(events) if events.is_empty() => return Ok(last),
+                Replay::Events(events) => last = self.deliver(last, events).await?,
+                Replay::Reset(current) => {
+                    self.reset(current).await?;
+                    return Ok(current);
+                }
+            }
+        }
+    }
+
+    async fn deliver(
+        &mut self,
+        mut last: u64,
+        events: impl IntoIterator<Item = Event>,
+    ) -> Result<u64, Stop> {
+        for event in events {
+            if event.revision <= last {
+                continue;
+            }
+            last = event.revision;
+            if (self.filter)(&event) {
+                self.tx
+                    .send(Ok(event.to_sse()))
+                    .await
+                    .map_err(|_| Stop::Gone)?;
+            }
+        }
+        if let Some(on_delivered) = &self.on_delivered {
+            on_delivered(last);
+        }
+        Ok(last)
+    }
+
+    async fn reset(&mut self, current: u64) -> Result<(), Stop> {
+        let event = SseEvent::default()
+            .id(current.to_string())
+            .event("reset")
+            .data(format!(r#"{{"revision":{current}}}"#));
+        self.tx.send(Ok(event)).await.map_err(|_| Stop::Gone)
+    }
+}
+
+/// The tail task: follow the stream and publish to the feed until shutdown.
+async fn tail(
+    log: EventLog,
+    events: broadcast::Sender<Arc<Event>>,
+    revision: watch::Sender<u64>,
+    shutdown: CancellationToken,
+) {
+    let mut last: Option<u64> = None;
+    let options = StreamReadOptions::default()
+        .count(PAGE)
+        .block(TAIL_BLOCK.as_millis() as usize);
+    while !shutdown.is_cancelled() {
+        let mut conn = match log.redis().dedicated(TAIL_BLOCK).await {
+            Ok(conn) => conn,
+            Err(_) => {
+                pause(&shutdown).await;
+                continue;
+            }
+        };
+        // (Re)start from the current revision. If Redis came back with less
+        // than we saw (its data was lost), follow the new history.
+        match log.current_revision().await {
+            Ok(current) => {
+                let from = match last {
+                    Some(seen) if seen <= current => seen,
+                    _ => current,
+                };
+                last = Some(from);
+                revision.send_replace(from);
+            }
+            Err(_) => {
+                pause(&shutdown).await;
+                continue;
+            }
+        }
+        loop {
+            let from = format!("{}-0", last.unwrap_or(0));
+            let mut command = redis::cmd("XREAD");
+            command
+                .arg(&options)
+                .arg("STREAMS")
+                .arg(log.stream_key())
+                .arg(&from);
+            let read = command.query_async::<Option<StreamReadReply>>(&mut conn);
+            let reply = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                reply = read => reply,
+            };
+            match reply {
+                Ok(Some(reply)) => {
+                    for entry in reply.keys.iter().flat_map(|k| k.ids.iter()) {
+                        if let Some(event) = Event::from_stream_id(entry) {
+                            last = Some(event.revision);
+                            revision.send_replace(event.revision);
+                            // No receivers is fine: nobody is watching.
+                            let _ = events.send(Arc::new(event));
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(%error, stream = log.stream_key(), "event tail lost redis; reconnecting");
+                    break;
+                }
+            }
+        }
+        pause(&shutdown).await;
+    }
+}
+
+async fn pause(shutdown: &CancellationToken) {
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+    }
+}

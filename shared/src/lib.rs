@@ -1,0 +1,30 @@
+//! `mcp-shared`: what every MCP service has in common.
+//!
+//! The services (registry, config, health, gateway) are thin on purpose: the
+//! pieces that must behave the same everywhere live here, so a fix lands once.
+//!
+//! - [`settings`]: the common settings (Redis, prefix, logging, OTLP), parsed by clap.
+//! - [`problem`]: RFC 9457 problem+json, the one error shape on the wire.
+//! - [`names`]: validated names (services, instance ids, namespaces, keys).
+//! - [`store`]: the Redis handle: one self-healing connection, bounded commands, key prefix.
+//! - [`events`]: the revisioned event log in Redis and the watch/blocking-query machinery on it.
+//! - [`registry`]: the registry's Redis schema and wire types, read by health-svc and the gateway too.
+//! - [`telemetry`]: tracing subscriber and OTLP export.
+//! - [`metrics`]: the Prometheus recorder and the HTTP metrics layer.
+//! - [`server`]: the scaffold every service runs on (`/healthz`, `/readyz`, `/metrics`, shutdown).
+//! - [`time`]: timestamps on the wire.
+
+pub mod events;
+pub mod metrics;
+pub mod names;
+pub mod problem;
+pub mod registry;
+pub mod server;
+pub mod settings;
+pub mod store;
+pub mod telemetry;
+pub mod time;
+
+pub use problem::Problem;
+pub use settings::CommonSettings;
+pub use store::{Redis, StoreError};

@@ -1,0 +1,218 @@
+//! The scaffold every MCP service runs on.
+//!
+//! [`scaffold`] wraps a service's routes with what every service answers and
+//! does the same way: `/healthz`, `/readyz` (pings Redis), `/metrics`, a
+//! request id, a request span that continues an incoming W3C `traceparent`,
+//! HTTP metrics, the body-size limit and problem+json for every error.
+//! [`serve`] runs it until the shutdown token fires, then drains in-flight
+//! requests; [`main`] is the whole body of each binary's `main`.
+
+use std::{future::Future, net::SocketAddr, process::ExitCode, time::Duration};
+
+use axum::{
+    Json, Router,
+    extract::{DefaultBodyLimit, Request, State},
+    http::{HeaderMap, HeaderName},
+    middleware,
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use opentelemetry::trace::TraceContextExt as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+use tower_http::{
+    limit::RequestBodyLimitLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use crate::{problem, settings::CommonSettings, store::Redis};
+
+/// The request id header, kept when the client sends one, made otherwise.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Wrap `routes` with the common endpoints and layers.
+pub fn scaffold(routes: Router, redis: Redis, max_body_bytes: usize) -> Router {
+    let common = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::metrics::render))
+        .with_state(redis);
+    // Read bottom-up: the innermost layers run last on the way in.
+    routes
+        .merge(common)
+        .fallback(problem::not_found_fallback)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(TraceLayer::new_for_http().make_span_with(request_span))
+                .layer(middleware::from_fn(crate::metrics::track))
+                .layer(middleware::from_fn(problem::ensure_problem_json))
+                .layer(DefaultBodyLimit::max(max_body_bytes))
+                .layer(RequestBodyLimitLayer::new(max_body_bytes)),
+        )
+}
+
+/// The span of one request; continues the caller's trace when it sent `traceparent`.
+pub fn request_span(request: &Request) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id,
+        trace_id = tracing::field::Empty,
+        otel.kind = "server",
+    );
+    let parent = extract_context(request.headers());
+    let remote_trace = parent.span().span_context().trace_id();
+    let _ = span.set_parent(parent);
+    let local_trace = span.context().span().span_context().trace_id();
+    let trace_id = if local_trace != opentelemetry::trace::TraceId::INVALID {
+        local_trace
+    } else {
+        remote_trace
+    };
+    if trace_id != opentelemetry::trace::TraceId::INVALID {
+        span.record("trace_id", tracing::field::display(trace_id));
+    }
+    span
+}
+
+/// The OpenTelemetry context carried by `traceparent`/`tracestate`.
+pub fn extract_context(headers: &HeaderMap) -> opentelemetry::Context {
+    struct Extractor<'a>(&'a HeaderMap);
+    impl opentelemetry::propagation::Extractor for Extractor<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0.get(key).and_then(|v| v.to_str().ok())
+        }
+        fn keys(&self) -> Vec<&str> {
+            self.0.keys().map(HeaderName::as_str).collect()
+        }
+    }
+    opentelemetry::global::get_text_map_propagator(|p| p.extract(&Extractor(headers)))
+}
+
+/// Write the current span's context into outgoing `headers` as `traceparent`.
+pub fn inject_context(span: &tracing::Span, headers: &mut HeaderMap) {
+    struct Injector<'a>(&'a mut HeaderMap);
+    impl opentelemetry::propagation::Injector for Injector<'_> {
+        fn set(&mut self, key: &str, value: String) {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(key.as_bytes()),
+                axum::http::HeaderValue::from_str(&value),
+            ) {
+                self.0.insert(name, value);
+            }
+        }
+    }
+    let cx = span.context();
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&cx, &mut Injector(headers))
+    });
+}
+
+async fn healthz() -> Response {
+    Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+async fn readyz(State(redis): State<Redis>) -> Response {
+    match redis.ping().await {
+        Ok(()) => Json(serde_json::json!({"status": "ready"})).into_response(),
+        Err(e) => problem::Problem::from(e).into_response(),
+    }
+}
+
+/// Serve `app` on `listener` until `shutdown` fires, then stop accepting and
+/// let in-flight requests finish, for at most `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let drain = shutdown.clone();
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { drain.cancelled().await });
+    tokio::select! {
+        result = server => result,
+        _ = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(?grace, "in-flight requests outlived the shutdown grace period");
+            Ok(())
+        }
+    }
+}
+
+/// Cancel `token` on SIGTERM or SIGINT.
+pub fn cancel_on_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = terminate => {}
+        }
+        tracing::info!("shutdown signal received; draining");
+        token.cancel();
+    });
+}
+
+/// The body of every binary's `main`: telemetry, bind, signals, run.
+/// Start-up failures print one line naming the problem and exit non-zero.
+pub async fn main<F, Fut>(name: &str, common: &CommonSettings, addr: SocketAddr, run: F) -> ExitCode
+where
+    F: FnOnce(TcpListener, CancellationToken) -> Fut,
+    Fut: Future<Output = std::io::Result<()>>,
+{
+    let _telemetry = match crate::telemetry::init(common, name) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match TcpListener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("{name}: cannot listen on {addr}: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    tracing::info!(%addr, service = name, "listening");
+    let shutdown = CancellationToken::new();
+    cancel_on_signals(shutdown.clone());
+    match run(listener, shutdown).await {
+        Ok(()) => {
+            tracing::info!(service = name, "stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, service = name, "server failed");
+            eprintln!("{name}: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
