@@ -35,6 +35,8 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Wrap `routes` with the common endpoints and layers.
 pub fn scaffold(routes: Router, redis: Redis, max_body_bytes: usize) -> Router {
+    // Install the recorder before the first request is counted.
+    crate::metrics::handle();
     let common = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -144,11 +144,11 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        if let Ok(mut guard) = self.child.lock() {
-            if let Some(mut child) = guard.take() {
-                drop(child.stdin.take());
-                let _ = child.wait();
-            }
+        if let Ok(mut guard) = self.child.lock()
+            && let Some(mut child) = guard.take()
+        {
+            drop(child.stdin.take());
+            let _ = child.wait();
         }
     }
 }
