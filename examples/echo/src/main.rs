@@ -1,0 +1,3 @@
+//! The echo example service (built out with the SDK).
+
+fn main() {}
