@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# bench/gateway.sh: the gateway doing all its policy work (JWT verification,
+# scope check, rate limiting with a high limit, circuit breaking, discovery
+# routing) against nginx as a plain reverse proxy, both in front of the same
+# upstream, in one run. Also the upstream called directly, for added latency.
+#
+#   bash bench/gateway.sh            # DURATION=10s CONNECTIONS=32 THREADS=1 to change the load
+source "$(dirname "$0")/lib.sh"
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-32}
+THREADS=${THREADS:-1}
+
+need wrk:wrk nginx:nginx-light redis-server:redis-server curl:curl
+build_release registry-svc gateway
+
+UPSTREAM_PORT=$(free_port) PROXY_PORT=$(free_port) REG_PORT=$(free_port) GW_PORT=$(free_port)
+# Two nginx processes: one is the upstream (a fixed 200), the other the
+# plain reverse proxy with a keep-alive pool to it (the peer, no policy work).
+nginx_conf() { # NAME SERVER-BLOCK WORKERS
+  mkdir -p "$WORK/$1"
+  cat >"$WORK/$1/nginx.conf" <<CONF
+worker_processes $3;
+pid $WORK/$1/nginx.pid;
+error_log $WORK/$1/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/$1; proxy_temp_path $WORK/$1;
+  fastcgi_temp_path $WORK/$1; uwsgi_temp_path $WORK/$1; scgi_temp_path $WORK/$1;
+  upstream app { server 127.0.0.1:$UPSTREAM_PORT; keepalive 64; }
+  $2
+}
+CONF
+  nginx -c "$WORK/$1/nginx.conf" -g 'daemon off;' >"$WORK/$1.log" 2>&1 &
+  PIDS+=($!)
+}
+nginx_conf upstream "server { listen 127.0.0.1:$UPSTREAM_PORT; location / { return 200 \"ok\\n\"; } }" 1
+UPSTREAM_PID=${PIDS[-1]}
+nginx_conf proxy "server { listen 127.0.0.1:$PROXY_PORT; location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }" 2
+NGINX_PID=${PIDS[-1]}
+wait_http "http://127.0.0.1:$UPSTREAM_PORT/"
+wait_http "http://127.0.0.1:$PROXY_PORT/"
+
+start_redis
+SECRET=bench-secret-bench-secret-bench-secret
+export REDIS_URL MCP_REDIS_PREFIX=bench LOG_FORMAT=json RUST_LOG=warn
+REGISTRY_ADDR=127.0.0.1:$REG_PORT start registry "$BIN/registry-svc" >/dev/null
+wait_http "http://127.0.0.1:$REG_PORT/readyz"
+GATEWAY_ADDR=127.0.0.1:$GW_PORT REGISTRY_URL=http://127.0.0.1:$REG_PORT \
+  CONFIG_URL=http://127.0.0.1:$REG_PORT HEALTH_URL=http://127.0.0.1:$REG_PORT \
+  JWT_SECRET=$SECRET RATE_LIMIT_MODE=local RATE_LIMIT_RPS=10000000 RATE_LIMIT_BURST=10000000 \
+  CB_FAILURE_THRESHOLD=5 CB_OPEN_SECONDS=10 UPSTREAM_TIMEOUT_MS=5000 \
+  start gateway "$BIN/gateway" >/dev/null
+GW_PID=${PIDS[-1]}
+wait_http "http://127.0.0.1:$GW_PORT/readyz"
+
+TOKEN=$(hs256_token "$SECRET" bench "admin")
+AUTH=(-H "Authorization: Bearer $TOKEN")
+# The upstream, registered without a check: passing while its lease lives.
+curl -fsS -X PUT "http://127.0.0.1:$REG_PORT/v1/services/bench/instances/bench-1" \
+  -H 'content-type: application/json' \
+  -d "{\"host\":\"127.0.0.1\",\"port\":$UPSTREAM_PORT,\"ttl_seconds\":3600}" >/dev/null
+for _ in $(seq 100); do
+  curl -fsS -o /dev/null "${AUTH[@]}" "http://127.0.0.1:$GW_PORT/svc/bench/" && break; sleep 0.05
+done
+curl -fsS "${AUTH[@]}" "http://127.0.0.1:$GW_PORT/svc/bench/" | grep -q ok || { log "gateway does not route to the upstream"; exit 1; }
+
+# Warm up both proxies, then measure each in turn with the same load.
+wrk -t1 -c8 -d2s "${AUTH[@]}" "http://127.0.0.1:$GW_PORT/svc/bench/" >/dev/null
+wrk -t1 -c8 -d2s "http://127.0.0.1:$PROXY_PORT/" >/dev/null
+
+measure() { # NAME URL PID...
+  local name=$1 url=$2; shift 2
+  local before after line
+  before=$(cpu_ticks "$@")
+  line=$(wrk_run "$name" "$url" -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" "${AUTH[@]}")
+  after=$(cpu_ticks "$@")
+  set -- $line
+  echo "$line $(us_per_request $((after - before)) "$6")"
+}
+DIRECT=$(measure direct "http://127.0.0.1:$UPSTREAM_PORT/" "$UPSTREAM_PID")
+NGINX=$(measure nginx "http://127.0.0.1:$PROXY_PORT/" "$NGINX_PID")
+GATEWAY=$(measure gateway "http://127.0.0.1:$GW_PORT/svc/bench/" "$GW_PID")
+
+{
+  echo "### bench/gateway — $(machine_line)"
+  echo
+  echo "\`bash bench/gateway.sh\` (wrk -t$THREADS -c$CONNECTIONS -d$DURATION, HTTP/1.1 keep-alive, same nginx upstream)"
+  echo
+  echo "| target | req/s | p50 ms | p99 ms | p99.9 ms | requests | errors | CPU µs/req (proxy) |"
+  echo "|---|---|---|---|---|---|---|---|"
+  for row in "$DIRECT" "$NGINX" "$GATEWAY"; do
+    set -- $row
+    echo "| $1 | $2 | $3 | $4 | $5 | $6 | $7 | $8 |"
+  done
+  set -- $NGINX; N_RPS=$2 N_P50=$3 N_P99=$4
+  set -- $GATEWAY; G_RPS=$2 G_P50=$3 G_P99=$4
+  set -- $DIRECT; D_P50=$3
+  awk -v g="$G_RPS" -v n="$N_RPS" -v gp="$G_P50" -v np="$N_P50" -v g9="$G_P99" -v n9="$N_P99" -v d="$D_P50" 'BEGIN {
+    printf "\nratio gateway/nginx: req/s %.2f, p50 %.2f, p99 %.2f; added p50 latency over direct: gateway %.3f ms, nginx %.3f ms\n",
+      g / n, gp / np, g9 / n9, gp - d, np - d }'
+  echo "(CPU µs/req: direct = the upstream nginx; nginx = the proxy nginx alone; gateway = the gateway process alone.)"
+} | tee "$WORK/result.md"
+echo
+log "append to bench/RESULTS.md with: cat >> bench/RESULTS.md (the table above)"
+[[ ${BENCH_APPEND:-1} == 1 ]] && { echo; cat "$WORK/result.md"; echo; } >>"$BENCH_DIR/RESULTS.md"

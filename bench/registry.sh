@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# bench/registry.sh: registry-svc with 10,000 instances (100 services x 100)
+# heart-beating at a 10 s interval (a steady ~1,000 heartbeats/s in the
+# background): registrations/s, heartbeats/s and discovery lookups/s at full
+# load, with p99, and Redis memory per instance.
+#
+#   bash bench/registry.sh      # DURATION=10s CONNECTIONS=32 INSTANCES=10000
+source "$(dirname "$0")/lib.sh"
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-32}
+export INSTANCES=${INSTANCES:-10000}
+
+need wrk:wrk redis-server:redis-server curl:curl
+build_release registry-svc
+start_redis
+REG_PORT=$(free_port)
+REGISTRY_ADDR=127.0.0.1:$REG_PORT REDIS_URL=$REDIS_URL MCP_REDIS_PREFIX=bench LOG_FORMAT=json RUST_LOG=warn \
+  start registry "$BIN/registry-svc" >/dev/null
+wait_http "http://127.0.0.1:$REG_PORT/readyz"
+URL=http://127.0.0.1:$REG_PORT
+mem() { redis-cli -p "$REDIS_PORT" info memory | awk -F: '/^used_memory:/ {print $2+0}'; }
+
+MEM0=$(mem)
+REGISTER=$(WRK_SCRIPT=$BENCH_DIR/register.lua wrk_run registrations "$URL" -t1 -c"$CONNECTIONS" -d"$DURATION")
+COUNT=$(redis-cli -p "$REDIS_PORT" zcard bench:reg:leases)
+[[ $COUNT -ge $INSTANCES ]] || { log "only $COUNT of $INSTANCES instances registered"; exit 1; }
+MEM1=$(mem)
+STREAM=$(redis-cli -p "$REDIS_PORT" xlen bench:reg:events)
+redis-cli -p "$REDIS_PORT" memory usage bench:reg:events >/dev/null || true
+EVENTS_MEM=$(redis-cli -p "$REDIS_PORT" memory usage bench:reg:events samples 0)
+
+# The fleet's steady heartbeats (10,000 / 10 s) run under every measurement below.
+PACE_MS=10 WRK_SCRIPT=$BENCH_DIR/heartbeat.lua BENCH_DIR=$BENCH_DIR \
+  wrk -t1 -c10 -d600s -s "$BENCH_DIR/heartbeat.lua" "$URL" >"$WORK/background.txt" 2>&1 &
+BG=$!; PIDS+=($BG)
+sleep 1
+HEARTBEAT=$(WRK_SCRIPT=$BENCH_DIR/heartbeat.lua wrk_run heartbeats "$URL" -t1 -c"$CONNECTIONS" -d"$DURATION")
+LOOKUP=$(WRK_SCRIPT=$BENCH_DIR/lookup.lua wrk_run lookups "$URL" -t1 -c"$CONNECTIONS" -d"$DURATION")
+kill "$BG" 2>/dev/null || true
+
+{
+  echo "### bench/registry — $(machine_line)"
+  echo
+  echo "\`bash bench/registry.sh\` ($INSTANCES instances in 100 services, wrk -t1 -c$CONNECTIONS -d$DURATION each; lookups = \`GET /v1/services/{s}/instances?healthy=true\` returning 100 instances; a paced background of ~1,000 heartbeats/s under the heartbeat and lookup runs)"
+  echo
+  echo "| operation | req/s | p50 ms | p99 ms | p99.9 ms | requests | errors |"
+  echo "|---|---|---|---|---|---|---|"
+  for row in "$REGISTER" "$HEARTBEAT" "$LOOKUP"; do
+    set -- $row
+    echo "| $1 | $2 | $3 | $4 | $5 | $6 | $7 |"
+  done
+  awk -v m0="$MEM0" -v m1="$MEM1" -v n="$COUNT" -v ev="$EVENTS_MEM" -v xl="$STREAM" 'BEGIN {
+    printf "\nRedis memory: %.0f bytes per instance in all (%d instances, %.1f MiB), of which the event stream (%d events kept) is %.1f MiB; %.0f bytes per instance without it.\n",
+      (m1 - m0) / n, n, (m1 - m0) / 1048576, xl, ev / 1048576, (m1 - m0 - ev) / n }'
+} | tee "$WORK/result.md"
+[[ ${BENCH_APPEND:-1} == 1 ]] && { echo; cat "$WORK/result.md"; echo; } >>"$BENCH_DIR/RESULTS.md"
