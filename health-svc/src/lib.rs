@@ -1,12 +1,46 @@
 //! health-svc: active HTTP and TCP checks of registered instances.
+//!
+//! The pieces, in the order a status change travels:
+//!
+//! - [`catalog`] follows the registry's event log (one `XREAD` tail per
+//!   process, via [`EventFeed`]) and keeps an in-memory list of instances;
+//!   for each instance with a `check` it runs one [`checker`] task.
+//! - [`membership`] keeps this replica in the live set in Redis and decides,
+//!   by rendezvous hashing over the live replicas, which instances this
+//!   replica owns (and which it backs up).
+//! - [`checker`] fires each owned check once per slot of its interval, claims
+//!   the slot in Redis (so no instance is checked twice per interval, even
+//!   while replicas come and go), probes with [`probe`], applies the
+//!   [`hysteresis`] and writes the result through [`store`].
+//! - [`api`] answers the read endpoints from Redis, so every replica gives
+//!   the same answer.
 
-use std::net::SocketAddr;
+pub mod api;
+pub mod catalog;
+pub mod checker;
+pub mod error;
+pub mod hysteresis;
+pub mod membership;
+pub mod model;
+pub mod probe;
+pub mod store;
 
-use axum::Router;
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
 use clap::Parser;
-use mcp_shared::{CommonSettings, Redis, server};
+use mcp_shared::{
+    CommonSettings, Redis,
+    events::{EventFeed, EventLog},
+    registry, server,
+    settings::parse_duration,
+};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    catalog::Catalog, checker::Checker, hysteresis::Thresholds, membership::Membership,
+    probe::Prober, store::Store,
+};
 
 /// Settings of `health-svc` (flags or environment; see `--help`).
 #[derive(Debug, Clone, Parser)]
@@ -15,6 +49,40 @@ pub struct Settings {
     /// Address to listen on.
     #[arg(long, env = "HEALTH_ADDR", default_value = "0.0.0.0:8083")]
     pub addr: SocketAddr,
+
+    /// Consecutive successful checks before an instance is `passing`.
+    #[arg(long, env = "HEALTH_SUCCESS_BEFORE_PASSING", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub success_before_passing: u32,
+
+    /// Consecutive failed checks before an instance is `critical`.
+    #[arg(long, env = "HEALTH_FAILURES_BEFORE_CRITICAL", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub failures_before_critical: u32,
+
+    /// Most checks one replica runs at the same time.
+    #[arg(long, env = "HEALTH_MAX_CONCURRENT_CHECKS", default_value_t = 512,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_concurrent_checks: u32,
+
+    /// How often a replica renews its entry in the live-replica set.
+    #[arg(long, env = "HEALTH_REPLICA_HEARTBEAT", default_value = "1s", value_parser = parse_duration)]
+    pub replica_heartbeat: Duration,
+
+    /// A replica not seen for this long is dead and its instances move to the
+    /// others (keep it well below the shortest check interval).
+    #[arg(long, env = "HEALTH_REPLICA_TTL", default_value = "3s", value_parser = parse_duration)]
+    pub replica_ttl: Duration,
+
+    /// This replica's id in the live-replica set (default: a random one per process).
+    #[arg(long, env = "HEALTH_REPLICA_ID")]
+    pub replica_id: Option<mcp_shared::names::Name>,
+
+    /// Cap of the registry's event stream when health-svc appends to it (keep
+    /// it equal to registry-svc's `REGISTRY_EVENTS_MAX`).
+    #[arg(long, env = "HEALTH_REGISTRY_EVENTS_MAX", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub registry_events_max_len: u64,
 
     /// Settings every MCP binary shares.
     #[command(flatten)]
@@ -27,6 +95,11 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    if settings.replica_ttl <= settings.replica_heartbeat {
+        return Err(std::io::Error::other(
+            "HEALTH_REPLICA_TTL must be longer than HEALTH_REPLICA_HEARTBEAT",
+        ));
+    }
     let common = &settings.common;
     let redis = Redis::new(
         &common.redis_url,
@@ -34,6 +107,58 @@ pub async fn run(
         common.redis_timeout,
     )
     .map_err(std::io::Error::other)?;
-    let app = server::scaffold(Router::new(), redis, common.max_body_bytes);
-    server::serve(listener, app, shutdown, common.shutdown_grace).await
+    let log = EventLog::new(
+        redis.clone(),
+        registry::LOG_NAME,
+        settings.registry_events_max_len,
+    );
+    let store = Arc::new(Store::new(log.clone()));
+    let thresholds = Thresholds {
+        success_before_passing: settings.success_before_passing,
+        failures_before_critical: settings.failures_before_critical,
+    };
+    let replica_id = settings.replica_id.as_ref().map_or_else(
+        || uuid::Uuid::new_v4().simple().to_string(),
+        |id| id.to_string(),
+    );
+    let (membership, live) = Membership::new(replica_id);
+    let prober = Prober::new().map_err(std::io::Error::other)?;
+    let checker = Arc::new(Checker::new(
+        store.clone(),
+        prober,
+        membership.clone(),
+        thresholds,
+        settings.max_concurrent_checks as usize,
+    ));
+
+    // Every background task is tracked here and stopped by `shutdown`.
+    let tasks = TaskTracker::new();
+    let (feed, feed_task) = EventFeed::spawn(log, "health_watchers", shutdown.clone());
+    let catalog = Arc::new(Catalog::new(checker, tasks.clone(), shutdown.clone()));
+    tasks.spawn(catalog::follow(
+        feed,
+        store.clone(),
+        catalog.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(membership::maintain(
+        membership.clone(),
+        live,
+        store.clone(),
+        catalog.clone(),
+        membership::Timing {
+            heartbeat: settings.replica_heartbeat,
+            ttl: settings.replica_ttl,
+        },
+        shutdown.clone(),
+    ));
+
+    let state = api::AppState { store, thresholds };
+    let app = server::scaffold(api::routes(state), redis, common.max_body_bytes);
+    let served = server::serve(listener, app, shutdown.clone(), common.shutdown_grace).await;
+    shutdown.cancel();
+    tasks.close();
+    tasks.wait().await;
+    let _ = feed_task.await;
+    served
 }

@@ -1,12 +1,42 @@
 //! registry-svc: service instances, leases, discovery and watches.
+//!
+//! Instances live in Redis (schema in [`mcp_shared::registry`]); every
+//! change runs as one Lua script that also bumps the registry revision and
+//! appends an event to the capped stream ([`store`]). Reads are blocking
+//! queries and SSE watches on the per-process [`EventFeed`]. A lease reaper
+//! per replica expires instances whose lease ran out, holding back mass
+//! expiries ([`reaper`]). Replicas share nothing but Redis.
+//!
+//! - [`api`]: the HTTP handlers.
+//! - [`model`]: request validation, query parameters, response bodies.
+//! - [`store`]: all Redis access (scripts in `src/lua/`).
+//! - [`reaper`]: lease expiry, mass-expiry protection, the instance census.
+//! - [`error`]: the one error type, as problem+json.
 
-use std::net::SocketAddr;
+pub mod api;
+pub mod error;
+pub mod model;
+pub mod reaper;
+pub mod store;
 
-use axum::Router;
+use std::{net::SocketAddr, time::Duration};
+
 use clap::Parser;
-use mcp_shared::{CommonSettings, Redis, server};
+use mcp_shared::{
+    CommonSettings, Redis,
+    events::{EventFeed, EventLog},
+    registry, server,
+    settings::parse_duration,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+use crate::store::{Protection, Store};
+
+/// Leases that ran out within this long of each other are judged together
+/// by the protection (so a group that stops at once is not reaped one by
+/// one across ticks); it delays an expiry by at most this much.
+const SETTLE: Duration = Duration::from_millis(250);
 
 /// Settings of `registry-svc` (flags or environment; see `--help`).
 #[derive(Debug, Clone, Parser)]
@@ -16,9 +46,50 @@ pub struct Settings {
     #[arg(long, env = "REGISTRY_ADDR", default_value = "0.0.0.0:8081")]
     pub addr: SocketAddr,
 
+    /// How many events the registry stream keeps (approximately); a watcher
+    /// resuming from an older revision gets a `reset` and re-lists.
+    #[arg(long, env = "REGISTRY_EVENTS_MAX", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub events_max: u64,
+
+    /// How often each replica looks for leases that ran out (an instance
+    /// goes within this plus 250 ms of its deadline).
+    #[arg(long, env = "REGISTRY_REAP_INTERVAL", default_value = "200ms", value_parser = parse_duration)]
+    pub reap_interval: Duration,
+
+    /// Mass-expiry protection: expiries of a service are held back while
+    /// more than this share (0-1) of its instances is at risk (lease run out
+    /// now or expired within the window). 1 turns protection off.
+    #[arg(long, env = "REGISTRY_PROTECT_THRESHOLD", default_value_t = 0.5, value_parser = parse_share)]
+    pub protect_threshold: f64,
+
+    /// Mass-expiry protection: the fewest instances at risk that can trip
+    /// it, so small services still lose a dead instance or two.
+    #[arg(long, env = "REGISTRY_PROTECT_MIN_INSTANCES", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    pub protect_min_instances: u64,
+
+    /// Mass-expiry protection: expiries this recent count as part of the
+    /// same mass expiry, and when protection lifts the instances still held
+    /// get this long to heartbeat before they expire. Make it at least the
+    /// clients' heartbeat interval, so instances cut off together are seen
+    /// together.
+    #[arg(long, env = "REGISTRY_PROTECT_WINDOW", default_value = "15s", value_parser = parse_duration)]
+    pub protect_window: Duration,
+
+    /// How often the `registry_instances` gauge is recounted from Redis.
+    #[arg(long, env = "REGISTRY_CENSUS_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub census_interval: Duration,
+
     /// Settings every MCP binary shares.
     #[command(flatten)]
     pub common: CommonSettings,
+}
+
+/// A share between 0 and 1.
+fn parse_share(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
+        _ => Err("expected a share between 0 and 1, e.g. 0.5".to_owned()),
+    }
 }
 
 /// Run the service on `listener` until `shutdown` fires.
@@ -34,6 +105,35 @@ pub async fn run(
         common.redis_timeout,
     )
     .map_err(std::io::Error::other)?;
-    let app = server::scaffold(Router::new(), redis, common.max_body_bytes);
-    server::serve(listener, app, shutdown, common.shutdown_grace).await
+    let log = EventLog::new(redis.clone(), registry::LOG_NAME, settings.events_max);
+    let store = Store::new(redis.clone(), log.clone());
+
+    // Background tasks stop with the service, also when serving fails.
+    let tasks = shutdown.child_token();
+    let (feed, feed_task) = EventFeed::spawn(log, "registry_watchers", tasks.clone());
+    let policy = Protection {
+        threshold: settings.protect_threshold,
+        min_instances: settings.protect_min_instances,
+        window_ms: u64::try_from(settings.protect_window.as_millis()).unwrap_or(u64::MAX),
+        settle_ms: u64::try_from(SETTLE.as_millis()).unwrap_or(250),
+    };
+    let reaper_task = tokio::spawn(reaper::run(
+        store.clone(),
+        policy,
+        settings.reap_interval.max(Duration::from_millis(10)),
+        settings.census_interval.max(Duration::from_millis(10)),
+        tasks.clone(),
+    ));
+
+    let state = api::AppState {
+        store,
+        feed,
+        shutdown: tasks.clone(),
+    };
+    let app = server::scaffold(api::routes(state), redis, common.max_body_bytes);
+    let served = server::serve(listener, app, shutdown, common.shutdown_grace).await;
+    tasks.cancel();
+    let _ = feed_task.await;
+    let _ = reaper_task.await;
+    served
 }

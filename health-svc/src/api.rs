@@ -1,0 +1,215 @@
+//! HTTP handlers: parse, read Redis through the store, map to the wire types.
+//! Every answer comes from Redis (not this replica's memory), so all
+//! replicas answer alike and a Redis outage is a clean 503.
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    routing::get,
+};
+use mcp_shared::{
+    names::Name,
+    registry::{HealthStatus, Instance},
+    time::{now_ms, rfc3339_ms},
+};
+
+use crate::{
+    error::ApiError,
+    hysteresis::Thresholds,
+    model::{
+        Explain, ExplainThresholds, InstanceHealth, LastCheck, Lease, ServiceHealth, Summary,
+        aggregate, worst,
+    },
+    store::{InstanceView, Store},
+};
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// Redis access.
+    pub store: Arc<Store>,
+    /// Thresholds in force (for explain).
+    pub thresholds: Thresholds,
+}
+
+/// The `/v1` routes.
+pub fn routes(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/summary", get(summary))
+        .route("/v1/services/{service}", get(service))
+        .route("/v1/services/{service}/instances/{id}", get(explain))
+        .with_state(state)
+}
+
+fn name(field: &'static str, value: String) -> Result<Name, ApiError> {
+    Name::parse(value).map_err(|e| ApiError::InvalidName {
+        field,
+        message: e.to_string(),
+    })
+}
+
+/// `GET /v1/summary`.
+async fn summary(State(state): State<AppState>) -> Result<Json<Summary>, ApiError> {
+    let services: Vec<_> = state
+        .store
+        .all_statuses()
+        .await?
+        .into_iter()
+        .map(|(name, statuses)| aggregate(name, &statuses))
+        .collect();
+    Ok(Json(Summary {
+        status: worst(&services),
+        services,
+    }))
+}
+
+/// `GET /v1/services/{service}`.
+async fn service(
+    State(state): State<AppState>,
+    Path(service): Path<String>,
+) -> Result<Json<ServiceHealth>, ApiError> {
+    let service = name("service", service)?;
+    let (mut instances, mut records) = state.store.service(service.as_str()).await?;
+    if instances.is_empty() {
+        return Err(ApiError::NotFound(format!(
+            "service `{service}` has no instances"
+        )));
+    }
+    instances.sort_by(|a, b| a.id.cmp(&b.id));
+    let statuses: Vec<HealthStatus> = instances.iter().map(|i| i.status).collect();
+    let status = aggregate(String::new(), &statuses).status;
+    let instances = instances
+        .into_iter()
+        .map(|instance| {
+            let record = records.remove(&instance.id);
+            InstanceHealth {
+                status: instance.status,
+                output: record.as_ref().map(|r| r.output.clone()),
+                last_checked_at: record.as_ref().map(|r| r.last_checked_at.clone()),
+                consecutive_failures: record.map_or(0, |r| r.consecutive_failures),
+                id: instance.id,
+            }
+        })
+        .collect();
+    Ok(Json(ServiceHealth {
+        service: service.into_string(),
+        status,
+        instances,
+    }))
+}
+
+/// `GET /v1/services/{service}/instances/{id}`: the explain answer.
+async fn explain(
+    State(state): State<AppState>,
+    Path((service, id)): Path<(String, String)>,
+) -> Result<Json<Explain>, ApiError> {
+    let service = name("service", service)?;
+    let id = name("id", id)?;
+    let view = state
+        .store
+        .instance(service.as_str(), id.as_str())
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no instance `{id}` in service `{service}`")))?;
+    Ok(Json(explanation(view, state.thresholds, now_ms())))
+}
+
+/// Build the explain answer: `healthy` is exactly the `healthy=true` rule
+/// (lease alive and status `passing`), and `reasons` say which part holds.
+fn explanation(view: InstanceView, thresholds: Thresholds, now: u64) -> Explain {
+    let InstanceView {
+        instance,
+        lease_deadline_ms,
+        record,
+    } = view;
+    let Instance {
+        status,
+        revision,
+        id,
+        service,
+        check,
+        ..
+    } = instance;
+    let mut reasons = Vec::new();
+    let lease = lease_deadline_ms.map(|deadline| Lease {
+        expires_at: rfc3339_ms(deadline),
+        remaining_ms: deadline.saturating_sub(now),
+        alive: deadline > now,
+    });
+    match &lease {
+        Some(l) if l.alive => reasons.push(format!(
+            "lease is alive until {} ({} ms left)",
+            l.expires_at, l.remaining_ms
+        )),
+        Some(l) => reasons.push(format!(
+            "lease ran out at {}; the registry removes it as expired",
+            l.expires_at
+        )),
+        None => reasons.push("no lease is recorded for it".to_owned()),
+    }
+    let last_output = record
+        .as_ref()
+        .map_or_else(String::new, |r| format!(" (last output: {})", r.output));
+    let failures = record.as_ref().map_or(0, |r| r.consecutive_failures);
+    let successes = record.as_ref().map_or(0, |r| r.consecutive_successes);
+    reasons.push(match (status, &check) {
+        (HealthStatus::Passing, None) => {
+            "status is passing: it has no active check, so the lease alone decides".to_owned()
+        }
+        (HealthStatus::Passing, Some(_)) if failures > 0 => format!(
+            "status is passing, though {failures} check(s) in a row failed so far; {} make it critical{last_output}",
+            thresholds.failures_before_critical
+        ),
+        (HealthStatus::Passing, Some(_)) => format!("status is passing{last_output}"),
+        (HealthStatus::Unknown, _) if record.is_none() => {
+            "status is unknown: not checked yet, so healthy=true leaves it out".to_owned()
+        }
+        (HealthStatus::Unknown, _) => format!(
+            "status is unknown: {successes} of {} success(es) and {failures} of {} failure(s) needed to decide{last_output}",
+            thresholds.success_before_passing, thresholds.failures_before_critical
+        ),
+        (HealthStatus::Warning, _) => format!(
+            "status is warning (the instance answered 429); only passing instances are returned{last_output}"
+        ),
+        (HealthStatus::Critical, _) => format!(
+            "status is critical after {failures} failed check(s) in a row (threshold {}); it needs {} success(es) in a row to pass again{last_output}",
+            thresholds.failures_before_critical, thresholds.success_before_passing
+        ),
+    });
+    let deregister_after = check
+        .as_ref()
+        .and_then(|c| c.deregister_critical_after_seconds);
+    if let (Some(after), Some(since)) = (
+        deregister_after,
+        record.as_ref().and_then(|r| r.critical_since_ms),
+    ) {
+        reasons.push(format!(
+            "it will be deregistered at {} (critical for {after} s)",
+            rfc3339_ms(since + u64::from(after) * 1000)
+        ));
+    }
+    Explain {
+        healthy: status == HealthStatus::Passing && lease.as_ref().is_some_and(|l| l.alive),
+        reasons,
+        status,
+        revision,
+        lease,
+        last_check: record.map(|r| LastCheck {
+            status: r.status,
+            output: r.output,
+            last_checked_at: r.last_checked_at,
+            consecutive_failures: r.consecutive_failures,
+            consecutive_successes: r.consecutive_successes,
+            critical_since: r.critical_since_ms.map(rfc3339_ms),
+        }),
+        thresholds: ExplainThresholds {
+            success_before_passing: thresholds.success_before_passing,
+            failures_before_critical: thresholds.failures_before_critical,
+            deregister_critical_after_seconds: deregister_after,
+        },
+        check,
+        service,
+        id,
+    }
+}

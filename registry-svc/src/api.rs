@@ -1,0 +1,228 @@
+//! The registry's HTTP handlers: parse (path, query, body), call the store
+//! or the event feed, map the answer. Routes are listed in [`routes`].
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{Path, Query, State},
+    http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, put},
+};
+use mcp_shared::{
+    events::{Event, EventFeed},
+    names::Name,
+    problem,
+    registry::stored_tail,
+    time::{now_rfc3339, rfc3339_ms},
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    error::ApiError,
+    model::{
+        InstanceList, InstanceQuery, Registration, ServiceList, WatchQuery, parse_revision,
+        parse_services_query,
+    },
+    store::Store,
+};
+
+/// The header carrying the registry revision a response reflects.
+pub const INDEX_HEADER: HeaderName = HeaderName::from_static("x-mcp-index");
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// Redis access.
+    pub store: Store,
+    /// The in-process fan-out of the registry's event log.
+    pub feed: EventFeed,
+    /// Fires on shutdown: blocking queries answer, watches end.
+    pub shutdown: CancellationToken,
+}
+
+/// The registry's routes (under `/v1`).
+pub fn routes(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/services", get(list_services))
+        .route("/v1/services/{service}/instances", get(list_instances))
+        .route(
+            "/v1/services/{service}/instances/{id}",
+            put(register).delete(deregister),
+        )
+        .route(
+            "/v1/services/{service}/instances/{id}/heartbeat",
+            put(heartbeat),
+        )
+        .route("/v1/watch", get(watch))
+        .with_state(state)
+}
+
+type Pairs = Query<Vec<(String, String)>>;
+
+fn name(field: &str, value: String) -> Result<Name, ApiError> {
+    Name::parse(value).map_err(|e| ApiError::bad_param(field, e))
+}
+
+fn with_index(revision: u64, response: impl IntoResponse) -> Response {
+    let mut response = response.into_response();
+    response
+        .headers_mut()
+        .insert(INDEX_HEADER, HeaderValue::from(revision));
+    response
+}
+
+/// `PUT /v1/services/{service}/instances/{id}`: 201 new, 200 replaced.
+async fn register(
+    State(state): State<AppState>,
+    Path((service, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let service = name("service", service)?;
+    let id = name("id", id)?;
+    let mut instance = Registration::from_json(&body)?.into_instance(&service, &id, now_rfc3339());
+    let tail = stored_tail(&instance).map_err(|e| {
+        ApiError::Store(mcp_shared::StoreError::Corrupt(format!(
+            "cannot encode instance: {e}"
+        )))
+    })?;
+    let registered = state
+        .store
+        .register(
+            &service,
+            &id,
+            &tail,
+            instance.ttl_seconds,
+            instance.check.is_some(),
+        )
+        .await?;
+    instance.status = registered.status;
+    instance.revision = registered.revision;
+    instance.expires_at = Some(rfc3339_ms(registered.deadline_ms));
+    let status = if registered.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(with_index(registered.revision, (status, Json(instance))))
+}
+
+/// `PUT /v1/services/{service}/instances/{id}/heartbeat`: the instance with
+/// its new `expires_at`; 404 once it is gone.
+async fn heartbeat(
+    State(state): State<AppState>,
+    Path((service, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let service = name("service", service)?;
+    let id = name("id", id)?;
+    let Some(renewed) = state.store.heartbeat(&service, &id).await? else {
+        return Err(ApiError::NotFound(format!(
+            "instance `{id}` of service `{service}` is not registered (its lease may have run out); register it again"
+        )));
+    };
+    // Hot path: splice `expires_at` into the stored JSON instead of decoding
+    // and re-encoding the instance.
+    let stored = renewed.stored.trim_end();
+    let body = match stored.strip_suffix('}') {
+        Some(open) => format!(
+            r#"{open},"expires_at":"{}"}}"#,
+            rfc3339_ms(renewed.deadline_ms)
+        ),
+        None => stored.to_owned(),
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// `DELETE /v1/services/{service}/instances/{id}`: 204, or 404 when unknown.
+async fn deregister(
+    State(state): State<AppState>,
+    Path((service, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let service = name("service", service)?;
+    let id = name("id", id)?;
+    match state.store.deregister(&service, &id).await? {
+        Some(revision) => Ok(with_index(revision, problem::empty(StatusCode::NO_CONTENT))),
+        None => Err(ApiError::NotFound(format!(
+            "instance `{id}` of service `{service}` is not registered"
+        ))),
+    }
+}
+
+/// `GET /v1/services/{service}/instances`, filtered, optionally blocking.
+async fn list_instances(
+    State(state): State<AppState>,
+    Path(service): Path<String>,
+    Query(pairs): Pairs,
+) -> Result<Response, ApiError> {
+    let service = name("service", service)?;
+    let query = InstanceQuery::parse(&pairs)?;
+    if let Some(blocking) = query.blocking {
+        let scope = service.as_str();
+        state
+            .feed
+            .wait_for_event(
+                blocking.index,
+                blocking.wait,
+                &state.shutdown,
+                |event: &Event| event.scope == scope,
+            )
+            .await?;
+    }
+    let (revision, mut instances) = state.store.instances(&service).await?;
+    instances.retain(|instance| query.matches(instance));
+    let body = InstanceList {
+        service: service.as_str(),
+        revision,
+        instances,
+    };
+    Ok(with_index(revision, Json(body)))
+}
+
+/// `GET /v1/services`, optionally blocking.
+async fn list_services(
+    State(state): State<AppState>,
+    Query(pairs): Pairs,
+) -> Result<Response, ApiError> {
+    if let Some(blocking) = parse_services_query(&pairs)? {
+        state
+            .feed
+            .wait_for_event(
+                blocking.index,
+                blocking.wait,
+                &state.shutdown,
+                |_: &Event| true,
+            )
+            .await?;
+    }
+    let (revision, services) = state.store.services().await?;
+    Ok(with_index(
+        revision,
+        Json(ServiceList { revision, services }),
+    ))
+}
+
+/// `GET /v1/watch`: SSE of registry events, resumable with `Last-Event-ID`.
+async fn watch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(pairs): Pairs,
+) -> Result<Response, ApiError> {
+    let query = WatchQuery::parse(&pairs)?;
+    let last_event_id = headers
+        .get("last-event-id")
+        .map(|value| {
+            value
+                .to_str()
+                .map_err(|_| ApiError::bad_param("Last-Event-ID", "must be a revision"))
+                .and_then(|v| parse_revision("Last-Event-ID", v))
+        })
+        .transpose()?;
+    let after = last_event_id.or(query.index);
+    let service = query.service.map(Name::into_string);
+    let filter = move |event: &Event| service.as_deref().is_none_or(|s| event.scope == s);
+    let watch = state
+        .feed
+        .open_watch(after, filter, None, state.shutdown.clone())
+        .await?;
+    Ok(watch.into_response())
+}

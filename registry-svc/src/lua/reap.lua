@@ -1,0 +1,98 @@
+-- Expire one service's lapsed instances, or hold them back (protection).
+--
+-- Atomic per service, on Redis's clock: each due instance is expired at most
+-- once however many replicas run this concurrently (the second finds it
+-- gone), and every replica takes the same protection decision.
+--
+-- An instance is *lapsed* when its deadline has passed and *due* when it
+-- passed at least `settle` ms ago (so instances that stop together are
+-- judged together, not one per tick). The service is *at risk* by its lapsed
+-- instances plus those expired within the last `window` ms (kept in
+-- reg:expired:{service}), out of its instances plus those. When at least
+-- `min` are at risk and they are more than `threshold` of it, nothing
+-- expires and the service is marked protected; otherwise every due instance
+-- expires (entry, lease, health record; event `expired`). When protection
+-- lifts (heartbeats came back), the instances still held get one more
+-- `window` to heartbeat instead of expiring at once: after a partition heals
+-- the instances renew one by one, and the late ones are alive too.
+--
+-- KEYS[1] reg:svc:{service}      instances hash
+-- KEYS[2] reg:leases             lease deadlines
+-- KEYS[3] reg:expired:{service}  recent expiries (id -> ms)
+-- KEYS[4] reg:protected          protected services
+-- KEYS[5] reg:services           service names
+-- KEYS[6] health:svc:{service}   health-svc's check results
+-- KEYS[7] reg:revision           revision counter
+-- KEYS[8] reg:events             event stream
+-- ARGV[1] stream max length
+-- ARGV[2] service name
+-- ARGV[3] settle ms
+-- ARGV[4] window ms
+-- ARGV[5] threshold (share, 0..1)
+-- ARGV[6] min instances at risk
+-- Returns {expired, protected 1|0, lapsed}
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local service = ARGV[2]
+local settle = tonumber(ARGV[3])
+local window = tonumber(ARGV[4])
+
+local ids = redis.call('HKEYS', KEYS[1])
+local lapsed, due = {}, {}
+local chunk = 500
+for first = 1, #ids, chunk do
+  local last = math.min(first + chunk - 1, #ids)
+  local members = {}
+  for i = first, last do
+    members[#members + 1] = service .. '/' .. ids[i]
+  end
+  local scores = redis.call('ZMSCORE', KEYS[2], unpack(members))
+  for k = 1, #members do
+    -- No lease at all counts as long gone.
+    local deadline = tonumber(scores[k] or 0)
+    if deadline <= now then
+      lapsed[#lapsed + 1] = members[k]
+      if deadline <= now - settle then
+        due[#due + 1] = ids[first + k - 1]
+      end
+    end
+  end
+end
+
+if #due == 0 then
+  if #lapsed == 0 then
+    redis.call('SREM', KEYS[4], service)
+  end
+  return {0, redis.call('SISMEMBER', KEYS[4], service), #lapsed}
+end
+
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - window)
+local recent = redis.call('ZCARD', KEYS[3])
+local at_risk = #lapsed + recent
+local total = #ids + recent
+if at_risk >= tonumber(ARGV[6]) and at_risk > tonumber(ARGV[5]) * total then
+  redis.call('SADD', KEYS[4], service)
+  return {0, 1, #lapsed}
+end
+
+if redis.call('SREM', KEYS[4], service) == 1 then
+  -- Lifting protection: a last window for the held instances to heartbeat.
+  for _, member in ipairs(lapsed) do
+    redis.call('ZADD', KEYS[2], now + window, member)
+  end
+  return {0, 0, #lapsed}
+end
+for _, id in ipairs(due) do
+  redis.call('HDEL', KEYS[1], id)
+  redis.call('ZREM', KEYS[2], service .. '/' .. id)
+  redis.call('HDEL', KEYS[6], id)
+  redis.call('ZADD', KEYS[3], now, id)
+  local rev = mcp_next_revision(KEYS[7])
+  mcp_append(KEYS[8], ARGV[1], rev, 'expired', service,
+    '{"service":"' .. service .. '","id":"' .. id .. '"}')
+end
+redis.call('PEXPIRE', KEYS[3], window)
+if redis.call('HLEN', KEYS[1]) == 0 then
+  redis.call('SREM', KEYS[5], service)
+end
+return {#due, 0, #lapsed}

@@ -1,0 +1,589 @@
+//! What goes over the wire: the registration body (validated field by field
+//! so every error names its field), the query parameters of the listings and
+//! the watch, and the listing bodies. The instance itself is
+//! [`mcp_shared::registry::Instance`], shared with health-svc and the gateway.
+
+use std::{collections::BTreeMap, net::IpAddr, time::Duration};
+
+use mcp_shared::{
+    names::Name,
+    problem::FieldError,
+    registry::{Check, CheckType, HealthStatus, Instance},
+};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+
+/// Lease length when the body gives none.
+pub const DEFAULT_TTL_SECONDS: u32 = 30;
+/// Longest lease.
+pub const MAX_TTL_SECONDS: u64 = 3600;
+/// Most tags per instance.
+pub const MAX_TAGS: usize = 64;
+/// Longest tag.
+pub const MAX_TAG_LEN: usize = 128;
+/// Most metadata entries per instance.
+pub const MAX_METADATA: usize = 64;
+/// Longest metadata value.
+pub const MAX_METADATA_VALUE_LEN: usize = 512;
+/// Longest host name (DNS limit).
+pub const MAX_HOST_LEN: usize = 253;
+/// Longest HTTP check path.
+pub const MAX_CHECK_PATH_LEN: usize = 1024;
+/// Longest check interval.
+pub const MAX_CHECK_INTERVAL_SECONDS: u64 = 3600;
+/// Longest check timeout.
+pub const MAX_CHECK_TIMEOUT_MS: u64 = 60_000;
+/// Longest `deregister_critical_after_seconds` (a week).
+pub const MAX_DEREGISTER_AFTER_SECONDS: u64 = 7 * 24 * 3600;
+/// Longest blocking-query wait; longer asks are cut to it.
+pub const MAX_WAIT: Duration = Duration::from_secs(300);
+
+const BODY_FIELDS: &[&str] = &["host", "port", "tags", "metadata", "ttl_seconds", "check"];
+const CHECK_FIELDS: &[&str] = &[
+    "type",
+    "path",
+    "interval_seconds",
+    "timeout_ms",
+    "deregister_critical_after_seconds",
+];
+
+/// A validated `PUT …/instances/{id}` body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registration {
+    /// Address to reach the instance at.
+    pub host: String,
+    /// Port to reach it at.
+    pub port: u16,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// String metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// Lease length.
+    pub ttl_seconds: u32,
+    /// Active check.
+    pub check: Option<Check>,
+}
+
+/// Field errors collected while validating, so one answer names them all.
+#[derive(Default)]
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError::new(field, message));
+    }
+}
+
+impl Registration {
+    /// Parse and validate a body. Not JSON (or not an object) → 400; any
+    /// field wrong, missing or unknown → 422 listing each one.
+    pub fn from_json(body: &[u8]) -> Result<Self, ApiError> {
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| ApiError::NotJson(e.to_string()))?;
+        let Value::Object(fields) = value else {
+            return Err(ApiError::NotJson("expected an object".into()));
+        };
+        let mut errors = Errors::default();
+        unknown_fields(&fields, BODY_FIELDS, "", &mut errors);
+
+        let host = match present(&fields, "host") {
+            None => {
+                errors.add("host", "is required");
+                None
+            }
+            Some(Value::String(host)) if valid_host(host) => Some(host.clone()),
+            Some(_) => {
+                errors.add(
+                    "host",
+                    format!("must be a host name or IP address of 1-{MAX_HOST_LEN} characters"),
+                );
+                None
+            }
+        };
+        let port = match present(&fields, "port") {
+            None => {
+                errors.add("port", "is required");
+                None
+            }
+            Some(v) => {
+                integer(v, 1, 65_535, "port", &mut errors).and_then(|p| u16::try_from(p).ok())
+            }
+        };
+        let ttl_seconds = match present(&fields, "ttl_seconds") {
+            None => Some(DEFAULT_TTL_SECONDS),
+            Some(v) => integer(v, 1, MAX_TTL_SECONDS, "ttl_seconds", &mut errors)
+                .and_then(|t| u32::try_from(t).ok()),
+        };
+        let tags = present(&fields, "tags").map_or_else(Vec::new, |v| tags(v, &mut errors));
+        let metadata =
+            present(&fields, "metadata").map_or_else(BTreeMap::new, |v| metadata(v, &mut errors));
+        let check = present(&fields, "check").and_then(|v| check(v, &mut errors));
+
+        match (host, port, ttl_seconds) {
+            (Some(host), Some(port), Some(ttl_seconds)) if errors.0.is_empty() => Ok(Self {
+                host,
+                port,
+                tags,
+                metadata,
+                ttl_seconds,
+                check,
+            }),
+            _ => Err(ApiError::Invalid(errors.0)),
+        }
+    }
+
+    /// The instance this registration makes, before the store assigns its
+    /// status, revision and lease.
+    pub fn into_instance(self, service: &Name, id: &Name, registered_at: String) -> Instance {
+        Instance {
+            status: HealthStatus::Unknown,
+            revision: 0,
+            id: id.as_str().to_owned(),
+            service: service.as_str().to_owned(),
+            host: self.host,
+            port: self.port,
+            tags: self.tags,
+            metadata: self.metadata,
+            ttl_seconds: self.ttl_seconds,
+            check: self.check,
+            registered_at,
+            expires_at: None,
+        }
+    }
+}
+
+/// A member, with `null` meaning absent (as many clients send optional fields).
+fn present<'a>(fields: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    fields.get(name).filter(|v| !v.is_null())
+}
+
+fn unknown_fields(fields: &Map<String, Value>, known: &[&str], path: &str, errors: &mut Errors) {
+    for key in fields.keys() {
+        if !known.contains(&key.as_str()) {
+            errors.add(
+                format!("{path}{key}"),
+                format!("unknown field; expected one of {}", known.join(", ")),
+            );
+        }
+    }
+}
+
+/// An integer in `min..=max`, or an error naming `field`.
+fn integer(value: &Value, min: u64, max: u64, field: &str, errors: &mut Errors) -> Option<u64> {
+    match value.as_u64() {
+        Some(n) if (min..=max).contains(&n) => Some(n),
+        _ => {
+            errors.add(field, format!("must be an integer from {min} to {max}"));
+            None
+        }
+    }
+}
+
+/// A host name (labels of letters, digits, `-`, `_`) or an IP address.
+fn valid_host(host: &str) -> bool {
+    if host.is_empty() || host.len() > MAX_HOST_LEN {
+        return false;
+    }
+    if host.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    host.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+    })
+}
+
+/// Free text: non-empty, at most `max` characters, no control characters.
+fn valid_text(text: &str, max: usize, allow_empty: bool) -> bool {
+    (allow_empty || !text.is_empty())
+        && text.chars().count() <= max
+        && !text.chars().any(char::is_control)
+}
+
+fn tags(value: &Value, errors: &mut Errors) -> Vec<String> {
+    let Value::Array(items) = value else {
+        errors.add("tags", "must be an array of strings");
+        return Vec::new();
+    };
+    if items.len() > MAX_TAGS {
+        errors.add("tags", format!("must hold at most {MAX_TAGS} tags"));
+        return Vec::new();
+    }
+    let mut tags = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        match item {
+            Value::String(tag) if valid_text(tag, MAX_TAG_LEN, false) => tags.push(tag.clone()),
+            _ => errors.add(
+                format!("tags[{i}]"),
+                format!("must be a string of 1-{MAX_TAG_LEN} printable characters"),
+            ),
+        }
+    }
+    tags
+}
+
+fn metadata(value: &Value, errors: &mut Errors) -> BTreeMap<String, String> {
+    let Value::Object(entries) = value else {
+        errors.add("metadata", "must be an object of string values");
+        return BTreeMap::new();
+    };
+    if entries.len() > MAX_METADATA {
+        errors.add(
+            "metadata",
+            format!("must hold at most {MAX_METADATA} entries"),
+        );
+        return BTreeMap::new();
+    }
+    let mut metadata = BTreeMap::new();
+    for (key, value) in entries {
+        if let Err(e) = Name::parse(key.as_str()) {
+            errors.add(format!("metadata.{key}"), format!("key {e}"));
+            continue;
+        }
+        match value {
+            Value::String(text) if valid_text(text, MAX_METADATA_VALUE_LEN, true) => {
+                metadata.insert(key.clone(), text.clone());
+            }
+            _ => errors.add(
+                format!("metadata.{key}"),
+                format!(
+                    "must be a string of at most {MAX_METADATA_VALUE_LEN} printable characters"
+                ),
+            ),
+        }
+    }
+    metadata
+}
+
+fn check(value: &Value, errors: &mut Errors) -> Option<Check> {
+    let Value::Object(fields) = value else {
+        errors.add("check", "must be an object with `type` http or tcp");
+        return None;
+    };
+    let before = errors.0.len();
+    unknown_fields(fields, CHECK_FIELDS, "check.", errors);
+    let kind = match present(fields, "type").and_then(Value::as_str) {
+        Some("http") => Some(CheckType::Http),
+        Some("tcp") => Some(CheckType::Tcp),
+        _ => {
+            errors.add("check.type", "must be `http` or `tcp`");
+            None
+        }
+    };
+    let path = match (kind, present(fields, "path")) {
+        (Some(CheckType::Http), None) => {
+            errors.add("check.path", "is required for an http check");
+            None
+        }
+        (Some(CheckType::Http), Some(Value::String(path))) if valid_check_path(path) => {
+            Some(path.clone())
+        }
+        (Some(CheckType::Http), Some(_)) => {
+            errors.add(
+                "check.path",
+                "must be an absolute path starting with a single `/` (no scheme or host)",
+            );
+            None
+        }
+        (Some(CheckType::Tcp), Some(_)) => {
+            errors.add("check.path", "is not allowed on a tcp check");
+            None
+        }
+        _ => None,
+    };
+    let interval_seconds = match present(fields, "interval_seconds") {
+        None => Some(10),
+        Some(v) => integer(
+            v,
+            1,
+            MAX_CHECK_INTERVAL_SECONDS,
+            "check.interval_seconds",
+            errors,
+        ),
+    };
+    let timeout_ms = match present(fields, "timeout_ms") {
+        None => Some(1000),
+        Some(v) => integer(v, 1, MAX_CHECK_TIMEOUT_MS, "check.timeout_ms", errors),
+    };
+    if let (Some(interval), Some(timeout)) = (interval_seconds, timeout_ms)
+        && timeout >= interval * 1000
+    {
+        errors.add("check.timeout_ms", "must be shorter than the interval");
+    }
+    let deregister_after = match present(fields, "deregister_critical_after_seconds") {
+        None => None,
+        Some(v) => integer(
+            v,
+            1,
+            MAX_DEREGISTER_AFTER_SECONDS,
+            "check.deregister_critical_after_seconds",
+            errors,
+        ),
+    };
+    if errors.0.len() > before {
+        return None;
+    }
+    Some(Check {
+        kind: kind?,
+        path,
+        interval_seconds: u32::try_from(interval_seconds?).ok()?,
+        timeout_ms: u32::try_from(timeout_ms?).ok()?,
+        deregister_critical_after_seconds: deregister_after.and_then(|s| u32::try_from(s).ok()),
+    })
+}
+
+/// `/health`, not `//evil.example/x` or `http://…`: health-svc probes only
+/// the instance's own host:port.
+fn valid_check_path(path: &str) -> bool {
+    path.starts_with('/')
+        && !path.starts_with("//")
+        && path.len() <= MAX_CHECK_PATH_LEN
+        && !path.contains('\\')
+        && !path.chars().any(|c| c.is_control() || c.is_whitespace())
+}
+
+/// `?index=N&wait=D`: answer once the revision passes N, at most after D.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Blocking {
+    /// The revision the client already has.
+    pub index: u64,
+    /// How long to hold the request at most.
+    pub wait: Duration,
+}
+
+impl Blocking {
+    /// From the raw `index` and `wait` values. `wait` alone is no blocking
+    /// query; `index` alone waits the longest ([`MAX_WAIT`]).
+    fn parse(index: Option<&str>, wait: Option<&str>) -> Result<Option<Self>, ApiError> {
+        let wait = wait.map(parse_wait).transpose()?;
+        let Some(index) = index else {
+            return Ok(None);
+        };
+        let index = index.parse().map_err(|_| {
+            ApiError::bad_param("index", "must be a revision (a non-negative integer)")
+        })?;
+        Ok(Some(Self {
+            index,
+            wait: wait.unwrap_or(MAX_WAIT).min(MAX_WAIT),
+        }))
+    }
+}
+
+/// `30s`, `500ms`, `5m`, or a bare number of seconds.
+fn parse_wait(value: &str) -> Result<Duration, ApiError> {
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    humantime::parse_duration(value)
+        .map_err(|_| ApiError::bad_param("wait", "must be a duration such as 30s, 500ms or 5m"))
+}
+
+fn parse_bool(field: &str, value: &str) -> Result<bool, ApiError> {
+    match value {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(ApiError::bad_param(field, "must be true or false")),
+    }
+}
+
+/// The query of `GET /v1/services/{service}/instances`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstanceQuery {
+    /// `healthy=true`: only `passing` instances.
+    pub healthy: bool,
+    /// `tag=…` (repeatable): instances holding every one.
+    pub tags: Vec<String>,
+    /// `meta.KEY=VALUE` (repeatable): instances whose metadata has each pair.
+    pub meta: Vec<(String, String)>,
+    /// `index` + `wait`.
+    pub blocking: Option<Blocking>,
+}
+
+impl InstanceQuery {
+    /// From the decoded query pairs (repeated keys kept). Unknown parameters
+    /// are refused, so a typo is not silently an unfiltered list.
+    pub fn parse(pairs: &[(String, String)]) -> Result<Self, ApiError> {
+        let mut query = Self::default();
+        let (mut index, mut wait) = (None, None);
+        for (key, value) in pairs {
+            match key.as_str() {
+                "healthy" => query.healthy = parse_bool("healthy", value)?,
+                "tag" => query.tags.push(value.clone()),
+                "index" => index = Some(value.as_str()),
+                "wait" => wait = Some(value.as_str()),
+                _ => match key.strip_prefix("meta.") {
+                    Some(meta) if Name::parse(meta).is_ok() => {
+                        query.meta.push((meta.to_owned(), value.clone()));
+                    }
+                    _ => {
+                        return Err(ApiError::bad_param(
+                            key.as_str(),
+                            "unknown query parameter; expected healthy, tag, meta.KEY, index or wait",
+                        ));
+                    }
+                },
+            }
+        }
+        query.blocking = Blocking::parse(index, wait)?;
+        Ok(query)
+    }
+
+    /// Whether `instance` passes every filter.
+    pub fn matches(&self, instance: &Instance) -> bool {
+        (!self.healthy || instance.status == HealthStatus::Passing)
+            && self.tags.iter().all(|tag| instance.tags.contains(tag))
+            && self
+                .meta
+                .iter()
+                .all(|(key, value)| instance.metadata.get(key) == Some(value))
+    }
+}
+
+/// The query of `GET /v1/services`: only a blocking query.
+pub fn parse_services_query(pairs: &[(String, String)]) -> Result<Option<Blocking>, ApiError> {
+    let (mut index, mut wait) = (None, None);
+    for (key, value) in pairs {
+        match key.as_str() {
+            "index" => index = Some(value.as_str()),
+            "wait" => wait = Some(value.as_str()),
+            other => {
+                return Err(ApiError::bad_param(
+                    other,
+                    "unknown query parameter; expected index or wait",
+                ));
+            }
+        }
+    }
+    Blocking::parse(index, wait)
+}
+
+/// The query of `GET /v1/watch`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WatchQuery {
+    /// Only this service's events.
+    pub service: Option<Name>,
+    /// Resume after this revision (`Last-Event-ID` wins when both are sent).
+    pub index: Option<u64>,
+}
+
+impl WatchQuery {
+    /// From the decoded query pairs.
+    pub fn parse(pairs: &[(String, String)]) -> Result<Self, ApiError> {
+        let mut query = Self::default();
+        for (key, value) in pairs {
+            match key.as_str() {
+                "service" => {
+                    query.service = Some(
+                        Name::parse(value.as_str())
+                            .map_err(|e| ApiError::bad_param("service", e))?,
+                    );
+                }
+                "index" => query.index = Some(parse_revision("index", value)?),
+                other => {
+                    return Err(ApiError::bad_param(
+                        other,
+                        "unknown query parameter; expected service or index",
+                    ));
+                }
+            }
+        }
+        Ok(query)
+    }
+}
+
+/// A revision given by a client (`index`, `Last-Event-ID`).
+pub fn parse_revision(field: &str, value: &str) -> Result<u64, ApiError> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| ApiError::bad_param(field, "must be a revision (a non-negative integer)"))
+}
+
+/// `GET /v1/services/{service}/instances`.
+#[derive(Debug, Serialize)]
+pub struct InstanceList<'a> {
+    /// The service.
+    pub service: &'a str,
+    /// The registry revision this list reflects.
+    pub revision: u64,
+    /// Its instances (filtered), by id.
+    pub instances: Vec<Instance>,
+}
+
+/// One service in `GET /v1/services`, with its instance counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceSummary {
+    /// Service name.
+    pub name: String,
+    /// Instances registered.
+    pub instances: u64,
+    /// Instances `passing`.
+    pub passing: u64,
+    /// Instances `unknown` (not checked yet).
+    #[serde(skip)]
+    pub unknown: u64,
+    /// Instances `warning`.
+    #[serde(skip)]
+    pub warning: u64,
+    /// Instances `critical`.
+    #[serde(skip)]
+    pub critical: u64,
+    /// Whether mass-expiry protection holds back its expiries right now.
+    pub protected: bool,
+}
+
+/// `GET /v1/services`.
+#[derive(Debug, Serialize)]
+pub struct ServiceList {
+    /// The registry revision this list reflects.
+    pub revision: u64,
+    /// Every service with at least one instance, by name.
+    pub services: Vec<ServiceSummary>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_names_or_addresses() {
+        for good in [
+            "10.0.0.7",
+            "::1",
+            "echo.default.svc",
+            "my_host-1",
+            "localhost",
+        ] {
+            assert!(valid_host(good), "{good}");
+        }
+        for bad in ["", "a b", "-a", "a..b", "http://x", "a/b", &"a".repeat(254)] {
+            assert!(!valid_host(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn check_paths_stay_on_the_instance() {
+        assert!(valid_check_path("/health?x=1"));
+        for bad in ["health", "//evil/x", "http://x/", "/a b", "/\\x"] {
+            assert!(!valid_check_path(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn wait_takes_units_or_seconds_and_is_capped() {
+        let b = Blocking::parse(Some("3"), Some("10m"));
+        assert!(matches!(b, Ok(Some(Blocking { index: 3, wait })) if wait == MAX_WAIT));
+        let b = Blocking::parse(Some("3"), Some("2"));
+        assert!(matches!(b, Ok(Some(Blocking { wait, .. })) if wait == Duration::from_secs(2)));
+        assert!(Blocking::parse(Some("x"), None).is_err());
+        assert!(Blocking::parse(Some("1"), Some("soon")).is_err());
+        assert!(matches!(Blocking::parse(None, Some("1s")), Ok(None)));
+    }
+}

@@ -1,0 +1,328 @@
+//! All of registry-svc's Redis access: one Lua script per mutation (change,
+//! revision bump and event in one atomic step) and one read-only script per
+//! listing (data and revision from one consistent snapshot).
+//!
+//! The shared schema is documented in [`mcp_shared::registry`]. On top of it
+//! registry-svc keeps two keys of its own for mass-expiry protection:
+//!
+//! | key | type | content |
+//! |---|---|---|
+//! | `reg:protected` | set | services whose expiries are held back now |
+//! | `reg:expired:{service}` | sorted set | ids expired within the protection window → when (ms); expires by itself |
+//!
+//! Lease deadlines are judged on Redis's clock (`TIME` inside the scripts),
+//! so replicas on hosts with skewed clocks agree on what has expired.
+
+use std::sync::{Arc, LazyLock};
+
+use mcp_shared::{
+    Redis, StoreError,
+    events::{self, EventLog},
+    names::Name,
+    registry::{self, HealthStatus, Instance, RegistryKeys},
+    time::rfc3339_ms,
+};
+use redis::Script;
+
+use crate::model::ServiceSummary;
+
+static REGISTER: LazyLock<Script> =
+    LazyLock::new(|| events::script(include_str!("lua/register.lua")));
+static HEARTBEAT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/heartbeat.lua")));
+static DEREGISTER: LazyLock<Script> =
+    LazyLock::new(|| events::script(include_str!("lua/deregister.lua")));
+static INSTANCES: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/instances.lua")));
+static SERVICES: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/services.lua")));
+static DUE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/due.lua")));
+static REAP: LazyLock<Script> = LazyLock::new(|| events::script(include_str!("lua/reap.lua")));
+
+/// Most lease members one reaper pass scans for due services.
+const DUE_SCAN_LIMIT: u64 = 100_000;
+
+/// What a registration did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Registered {
+    /// A new instance (201) rather than a replacement (200).
+    pub created: bool,
+    /// The status it was stored with.
+    pub status: HealthStatus,
+    /// The revision of the change.
+    pub revision: u64,
+    /// Its lease deadline, ms since the epoch.
+    pub deadline_ms: u64,
+}
+
+/// A renewed lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Renewed {
+    /// The instance JSON as stored (without `expires_at`).
+    pub stored: String,
+    /// The new deadline, ms since the epoch.
+    pub deadline_ms: u64,
+}
+
+/// Mass-expiry protection policy (see `reap.lua` and the README).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Protection {
+    /// Share of a service's instances at risk above which expiries are held.
+    pub threshold: f64,
+    /// Fewest instances at risk that can trip protection.
+    pub min_instances: u64,
+    /// How far back expiries count as part of the same mass expiry, ms.
+    pub window_ms: u64,
+    /// Leases that ran out within this many ms of each other are judged together.
+    pub settle_ms: u64,
+}
+
+/// One reaper pass over one service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reaped {
+    /// Instances expired (each with one `expired` event).
+    pub expired: u64,
+    /// Whether the service is protected after the pass.
+    pub protected: bool,
+}
+
+/// The registry's Redis store (cheap to clone).
+#[derive(Clone, Debug)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    redis: Redis,
+    keys: RegistryKeys,
+    log: EventLog,
+    protected: String,
+    instances_prefix: String,
+}
+
+impl Store {
+    /// The store under `redis`'s prefix, appending to `log`.
+    pub fn new(redis: Redis, log: EventLog) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                keys: RegistryKeys::new(redis.clone()),
+                protected: redis.key(&[registry::LOG_NAME, "protected"]),
+                instances_prefix: redis.key(&[registry::LOG_NAME, "svc", ""]),
+                redis,
+                log,
+            }),
+        }
+    }
+
+    fn recent_expiries(&self, service: &str) -> String {
+        self.inner
+            .redis
+            .key(&[registry::LOG_NAME, "expired", service])
+    }
+
+    /// Store an instance (JSON `tail` after the status/revision prefix) and
+    /// start its lease of `ttl_seconds`.
+    pub async fn register(
+        &self,
+        service: &Name,
+        id: &Name,
+        tail: &str,
+        ttl_seconds: u32,
+        has_check: bool,
+    ) -> Result<Registered, StoreError> {
+        let inner = &self.inner;
+        let mut invocation = REGISTER.prepare_invoke();
+        invocation
+            .key(inner.keys.instances(service.as_str()))
+            .key(&inner.keys.leases)
+            .key(&inner.keys.services)
+            .key(inner.log.revision_key())
+            .key(inner.log.stream_key())
+            .arg(inner.log.max_len())
+            .arg(service.as_str())
+            .arg(id.as_str())
+            .arg(RegistryKeys::lease_member(service.as_str(), id.as_str()))
+            .arg(tail)
+            .arg(u64::from(ttl_seconds) * 1000)
+            .arg(if has_check { "1" } else { "0" });
+        let mut conn = inner.redis.conn();
+        let (created, status, revision, deadline_ms): (u8, String, u64, u64) =
+            inner.redis.run(invocation.invoke_async(&mut conn)).await?;
+        Ok(Registered {
+            created: created == 1,
+            status: parse_status(&status),
+            revision,
+            deadline_ms,
+        })
+    }
+
+    /// Renew an instance's lease; `None` when it is not registered (any more).
+    pub async fn heartbeat(
+        &self,
+        service: &Name,
+        id: &Name,
+    ) -> Result<Option<Renewed>, StoreError> {
+        let inner = &self.inner;
+        let mut invocation = HEARTBEAT.prepare_invoke();
+        invocation
+            .key(inner.keys.instances(service.as_str()))
+            .key(&inner.keys.leases)
+            .arg(id.as_str())
+            .arg(RegistryKeys::lease_member(service.as_str(), id.as_str()));
+        let mut conn = inner.redis.conn();
+        let reply: Option<(String, u64)> =
+            inner.redis.run(invocation.invoke_async(&mut conn)).await?;
+        Ok(reply.map(|(stored, deadline_ms)| Renewed {
+            stored,
+            deadline_ms,
+        }))
+    }
+
+    /// Remove an instance; the revision of the change, `None` when unknown.
+    pub async fn deregister(&self, service: &Name, id: &Name) -> Result<Option<u64>, StoreError> {
+        let inner = &self.inner;
+        let mut invocation = DEREGISTER.prepare_invoke();
+        invocation
+            .key(inner.keys.instances(service.as_str()))
+            .key(&inner.keys.leases)
+            .key(&inner.keys.services)
+            .key(inner.keys.health(service.as_str()))
+            .key(inner.log.revision_key())
+            .key(inner.log.stream_key())
+            .arg(inner.log.max_len())
+            .arg(service.as_str())
+            .arg(id.as_str())
+            .arg(RegistryKeys::lease_member(service.as_str(), id.as_str()));
+        let mut conn = inner.redis.conn();
+        inner.redis.run(invocation.invoke_async(&mut conn)).await
+    }
+
+    /// The revision and every instance of `service` (sorted by id), with
+    /// `expires_at` from its lease. An entry that does not decode is logged
+    /// and left out rather than failing the whole list.
+    pub async fn instances(&self, service: &Name) -> Result<(u64, Vec<Instance>), StoreError> {
+        let inner = &self.inner;
+        let mut invocation = INSTANCES.prepare_invoke();
+        invocation
+            .key(inner.keys.instances(service.as_str()))
+            .key(&inner.keys.leases)
+            .key(inner.log.revision_key())
+            .arg(service.as_str());
+        let mut conn = inner.redis.conn();
+        let reply: Vec<String> = inner.redis.run(invocation.invoke_async(&mut conn)).await?;
+        let mut reply = reply.into_iter();
+        let revision = parse_u64(reply.next().as_deref())?;
+        let mut instances = Vec::with_capacity(reply.len() / 2);
+        while let (Some(json), Some(deadline)) = (reply.next(), reply.next()) {
+            match serde_json::from_str::<Instance>(&json) {
+                Ok(mut instance) => {
+                    instance.expires_at = parse_score(&deadline).map(rfc3339_ms);
+                    instances.push(instance);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, service = service.as_str(), "skipping an instance that does not decode");
+                }
+            }
+        }
+        instances.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        Ok((revision, instances))
+    }
+
+    /// The revision and every service with its counts (sorted by name).
+    pub async fn services(&self) -> Result<(u64, Vec<ServiceSummary>), StoreError> {
+        let inner = &self.inner;
+        let mut invocation = SERVICES.prepare_invoke();
+        invocation
+            .key(&inner.keys.services)
+            .key(&inner.protected)
+            .key(inner.log.revision_key())
+            .arg(&inner.instances_prefix);
+        let mut conn = inner.redis.conn();
+        let reply: Vec<String> = inner.redis.run(invocation.invoke_async(&mut conn)).await?;
+        let revision = parse_u64(reply.first().map(String::as_str))?;
+        let mut services = Vec::with_capacity(reply.len() / 7);
+        for row in reply.get(1..).unwrap_or_default().chunks_exact(7) {
+            let count = |i: usize| row[i].parse().unwrap_or(0);
+            services.push(ServiceSummary {
+                name: row[0].clone(),
+                instances: count(1),
+                unknown: count(2),
+                passing: count(3),
+                warning: count(4),
+                critical: count(5),
+                protected: row[6] == "1",
+            });
+        }
+        services.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        Ok((revision, services))
+    }
+
+    /// Services the reaper must look at: a lease due, or protected.
+    pub async fn due_services(&self, settle_ms: u64) -> Result<Vec<String>, StoreError> {
+        let inner = &self.inner;
+        let mut invocation = DUE.prepare_invoke();
+        invocation
+            .key(&inner.keys.leases)
+            .key(&inner.protected)
+            .arg(settle_ms)
+            .arg(DUE_SCAN_LIMIT);
+        let mut conn = inner.redis.conn();
+        inner.redis.run(invocation.invoke_async(&mut conn)).await
+    }
+
+    /// Expire `service`'s due instances, or hold them back (see `reap.lua`).
+    pub async fn reap(&self, service: &str, policy: &Protection) -> Result<Reaped, StoreError> {
+        let inner = &self.inner;
+        let mut invocation = REAP.prepare_invoke();
+        invocation
+            .key(inner.keys.instances(service))
+            .key(&inner.keys.leases)
+            .key(self.recent_expiries(service))
+            .key(&inner.protected)
+            .key(&inner.keys.services)
+            .key(inner.keys.health(service))
+            .key(inner.log.revision_key())
+            .key(inner.log.stream_key())
+            .arg(inner.log.max_len())
+            .arg(service)
+            .arg(policy.settle_ms)
+            .arg(policy.window_ms)
+            .arg(policy.threshold)
+            .arg(policy.min_instances);
+        let mut conn = inner.redis.conn();
+        let (expired, protected, _lapsed): (u64, u8, u64) =
+            inner.redis.run(invocation.invoke_async(&mut conn)).await?;
+        Ok(Reaped {
+            expired,
+            protected: protected == 1,
+        })
+    }
+}
+
+/// The status a script read from a stored prefix.
+fn parse_status(status: &str) -> HealthStatus {
+    match status {
+        "passing" => HealthStatus::Passing,
+        "warning" => HealthStatus::Warning,
+        "critical" => HealthStatus::Critical,
+        _ => HealthStatus::Unknown,
+    }
+}
+
+fn parse_u64(value: Option<&str>) -> Result<u64, StoreError> {
+    let value = value.unwrap_or("0");
+    value
+        .parse()
+        .map_err(|_| StoreError::Corrupt(format!("not a revision: {value:?}")))
+}
+
+/// A sorted-set score (ms); Redis may print it as a float.
+fn parse_score(score: &str) -> Option<u64> {
+    if score.is_empty() {
+        return None;
+    }
+    score
+        .parse::<u64>()
+        .ok()
+        .or_else(|| score.parse::<f64>().ok().map(|f| f as u64))
+}

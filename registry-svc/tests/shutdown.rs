@@ -1,0 +1,80 @@
+//! The real binary: SIGTERM lets an in-flight blocking query finish, then
+//! the process exits 0.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use mcp_testkit::{eventually, free_port, prefix, redis};
+
+#[tokio::test]
+async fn sigterm_finishes_an_in_flight_blocking_query_and_exits_zero() {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_registry-svc"))
+        .env("REGISTRY_ADDR", format!("127.0.0.1:{port}"))
+        .env("REDIS_URL", redis().url())
+        .env("MCP_REDIS_PREFIX", prefix())
+        .env("LOG_FORMAT", "pretty")
+        .env("RUST_LOG", "warn")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let up = eventually(Duration::from_secs(10), || async {
+        client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(up, "registry-svc did not start");
+
+    let listed: serde_json::Value = client
+        .get(format!("{base}/v1/services"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let index = listed["revision"].as_u64().unwrap();
+    let parked = tokio::spawn({
+        let client = client.clone();
+        let url = format!("{base}/v1/services?index={index}&wait=3s");
+        async move { client.get(url).send().await }
+    });
+    // Let the query reach the server and park.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+
+    let response = parked.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["revision"].as_u64().unwrap(), index);
+
+    let mut status = None;
+    let exited = eventually(Duration::from_secs(10), || {
+        status = status.or_else(|| child.try_wait().unwrap());
+        let done = status.is_some();
+        async move { done }
+    })
+    .await;
+    if !exited {
+        let _ = child.kill();
+    }
+    assert!(exited, "registry-svc did not exit after SIGTERM");
+    assert_eq!(status.unwrap().code(), Some(0));
+}
