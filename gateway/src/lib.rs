@@ -1,12 +1,93 @@
-//! gateway: the API gateway (JWT auth, rate limiting, circuit breaking, routing).
+//! gateway: the API gateway, the only door into MCP.
+//!
+//! Every `/api/*`, `/svc/*` and `/admin/*` request goes through one visible
+//! stack of tower layers (see [`run`]): path normalisation → JWT auth and
+//! scopes → rate limit → the proxy, which picks an upstream instance (power
+//! of two choices with a circuit breaker per instance) and streams the
+//! request and the answer through untouched.
+//!
+//! - [`normalize`]: canonical paths, so `..` or `%2f` cannot escape a prefix.
+//! - [`auth`] and [`jwt`]: bearer tokens (HS256 secret, PEM key, JWKS) and scopes.
+//! - [`ratelimit`]: per-client GCRA, local (governor) or global (Redis).
+//! - [`proxy`]: routing, forwarding, timeouts, retries.
+//! - [`balance`] and [`circuit`]: instance choice and the per-instance breaker.
+//! - [`routing`]: the in-memory routing table that follows the registry.
+//! - [`store`]: all the gateway's Redis access.
+//! - [`admin`]: `GET /admin/upstreams`.
 
-use std::net::SocketAddr;
+pub mod admin;
+pub mod auth;
+pub mod balance;
+pub mod circuit;
+pub mod error;
+pub mod jwt;
+pub mod normalize;
+pub mod proxy;
+pub mod ratelimit;
+pub mod routing;
+pub mod store;
 
-use axum::Router;
-use clap::Parser;
-use mcp_shared::{CommonSettings, Redis, server};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use axum::{Router, routing::get};
+use clap::{Parser, ValueEnum};
+use mcp_shared::{
+    CommonSettings, Redis,
+    events::{EventFeed, EventLog},
+    registry, server,
+    settings::{parse_duration, parse_http_url, parse_url_list},
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+
+/// A secret setting: never printed, not even by `Debug` or `--help`.
+#[derive(Clone)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+fn parse_secret(value: &str) -> Result<Secret, String> {
+    if value.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    Ok(Secret(Arc::from(value)))
+}
+
+/// A non-empty list of upstream base URLs (`http://host:port[/path]`).
+#[derive(Debug, Clone)]
+pub struct UrlList(pub Vec<String>);
+
+fn parse_urls(value: &str) -> Result<UrlList, String> {
+    let urls = parse_url_list(value)?;
+    if let Some(url) = urls.iter().find(|u| u.starts_with("https://")) {
+        // The pooled client is plain HTTP (no TLS crate in the workspace yet).
+        return Err(format!(
+            "{url}: https upstreams are not supported; use http://"
+        ));
+    }
+    Ok(UrlList(urls))
+}
+
+/// Where the global rate limit is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RateLimitMode {
+    /// In this process (each replica enforces the limit on its own).
+    Local,
+    /// In Redis, shared by every replica (one atomic script per request).
+    Redis,
+}
 
 /// Settings of `gateway` (flags or environment; see `--help`).
 #[derive(Debug, Clone, Parser)]
@@ -16,17 +97,106 @@ pub struct Settings {
     #[arg(long, env = "GATEWAY_ADDR", default_value = "0.0.0.0:8080")]
     pub addr: SocketAddr,
 
+    /// registry-svc base URLs, comma-separated.
+    #[arg(long, env = "REGISTRY_URL", default_value = "http://127.0.0.1:8081", value_parser = parse_urls)]
+    pub registry_url: UrlList,
+
+    /// config-svc base URLs, comma-separated.
+    #[arg(long, env = "CONFIG_URL", default_value = "http://127.0.0.1:8082", value_parser = parse_urls)]
+    pub config_url: UrlList,
+
+    /// health-svc base URLs, comma-separated.
+    #[arg(long, env = "HEALTH_URL", default_value = "http://127.0.0.1:8083", value_parser = parse_urls)]
+    pub health_url: UrlList,
+
+    /// HS256 secret for bearer tokens.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub jwt_secret: Option<Secret>,
+
+    /// PEM public key (RSA, P-256 or Ed25519) for bearer tokens.
+    #[arg(long, env = "JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+
+    /// Algorithm of `JWT_PUBLIC_KEY_FILE` (RS256, RS384, RS512, PS256, ES256, ES384, EdDSA);
+    /// detected from the key when unset (RSA → RS256, EC → ES256, Ed25519 → EdDSA).
+    #[arg(long, env = "JWT_ALGORITHM", value_parser = jwt::parse_asymmetric_algorithm)]
+    pub jwt_algorithm: Option<jsonwebtoken::Algorithm>,
+
+    /// JWKS URL to take public keys from (cached; refetched on an unknown `kid`).
+    #[arg(long, env = "JWT_JWKS_URL", value_parser = parse_http_url)]
+    pub jwt_jwks_url: Option<String>,
+
+    /// Least time between two JWKS fetches caused by unknown `kid`s.
+    #[arg(long, env = "JWT_JWKS_MIN_REFETCH", default_value = "30s", value_parser = parse_duration)]
+    pub jwt_jwks_min_refetch: Duration,
+
+    /// Required `iss` claim, when set.
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` claim, when set.
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    #[arg(long, env = "JWT_LEEWAY_SECONDS", default_value_t = 30)]
+    pub jwt_leeway_seconds: u64,
+
+    /// Sustained requests per second per client (JWT `sub`, else IP); 0 turns rate limiting off.
+    #[arg(long, env = "RATE_LIMIT_RPS", default_value_t = 100)]
+    pub rate_limit_rps: u32,
+
+    /// Requests a client may send at once above the sustained rate.
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_burst: u32,
+
+    /// `local` (per replica) or `redis` (global across replicas).
+    #[arg(long, env = "RATE_LIMIT_MODE", value_enum, default_value = "local")]
+    pub rate_limit_mode: RateLimitMode,
+
+    /// Consecutive failures (connect error, timeout, 5xx) that open an instance's circuit.
+    #[arg(long, env = "CB_FAILURE_THRESHOLD", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub cb_failure_threshold: u32,
+
+    /// Seconds an open circuit waits before letting one trial request through.
+    #[arg(long, env = "CB_OPEN_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub cb_open_seconds: u64,
+
+    /// Time an upstream has to send its response headers (bodies stream without limit;
+    /// a request with `?wait=` gets that long on top).
+    #[arg(long, env = "UPSTREAM_TIMEOUT_MS", default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub upstream_timeout_ms: u64,
+
+    /// TLS certificate chain (PEM); TLS is terminated when this and `TLS_KEY_FILE` are set.
+    #[arg(long, env = "TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// TLS private key (PEM).
+    #[arg(long, env = "TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+
     /// Settings every MCP binary shares.
     #[command(flatten)]
     pub common: CommonSettings,
 }
 
-/// Run the service on `listener` until `shutdown` fires.
+/// Events the registry's log keeps (only used by writers; the gateway reads).
+const REGISTRY_LOG_MAXLEN: u64 = 100_000;
+
+/// Run the gateway on `listener` until `shutdown` fires.
+///
+/// Start-up errors (no JWT key source, unreadable key file) come back as
+/// one-line errors naming the setting.
 pub async fn run(
     settings: Settings,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    if settings.tls_cert_file.is_some() {
+        return Err(std::io::Error::other(
+            "TLS_CERT_FILE: TLS termination is not built into this gateway yet; terminate TLS in front of it",
+        ));
+    }
     let common = &settings.common;
     let redis = Redis::new(
         &common.redis_url,
@@ -34,6 +204,72 @@ pub async fn run(
         common.redis_timeout,
     )
     .map_err(std::io::Error::other)?;
-    let app = server::scaffold(Router::new(), redis, common.max_body_bytes);
-    server::serve(listener, app, shutdown, common.shutdown_grace).await
+    let verifier = Arc::new(
+        jwt::Verifier::from_settings(&settings)
+            .await
+            .map_err(std::io::Error::other)?,
+    );
+    let store = store::Store::new(redis.clone());
+    let breaker = circuit::BreakerSettings {
+        failure_threshold: settings.cb_failure_threshold,
+        open_for: Duration::from_secs(settings.cb_open_seconds),
+    };
+
+    // The routing table: subscribe to the registry's events first, then load
+    // (see `routing::follow` for why the order matters).
+    let (feed, feed_task) = EventFeed::spawn(
+        EventLog::new(redis.clone(), registry::LOG_NAME, REGISTRY_LOG_MAXLEN),
+        "gateway_registry_watchers",
+        shutdown.clone(),
+    );
+    let routes = Arc::new(routing::Routes::default());
+    let follow_task = tokio::spawn(routing::follow(
+        feed,
+        store.clone(),
+        routes.clone(),
+        breaker,
+        shutdown.clone(),
+    ));
+    let control = Arc::new(routing::ControlPlane::new(
+        &settings.registry_url.0,
+        &settings.config_url.0,
+        &settings.health_url.0,
+        breaker,
+    ));
+
+    let limiter = Arc::new(ratelimit::RateLimiter::new(
+        settings.rate_limit_mode,
+        settings.rate_limit_rps,
+        settings.rate_limit_burst,
+        store,
+    ));
+    let retain_task = tokio::spawn(ratelimit::forget_idle_clients(
+        limiter.clone(),
+        shutdown.clone(),
+    ));
+    let proxy = proxy::Proxy::new(
+        routes.clone(),
+        control.clone(),
+        Duration::from_millis(settings.upstream_timeout_ms),
+    );
+
+    // The life of a request, top to bottom (inside the scaffold's request id,
+    // trace span, metrics, problem+json and body limit).
+    let policies = ServiceBuilder::new()
+        .layer(normalize::NormalizePathLayer)
+        .layer(auth::AuthLayer::new(verifier))
+        .layer(ratelimit::RateLimitLayer::new(limiter));
+    let gated = Router::new()
+        .route("/admin/upstreams", get(admin::upstreams))
+        .with_state(admin::AdminState { routes, control })
+        .route_service("/api/{*rest}", proxy.clone())
+        .route_service("/svc/{*rest}", proxy)
+        .layer(policies);
+    let app = server::scaffold(gated, redis, common.max_body_bytes);
+    let served = server::serve(listener, app, shutdown.clone(), common.shutdown_grace).await;
+
+    // Stop and wait for the background tasks this function owns.
+    shutdown.cancel();
+    let _ = tokio::join!(feed_task, follow_task, retain_task);
+    served
 }

@@ -1,0 +1,455 @@
+//! The proxy: the innermost service of the stack, which forwards a request
+//! to an instance and streams the answer back untouched.
+//!
+//! `/api/v1/{area}/{rest}` goes to `{area}`'s control-plane upstream at
+//! `/v1/{rest}`, `/svc/{service}/{rest}` to a passing instance of `service`
+//! at `/{rest}`; query strings are kept. Hop-by-hop headers are dropped both
+//! ways, `X-Forwarded-For/-Proto/-Host` are set, `traceparent` continues the
+//! request's span, the client's `Authorization` stays at the gateway
+//! (upstreams get `X-Auth-Subject`/`X-Auth-Scopes` instead).
+//!
+//! Bodies stream both ways (SSE, blocking queries, uploads) without
+//! buffering. `UPSTREAM_TIMEOUT_MS` bounds only the wait for response
+//! headers, and a request with `?wait=` (a blocking query) gets that wait on
+//! top. Failures: connect error → 502, timeout → 504, every circuit open →
+//! 503 with `Retry-After`; an idempotent request without a body is retried
+//! once on another instance after a connect error.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use axum::{
+    body::Body,
+    extract::{ConnectInfo, Request},
+    http::{
+        HeaderMap, HeaderName, HeaderValue, Method, Uri, Version, header,
+        uri::{PathAndQuery, Scheme},
+    },
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use mcp_shared::{problem::PassThrough, server};
+use tower::Service;
+
+use crate::{
+    balance::{InFlight, Outcome, Unavailable, Upstream},
+    error::GatewayError,
+    routing::{ControlPlane, Routes},
+};
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Longest `wait` a blocking query may ask for (as the services cap it).
+const MAX_WAIT: Duration = Duration::from_secs(300);
+
+/// The forwarding service (cheap to clone).
+#[derive(Clone)]
+pub struct Proxy {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client<HttpConnector, Body>,
+    routes: Arc<Routes>,
+    control: Arc<ControlPlane>,
+    timeout: Duration,
+}
+
+impl Proxy {
+    /// A proxy over the routing table and the control plane, with one pooled HTTP/1 client.
+    pub fn new(routes: Arc<Routes>, control: Arc<ControlPlane>, timeout: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(timeout.min(Duration::from_secs(5))));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Self {
+            inner: Arc::new(Inner {
+                client,
+                routes,
+                control,
+                timeout,
+            }),
+        }
+    }
+}
+
+impl Service<Request> for Proxy {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            Ok(match inner.forward(request).await {
+                Ok(response) => response,
+                Err(error) => error.into_response(),
+            })
+        })
+    }
+}
+
+/// Where a request goes: the upstream, and the path on it (without base path).
+struct Target<'a> {
+    upstream: Arc<Upstream>,
+    /// `/v1` for the control plane, `""` for services.
+    prefix: &'static str,
+    /// The rest of the path (`/…`, may be empty).
+    rest: &'a str,
+}
+
+impl Inner {
+    fn resolve<'a>(&self, path: &'a str) -> Result<Target<'a>, GatewayError> {
+        if let Some(after) = path.strip_prefix("/api/v1/") {
+            let (area, rest) = split_first(after);
+            let upstream = self.control.area(area).ok_or(GatewayError::NoRoute)?;
+            return Ok(Target {
+                upstream: upstream.clone(),
+                prefix: "/v1",
+                rest,
+            });
+        }
+        if let Some(after) = path.strip_prefix("/svc/") {
+            let (service, rest) = split_first(after);
+            let table = self.routes.current();
+            let upstream = table
+                .services
+                .get(service)
+                .ok_or_else(|| GatewayError::UnknownService(service.to_owned()))?;
+            return Ok(Target {
+                upstream: upstream.clone(),
+                prefix: "",
+                rest,
+            });
+        }
+        Err(GatewayError::NoRoute)
+    }
+
+    async fn forward(&self, request: Request) -> Result<Response, GatewayError> {
+        let (mut parts, body) = request.into_parts();
+        let target = self.resolve(parts.uri.path())?;
+        let upstream = target.upstream.clone();
+        let header_timeout = self.timeout + wait_of(parts.uri.query()).unwrap_or_default();
+
+        let mut headers = std::mem::take(&mut parts.headers);
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| *addr);
+        prepare_request_headers(
+            &mut headers,
+            peer,
+            parts.uri.authority().map(|a| a.as_str()),
+        );
+        server::inject_context(&tracing::Span::current(), &mut headers);
+
+        // Only a request without a body can be sent twice (it is not buffered).
+        let replayable = is_idempotent(&parts.method)
+            && (body.is_end_stream() || body.size_hint().exact() == Some(0));
+        let mut body = Some(body);
+        let mut tried = None;
+        loop {
+            let lease = match upstream.pick(tried.as_ref()) {
+                Ok(lease) => lease,
+                Err(Unavailable::NoInstance) if tried.is_some() => {
+                    return Err(GatewayError::BadGateway(format!(
+                        "cannot connect to any instance of `{}`",
+                        upstream.name
+                    )));
+                }
+                Err(Unavailable::NoInstance) => {
+                    return Err(GatewayError::NoPassingInstance(upstream.name.clone()));
+                }
+                Err(Unavailable::AllOpen(ms)) => {
+                    return Err(GatewayError::AllOpen {
+                        upstream: upstream.name.clone(),
+                        retry_after: ms.div_ceil(1000).max(1),
+                    });
+                }
+            };
+            let endpoint = lease.endpoint().clone();
+            let may_retry = replayable && tried.is_none() && upstream.routable_len() > 1;
+            // The headers are cloned only when a retry may need them again.
+            let mut attempt_headers = if may_retry {
+                headers.clone()
+            } else {
+                std::mem::take(&mut headers)
+            };
+            attempt_headers.insert(header::HOST, endpoint.host_header.clone());
+            let attempt_body = if replayable {
+                Body::empty()
+            } else {
+                body.take().unwrap_or_else(Body::empty)
+            };
+            let uri = upstream_uri(
+                &endpoint.authority,
+                &endpoint.base_path,
+                &target,
+                parts.uri.query(),
+            )?;
+            let mut outgoing = axum::http::Request::new(attempt_body);
+            *outgoing.method_mut() = parts.method.clone();
+            *outgoing.uri_mut() = uri;
+            *outgoing.version_mut() = Version::HTTP_11;
+            *outgoing.headers_mut() = attempt_headers;
+
+            let sent = tokio::time::timeout(header_timeout, self.client.request(outgoing)).await;
+            match sent {
+                Ok(Ok(response)) => {
+                    let outcome = Outcome::of_status(response.status().as_u16());
+                    let in_flight = lease.finish(outcome);
+                    return Ok(pass_through(response, in_flight));
+                }
+                Err(_) => {
+                    let _ = lease.finish(Outcome::Timeout);
+                    tracing::warn!(upstream = %upstream.name, instance = %endpoint.id, ?header_timeout, "upstream timed out");
+                    return Err(GatewayError::Timeout(header_timeout));
+                }
+                Ok(Err(error)) if error.is_connect() => {
+                    let _ = lease.finish(Outcome::ConnectError);
+                    tracing::warn!(upstream = %upstream.name, instance = %endpoint.id, %error, "cannot connect to upstream");
+                    if may_retry {
+                        tried = Some(endpoint);
+                        continue;
+                    }
+                    return Err(GatewayError::BadGateway(format!(
+                        "cannot connect to `{}` instance `{}`",
+                        upstream.name, endpoint.id
+                    )));
+                }
+                Ok(Err(error)) => {
+                    if is_body_too_large(&error) {
+                        let _ = lease.finish(Outcome::ClientError);
+                        return Err(GatewayError::TooLarge);
+                    }
+                    let _ = lease.finish(Outcome::Error);
+                    tracing::warn!(upstream = %upstream.name, instance = %endpoint.id, %error, "upstream exchange failed");
+                    return Err(GatewayError::BadGateway(format!(
+                        "the exchange with `{}` instance `{}` failed",
+                        upstream.name, endpoint.id
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// `("first", "/rest")` of `"first/rest"`.
+fn split_first(path: &str) -> (&str, &str) {
+    match path.find('/') {
+        Some(at) => (&path[..at], &path[at..]),
+        None => (path, ""),
+    }
+}
+
+fn upstream_uri(
+    authority: &axum::http::uri::Authority,
+    base_path: &str,
+    target: &Target<'_>,
+    query: Option<&str>,
+) -> Result<Uri, GatewayError> {
+    let rest = if target.rest.is_empty() && target.prefix.is_empty() {
+        "/"
+    } else {
+        target.rest
+    };
+    let mut path = String::with_capacity(
+        base_path.len() + target.prefix.len() + rest.len() + query.map_or(0, |q| q.len() + 1),
+    );
+    path.push_str(base_path);
+    path.push_str(target.prefix);
+    path.push_str(rest);
+    if let Some(query) = query {
+        path.push('?');
+        path.push_str(query);
+    }
+    let path_and_query = PathAndQuery::try_from(path)
+        .map_err(|_| GatewayError::BadPath("the path is not a valid URI path"))?;
+    Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|_| GatewayError::BadPath("the path is not a valid URI path"))
+}
+
+/// `?wait=30s` (or `wait=30`, seconds) of a blocking query, capped at 5 minutes.
+fn wait_of(query: Option<&str>) -> Option<Duration> {
+    let value = query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("wait="))?;
+    let wait = if value.bytes().all(|b| b.is_ascii_digit()) {
+        Duration::from_secs(value.parse().ok()?)
+    } else {
+        humantime::parse_duration(value).ok()?
+    };
+    Some(wait.min(MAX_WAIT))
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// Remove hop-by-hop headers (RFC 9110 §7.6.1), including those `Connection` names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+fn prepare_request_headers(
+    headers: &mut HeaderMap,
+    peer: Option<SocketAddr>,
+    uri_host: Option<&str>,
+) {
+    strip_hop_by_hop(headers);
+    // The token stays here: upstreams trust X-Auth-* from the gateway instead.
+    headers.remove(header::AUTHORIZATION);
+    let host = headers
+        .remove(header::HOST)
+        .or_else(|| uri_host.and_then(|h| HeaderValue::from_str(h).ok()));
+    if let Some(host) = host {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    if let Some(peer) = peer {
+        let ip = peer.ip().to_string();
+        let value = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(previous) => format!("{previous}, {ip}"),
+            None => ip,
+        };
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+    }
+}
+
+/// The upstream's response as the client gets it: hop-by-hop headers gone,
+/// marked [`PassThrough`] so no error is rewritten, the body streaming and
+/// counting the request in flight until it ends.
+fn pass_through(response: hyper::Response<Incoming>, in_flight: Option<InFlight>) -> Response {
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    parts.extensions = axum::http::Extensions::new();
+    parts.extensions.insert(PassThrough);
+    let body = Body::new(TrackedBody {
+        inner: body,
+        _in_flight: in_flight,
+    });
+    Response::from_parts(parts, body)
+}
+
+/// Whether the request body broke the size limit (the body limit layer's error).
+fn is_body_too_large(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(current) = source {
+        if current.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = current.source();
+    }
+    false
+}
+
+/// A response body that keeps its request counted in flight until it is dropped.
+struct TrackedBody {
+    inner: Incoming,
+    _in_flight: Option<InFlight>,
+}
+
+impl HttpBody for TrackedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_is_read_from_the_query() {
+        assert_eq!(
+            wait_of(Some("index=3&wait=30s")),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(wait_of(Some("wait=10")), Some(Duration::from_secs(10)));
+        assert_eq!(wait_of(Some("wait=1h")), Some(MAX_WAIT));
+        assert_eq!(wait_of(Some("index=3")), None);
+        assert_eq!(wait_of(None), None);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret"),
+        );
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("5"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key("x-kept"));
+    }
+}

@@ -1,0 +1,295 @@
+//! The rate-limit layer: GCRA per client, `RATE_LIMIT_RPS` sustained with
+//! `RATE_LIMIT_BURST` at once.
+//!
+//! The client is the token's `sub` (else its IP), so the layer sits after
+//! authentication. That is also why it uses `governor`'s keyed limiter
+//! directly rather than `tower_governor`: one layer serves both modes with
+//! the same IETF `RateLimit-Limit/-Remaining/-Reset` headers (on every
+//! answer, not only on 429) and a problem+json 429, which `tower_governor`'s
+//! fixed `x-ratelimit-*` headers and plain-text error do not give.
+//!
+//! - `local`: an in-process keyed GCRA (lock-free per key), per replica.
+//! - `redis`: one atomic Lua script per request holds the limit across
+//!   replicas. When Redis is down the limiter fails open (requests pass,
+//!   with a log line and `gateway_rate_limit_fail_open_total`), and skips
+//!   Redis for a second, so an outage costs no latency per request.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::SocketAddr,
+    num::NonZeroU32,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use axum::{
+    extract::{ConnectInfo, Request},
+    http::{HeaderMap, HeaderName, HeaderValue},
+    response::{IntoResponse, Response},
+};
+use governor::{
+    Quota, RateLimiter as Gcra,
+    clock::{Clock, DefaultClock},
+    middleware::StateInformationMiddleware,
+    state::keyed::DefaultKeyedStateStore,
+};
+use tokio_util::sync::CancellationToken;
+use tower::{Layer, Service};
+
+use crate::{RateLimitMode, auth::Principal, error::GatewayError, store::Store};
+
+/// `RateLimit-Limit`.
+pub const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+/// `RateLimit-Remaining`.
+pub const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+/// `RateLimit-Reset`.
+pub const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
+type LocalGcra =
+    Gcra<Arc<str>, DefaultKeyedStateStore<Arc<str>>, DefaultClock, StateInformationMiddleware>;
+
+/// One decision: pass or not, and the numbers for the headers.
+#[derive(Debug, Clone, Copy)]
+pub struct Decision {
+    /// Whether the request may pass.
+    pub allowed: bool,
+    /// Requests left in the burst.
+    pub remaining: u64,
+    /// Seconds until the burst is whole again.
+    pub reset_secs: u64,
+    /// Seconds until a request would pass (429 only).
+    pub retry_after_secs: u64,
+}
+
+/// The limiter behind the layer.
+pub struct RateLimiter {
+    backend: Backend,
+    burst: u32,
+    burst_header: HeaderValue,
+}
+
+// One per process, built once and never moved: variant sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+enum Backend {
+    Off,
+    Local {
+        gcra: LocalGcra,
+        interval: Duration,
+    },
+    Redis {
+        store: Store,
+        interval_us: u64,
+        /// While `now < skip_until_ms` (ms since `epoch`), Redis is presumed down.
+        skip_until_ms: AtomicU64,
+        epoch: Instant,
+    },
+}
+
+impl RateLimiter {
+    /// A limiter of `rps` per second with `burst`; `rps == 0` turns it off.
+    pub fn new(mode: RateLimitMode, rps: u32, burst: u32, store: Store) -> Self {
+        let burst = burst.max(1);
+        let backend = match (NonZeroU32::new(rps), mode) {
+            (None, _) => Backend::Off,
+            (Some(rate), RateLimitMode::Local) => {
+                let burst_nz = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+                let quota = Quota::per_second(rate).allow_burst(burst_nz);
+                Backend::Local {
+                    gcra: Gcra::keyed(quota).with_middleware::<StateInformationMiddleware>(),
+                    interval: Duration::from_secs(1) / rate.get(),
+                }
+            }
+            (Some(rate), RateLimitMode::Redis) => Backend::Redis {
+                store,
+                interval_us: (1_000_000 / u64::from(rate.get())).max(1),
+                skip_until_ms: AtomicU64::new(0),
+                epoch: Instant::now(),
+            },
+        };
+        Self {
+            backend,
+            burst,
+            burst_header: HeaderValue::from(burst),
+        }
+    }
+
+    /// Take one request from `client`'s allowance; `None` when limiting is off.
+    pub async fn check(&self, client: &Arc<str>) -> Option<Decision> {
+        match &self.backend {
+            Backend::Off => None,
+            Backend::Local { gcra, interval } => Some(match gcra.check_key(client) {
+                Ok(snapshot) => {
+                    let remaining = snapshot.remaining_burst_capacity();
+                    let missing = self.burst.saturating_sub(remaining);
+                    Decision {
+                        allowed: true,
+                        remaining: u64::from(remaining),
+                        reset_secs: ceil_secs(*interval * missing),
+                        retry_after_secs: 0,
+                    }
+                }
+                Err(not_until) => {
+                    let wait = not_until.wait_time_from(gcra.clock().now());
+                    Decision {
+                        allowed: false,
+                        remaining: 0,
+                        reset_secs: ceil_secs(*interval * self.burst),
+                        retry_after_secs: ceil_secs(wait).max(1),
+                    }
+                }
+            }),
+            Backend::Redis {
+                store,
+                interval_us,
+                skip_until_ms,
+                epoch,
+            } => {
+                let now_ms = epoch.elapsed().as_millis() as u64;
+                if now_ms < skip_until_ms.load(Ordering::Relaxed) {
+                    metrics::counter!("gateway_rate_limit_fail_open_total").increment(1);
+                    return None;
+                }
+                match store.rate_limit(client, *interval_us, self.burst).await {
+                    Ok(decision) => Some(Decision {
+                        allowed: decision.allowed,
+                        remaining: decision.remaining,
+                        reset_secs: decision.reset_us.div_ceil(1_000_000),
+                        retry_after_secs: decision.retry_after_us.div_ceil(1_000_000).max(1),
+                    }),
+                    Err(error) => {
+                        // Fail open; say so once per outage second, not per request.
+                        skip_until_ms.store(now_ms + 1000, Ordering::Relaxed);
+                        tracing::warn!(%error, "rate limit store unavailable; letting requests through");
+                        metrics::counter!("gateway_rate_limit_fail_open_total").increment(1);
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    fn set_headers(&self, headers: &mut HeaderMap, decision: &Decision) {
+        headers.insert(RATELIMIT_LIMIT, self.burst_header.clone());
+        headers.insert(RATELIMIT_REMAINING, HeaderValue::from(decision.remaining));
+        headers.insert(RATELIMIT_RESET, HeaderValue::from(decision.reset_secs));
+    }
+
+    fn forget_idle(&self) {
+        if let Backend::Local { gcra, .. } = &self.backend {
+            gcra.retain_recent();
+            gcra.shrink_to_fit();
+        }
+    }
+}
+
+fn ceil_secs(duration: Duration) -> u64 {
+    let secs = duration.as_secs();
+    if duration.subsec_nanos() > 0 {
+        secs + 1
+    } else {
+        secs
+    }
+}
+
+/// Drop the local limiter's state of clients that are back to a full burst,
+/// every minute until `shutdown`, so memory follows active clients only.
+pub async fn forget_idle_clients(limiter: Arc<RateLimiter>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(60)) => limiter.forget_idle(),
+        }
+    }
+}
+
+/// Layer: rate-limit every request by client.
+#[derive(Clone)]
+pub struct RateLimitLayer {
+    limiter: Arc<RateLimiter>,
+}
+
+impl RateLimitLayer {
+    /// Limit with `limiter`.
+    pub fn new(limiter: Arc<RateLimiter>) -> Self {
+        Self { limiter }
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimit {
+            inner,
+            limiter: self.limiter.clone(),
+        }
+    }
+}
+
+/// The service [`RateLimitLayer`] builds.
+#[derive(Clone)]
+pub struct RateLimit<S> {
+    inner: S,
+    limiter: Arc<RateLimiter>,
+}
+
+impl<S> Service<Request> for RateLimit<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let limiter = self.limiter.clone();
+        Box::pin(async move {
+            let decision = limiter.check(&client_of(&request)).await;
+            let Some(decision) = decision else {
+                return inner.call(request).await;
+            };
+            if !decision.allowed {
+                metrics::counter!("gateway_rate_limited_total").increment(1);
+                let mut response = GatewayError::RateLimited {
+                    retry_after: decision.retry_after_secs,
+                }
+                .into_response();
+                limiter.set_headers(response.headers_mut(), &decision);
+                return Ok(response);
+            }
+            let mut response = inner.call(request).await?;
+            // Upstream answers pass through, but the limit is the gateway's to report.
+            limiter.set_headers(response.headers_mut(), &decision);
+            Ok(response)
+        })
+    }
+}
+
+/// The rate-limit key: the token's `sub` (a shared string: no copy), else the peer's IP.
+fn client_of(request: &Request) -> Arc<str> {
+    if let Some(subject) = request
+        .extensions()
+        .get::<Principal>()
+        .and_then(|p| p.subject.clone())
+    {
+        return subject;
+    }
+    let ip = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip().to_string())
+        .unwrap_or_default();
+    Arc::from(ip)
+}

@@ -1,0 +1,461 @@
+//! Authentication and scopes: every bad token is a 401 problem with the
+//! right challenge, scopes give 403, and client-sent identity never reaches
+//! an upstream.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::{Json, Router, routing::get};
+use clap::Parser;
+use common::{bearer, client, echo, gateway, token};
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode, jwk::Jwk};
+use mcp_testkit::{JWT_SECRET, prefix, redis};
+use serde_json::json;
+
+const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys");
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn key_file(name: &str) -> String {
+    format!("{KEYS}/{name}")
+}
+
+fn sign(
+    alg: Algorithm,
+    key: &EncodingKey,
+    kid: Option<&str>,
+    claims: &serde_json::Value,
+) -> String {
+    let mut header = Header::new(alg);
+    header.kid = kid.map(str::to_owned);
+    encode(&header, claims, key).unwrap()
+}
+
+fn hs(claims: serde_json::Value) -> String {
+    sign(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+        None,
+        &claims,
+    )
+}
+
+fn b64(bytes: &[u8]) -> String {
+    // Small base64url without padding, for hand-made tokens.
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+async fn status_and_challenge(url: &str, authorization: Option<&str>) -> (u16, String, String) {
+    let mut request = client().get(url);
+    if let Some(value) = authorization {
+        request = request.header("authorization", value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let challenge = response
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, challenge, content_type)
+}
+
+#[tokio::test]
+async fn missing_token_is_401_with_a_bare_bearer_challenge() {
+    let upstream = echo("registry").await;
+    let gw = gateway(
+        &redis().url(),
+        &prefix(),
+        &["--registry-url", &upstream.url],
+    )
+    .await;
+    let (status, challenge, content_type) =
+        status_and_challenge(&gw.at("/api/v1/registry/services"), None).await;
+    assert_eq!(status, 401);
+    assert_eq!(challenge, "Bearer");
+    assert_eq!(content_type, "application/problem+json");
+}
+
+#[tokio::test]
+async fn every_bad_token_is_401_invalid_token() {
+    let upstream = echo("registry").await;
+    let gw = gateway(
+        &redis().url(),
+        &prefix(),
+        &[
+            "--registry-url",
+            &upstream.url,
+            "--jwt-issuer",
+            "mcp",
+            "--jwt-audience",
+            "gateway",
+            "--jwt-leeway-seconds",
+            "5",
+        ],
+    )
+    .await;
+    let good = json!({"sub": "alice", "scope": "admin", "iss": "mcp", "aud": "gateway", "exp": now() + 600});
+    let with = |patch: serde_json::Value| {
+        let mut claims = good.clone();
+        for (k, v) in patch.as_object().unwrap() {
+            if v.is_null() {
+                claims.as_object_mut().unwrap().remove(k);
+            } else {
+                claims[k] = v.clone();
+            }
+        }
+        claims
+    };
+    let alg_none = format!(
+        "{}.{}.",
+        b64(br#"{"alg":"none","typ":"JWT"}"#),
+        b64(serde_json::to_string(&good).unwrap().as_bytes())
+    );
+    let cases = [
+        ("garbage", "not-a-jwt".to_owned()),
+        ("three garbage parts", "a.b.c".to_owned()),
+        (
+            "wrong signature",
+            sign(
+                Algorithm::HS256,
+                &EncodingKey::from_secret(b"another-secret-entirely"),
+                None,
+                &good,
+            ),
+        ),
+        ("alg none", alg_none),
+        ("expired", hs(with(json!({"exp": now() - 3600})))),
+        ("nbf in the future", hs(with(json!({"nbf": now() + 3600})))),
+        ("wrong iss", hs(with(json!({"iss": "someone-else"})))),
+        ("missing iss", hs(with(json!({"iss": null})))),
+        ("wrong aud", hs(with(json!({"aud": "another-api"})))),
+        ("missing exp", hs(with(json!({"exp": null})))),
+    ];
+    // The good token passes, so each failure below is about its one defect.
+    let (status, _, _) = status_and_challenge(
+        &gw.at("/api/v1/registry/services"),
+        Some(&bearer(&hs(good.clone()))),
+    )
+    .await;
+    assert_eq!(status, 200);
+    for (name, token) in cases {
+        let (status, challenge, content_type) =
+            status_and_challenge(&gw.at("/api/v1/registry/services"), Some(&bearer(&token))).await;
+        assert_eq!(status, 401, "{name}");
+        assert_eq!(challenge, r#"Bearer error="invalid_token""#, "{name}");
+        assert_eq!(content_type, "application/problem+json", "{name}");
+    }
+    let metrics = reqwest::get(gw.at("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for reason in [
+        "malformed",
+        "signature",
+        "algorithm",
+        "expired",
+        "not_yet_valid",
+        "issuer",
+        "audience",
+        "claims",
+    ] {
+        assert!(
+            metrics.contains(&format!(
+                "gateway_auth_failures_total{{reason=\"{reason}\"}}"
+            )),
+            "no failure counted for {reason}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn hs256_signed_with_the_rs256_public_key_is_401() {
+    let upstream = echo("registry").await;
+    let public_pem = std::fs::read(key_file("rsa_public.pem")).unwrap();
+    let gw = gateway(
+        &redis().url(),
+        &prefix(),
+        &[
+            "--registry-url",
+            &upstream.url,
+            "--jwt-public-key-file",
+            &key_file("rsa_public.pem"),
+        ],
+    )
+    .await;
+    let claims = json!({"sub": "mallory", "scope": "admin", "exp": now() + 600});
+    let forged = sign(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(&public_pem),
+        None,
+        &claims,
+    );
+    let (status, challenge, _) =
+        status_and_challenge(&gw.at("/api/v1/registry/services"), Some(&bearer(&forged))).await;
+    assert_eq!(status, 401);
+    assert_eq!(challenge, r#"Bearer error="invalid_token""#);
+    // While the real key works.
+    let private =
+        EncodingKey::from_rsa_pem(&std::fs::read(key_file("rsa_private.pem")).unwrap()).unwrap();
+    let real = sign(Algorithm::RS256, &private, None, &claims);
+    let (status, _, _) =
+        status_and_challenge(&gw.at("/api/v1/registry/services"), Some(&bearer(&real))).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn es256_and_eddsa_public_keys_verify_their_tokens_only() {
+    let upstream = echo("registry").await;
+    let claims = json!({"sub": "bob", "scope": "registry:read", "exp": now() + 600});
+    for (public, private, alg) in [
+        ("ec_public.pem", "ec_private.pem", Algorithm::ES256),
+        ("ed_public.pem", "ed_private.pem", Algorithm::EdDSA),
+    ] {
+        let gw = gateway(
+            &redis().url(),
+            &prefix(),
+            &[
+                "--registry-url",
+                &upstream.url,
+                "--jwt-public-key-file",
+                &key_file(public),
+            ],
+        )
+        .await;
+        let pem = std::fs::read(key_file(private)).unwrap();
+        let key = match alg {
+            Algorithm::ES256 => EncodingKey::from_ec_pem(&pem).unwrap(),
+            _ => EncodingKey::from_ed_pem(&pem).unwrap(),
+        };
+        let url = gw.at("/api/v1/registry/services");
+        let (status, _, _) =
+            status_and_challenge(&url, Some(&bearer(&sign(alg, &key, None, &claims)))).await;
+        assert_eq!(status, 200, "{alg:?}");
+        // No secret configured: HS256 is not accepted at all.
+        let (status, _, _) = status_and_challenge(&url, Some(&bearer(&hs(claims.clone())))).await;
+        assert_eq!(status, 401, "{alg:?} gateway took HS256");
+    }
+}
+
+#[tokio::test]
+async fn jwks_keys_verify_refetch_on_unknown_kid_and_survive_the_host_going_down() {
+    let upstream = echo("registry").await;
+    let private =
+        EncodingKey::from_rsa_pem(&std::fs::read(key_file("rsa_private.pem")).unwrap()).unwrap();
+    let ec_private =
+        EncodingKey::from_ec_pem(&std::fs::read(key_file("ec_private.pem")).unwrap()).unwrap();
+    let mut rsa_jwk = Jwk::from_encoding_key(&private, Algorithm::RS256).unwrap();
+    rsa_jwk.common.key_id = Some("k1".into());
+    let mut ec_jwk = Jwk::from_encoding_key(&ec_private, Algorithm::ES256).unwrap();
+    ec_jwk.common.key_id = Some("k2".into());
+    // The key set grows after start: k2 is the "rotated-in" key.
+    let rotated = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (r, k1, k2) = (rotated.clone(), rsa_jwk.clone(), ec_jwk.clone());
+    let jwks = common::upstream(Router::new().route(
+        "/jwks.json",
+        get(move || {
+            let keys = if r.load(std::sync::atomic::Ordering::SeqCst) {
+                vec![k1.clone(), k2.clone()]
+            } else {
+                vec![k1.clone()]
+            };
+            async move { Json(json!({ "keys": keys })) }
+        }),
+    ))
+    .await;
+    let gw = gateway(
+        &redis().url(),
+        &prefix(),
+        &[
+            "--registry-url",
+            &upstream.url,
+            "--jwt-jwks-url",
+            &jwks.at("/jwks.json"),
+            "--jwt-jwks-min-refetch",
+            "0s",
+        ],
+    )
+    .await;
+    let url = gw.at("/api/v1/registry/services");
+    let claims = json!({"sub": "carol", "scope": "admin", "exp": now() + 600});
+    let t1 = sign(Algorithm::RS256, &private, Some("k1"), &claims);
+    let t2 = sign(Algorithm::ES256, &ec_private, Some("k2"), &claims);
+    assert_eq!(status_and_challenge(&url, Some(&bearer(&t1))).await.0, 200);
+    assert_eq!(
+        status_and_challenge(&url, Some(&bearer(&t2))).await.0,
+        401,
+        "k2 not published yet"
+    );
+    rotated.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        status_and_challenge(&url, Some(&bearer(&t2))).await.0,
+        200,
+        "unknown kid refetches"
+    );
+    jwks.kill();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        status_and_challenge(&url, Some(&bearer(&t1))).await.0,
+        200,
+        "cache served"
+    );
+    assert_eq!(
+        status_and_challenge(&url, Some(&bearer(&t2))).await.0,
+        200,
+        "cache served"
+    );
+    let unknown = sign(Algorithm::RS256, &private, Some("k9"), &claims);
+    assert_eq!(
+        status_and_challenge(&url, Some(&bearer(&unknown))).await.0,
+        401
+    );
+}
+
+#[tokio::test]
+async fn a_valid_token_without_the_scope_is_403_and_with_it_gets_the_upstream_answer() {
+    let registry = echo("registry").await;
+    let config = echo("config").await;
+    let gw = gateway(
+        &redis().url(),
+        &prefix(),
+        &["--registry-url", &registry.url, "--config-url", &config.url],
+    )
+    .await;
+    let read_only = token("dave", "config:read");
+    let http = client();
+    let url = gw.at("/api/v1/config/namespaces/app/keys/db?x=1");
+    let put = http
+        .put(&url)
+        .header("authorization", bearer(&read_only))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 403);
+    assert_eq!(put.headers()["content-type"], "application/problem+json");
+    let other_area = http
+        .get(gw.at("/api/v1/registry/services"))
+        .header("authorization", bearer(&read_only))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other_area.status(), 403);
+    let got: serde_json::Value = http
+        .get(&url)
+        .header("authorization", bearer(&read_only))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["upstream"], "config");
+    assert_eq!(got["path"], "/v1/namespaces/app/keys/db");
+    assert_eq!(got["query"], "x=1");
+    let admin = token("root", "admin");
+    let put = http
+        .put(&url)
+        .header("authorization", bearer(&admin))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200, "admin grants every scope");
+    let admin_view = http
+        .get(gw.at("/admin/upstreams"))
+        .header("authorization", bearer(&read_only))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(admin_view.status(), 403);
+}
+
+#[tokio::test]
+async fn client_sent_x_auth_headers_never_reach_the_upstream() {
+    let registry = echo("registry").await;
+    let gw = gateway(
+        &redis().url(),
+        &prefix(),
+        &["--registry-url", &registry.url],
+    )
+    .await;
+    let got: serde_json::Value = client()
+        .get(gw.at("/api/v1/registry/services"))
+        .header("authorization", bearer(&token("eve", "registry:read")))
+        .header("x-auth-subject", "admin")
+        .header("x-auth-scopes", "admin")
+        .header("x-auth-role", "root")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let headers = &got["headers"];
+    assert_eq!(headers["x-auth-subject"], "eve");
+    assert_eq!(headers["x-auth-scopes"], "registry:read");
+    assert!(headers.get("x-auth-role").is_none());
+    assert!(
+        headers.get("authorization").is_none(),
+        "the token stays at the gateway"
+    );
+}
+
+#[tokio::test]
+async fn no_key_source_stops_the_gateway_with_one_line_naming_the_settings() {
+    let settings = gateway::Settings::try_parse_from([
+        "gateway",
+        "--redis-url",
+        &redis().url(),
+        "--redis-prefix",
+        &prefix(),
+    ])
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let error = gateway::run(
+        settings,
+        listener,
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("JWT_SECRET") && error.contains("JWT_JWKS_URL"),
+        "{error}"
+    );
+    assert!(!error.contains('\n'));
+}
+
+#[test]
+fn the_secret_is_never_printed() {
+    let settings =
+        gateway::Settings::try_parse_from(["gateway", "--jwt-secret", "hunter2-very-secret"])
+            .unwrap();
+    assert!(!format!("{settings:?}").contains("hunter2"));
+}
