@@ -1,10 +1,28 @@
 //! config-svc: versioned configuration with compare-and-swap, history, schemas and watches.
+//!
+//! - [`api`]: the HTTP handlers (`/v1/namespaces/…`, `/v1/watch`).
+//! - [`store`]: every Redis key and script of the service.
+//! - [`model`]: wire types and the stored entry format.
+//! - [`schema`]: JSON Schema compilation and the per-process cache.
+//! - [`propagation`]: which watching client has received which revision.
+//! - [`error`]: the error enum and its problem+json mapping.
 
-use std::net::SocketAddr;
+pub mod api;
+pub mod error;
+pub mod model;
+pub mod propagation;
+pub mod schema;
+pub mod store;
 
-use axum::Router;
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
 use clap::Parser;
-use mcp_shared::{CommonSettings, Redis, server};
+use mcp_shared::{
+    CommonSettings, Redis,
+    events::{EventFeed, EventLog},
+    server,
+    settings::parse_duration,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -15,6 +33,25 @@ pub struct Settings {
     /// Address to listen on.
     #[arg(long, env = "CONFIG_ADDR", default_value = "0.0.0.0:8082")]
     pub addr: SocketAddr,
+
+    /// Largest value (its JSON text, whitespace removed) accepted, in bytes;
+    /// bigger → 413. Keep it below `MAX_BODY_BYTES`.
+    #[arg(long, env = "CONFIG_MAX_VALUE_BYTES", default_value_t = 1024 * 1024)]
+    pub max_value_bytes: usize,
+
+    /// Versions kept in each key's history (at least 100).
+    #[arg(long, env = "CONFIG_HISTORY_LIMIT", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(100..=1_000_000))]
+    pub history_limit: u64,
+
+    /// Events kept in the stream for watchers to resume from (`Last-Event-ID`).
+    #[arg(long, env = "CONFIG_EVENTS_MAXLEN", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(100..))]
+    pub events_maxlen: u64,
+
+    /// How often the propagation status (which client saw which revision) is written to Redis.
+    #[arg(long, env = "CONFIG_CLIENT_STATUS_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub client_status_interval: Duration,
 
     /// Settings every MCP binary shares.
     #[command(flatten)]
@@ -28,12 +65,42 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let common = &settings.common;
+    if settings.max_value_bytes >= common.max_body_bytes {
+        tracing::warn!(
+            max_value_bytes = settings.max_value_bytes,
+            max_body_bytes = common.max_body_bytes,
+            "CONFIG_MAX_VALUE_BYTES is not below MAX_BODY_BYTES: the body limit answers 413 first"
+        );
+    }
     let redis = Redis::new(
         &common.redis_url,
         common.redis_prefix.as_str(),
         common.redis_timeout,
     )
     .map_err(std::io::Error::other)?;
-    let app = server::scaffold(Router::new(), redis, common.max_body_bytes);
-    server::serve(listener, app, shutdown, common.shutdown_grace).await
+    // Background tasks stop with the service, or when serving fails.
+    let tasks = shutdown.child_token();
+    let log = EventLog::new(redis.clone(), store::LOG_NAME, settings.events_maxlen);
+    let (feed, tail) = EventFeed::spawn(log.clone(), "config_watchers", tasks.clone());
+    let store = store::ConfigStore::new(redis.clone(), log, settings.history_limit);
+    let propagation = Arc::new(propagation::Propagation::default());
+    let writer = tokio::spawn(propagation::run_writer(
+        propagation.clone(),
+        store.clone(),
+        settings.client_status_interval,
+        tasks.clone(),
+    ));
+    let state = api::AppState::new(
+        store,
+        feed,
+        propagation,
+        settings.max_value_bytes,
+        tasks.clone(),
+    );
+    let app = server::scaffold(api::routes(state), redis, common.max_body_bytes);
+    let served = server::serve(listener, app, shutdown, common.shutdown_grace).await;
+    tasks.cancel();
+    let _ = tail.await;
+    let _ = writer.await;
+    served
 }

@@ -26,6 +26,7 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod routing;
 pub mod store;
+pub mod tls;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -192,11 +193,11 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    if settings.tls_cert_file.is_some() {
-        return Err(std::io::Error::other(
-            "TLS_CERT_FILE: TLS termination is not built into this gateway yet; terminate TLS in front of it",
-        ));
-    }
+    // Load the certificate first: a bad TLS setting stops start-up with one line.
+    let tls = match (&settings.tls_cert_file, &settings.tls_key_file) {
+        (Some(cert), Some(key)) => Some(tls::load(cert, key).await?),
+        _ => None,
+    };
     let common = &settings.common;
     let redis = Redis::new(
         &common.redis_url,
@@ -266,7 +267,19 @@ pub async fn run(
         .route_service("/svc/{*rest}", proxy)
         .layer(policies);
     let app = server::scaffold(gated, redis, common.max_body_bytes);
-    let served = server::serve(listener, app, shutdown.clone(), common.shutdown_grace).await;
+    let served = match tls {
+        Some(config) => {
+            tls::serve(
+                listener,
+                app,
+                config,
+                shutdown.clone(),
+                common.shutdown_grace,
+            )
+            .await
+        }
+        None => server::serve(listener, app, shutdown.clone(), common.shutdown_grace).await,
+    };
 
     // Stop and wait for the background tasks this function owns.
     shutdown.cancel();
