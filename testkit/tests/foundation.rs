@@ -4,6 +4,8 @@
 //! `/metrics`, problem+json 404s, and a bad `REDIS_URL` stopping each binary
 //! at start with one clear line.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::{
     path::PathBuf,
     process::Command,
