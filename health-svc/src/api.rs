@@ -1,19 +1,26 @@
 //! HTTP handlers: parse, read Redis through the store, map to the wire types.
 //! Every answer comes from Redis (not this replica's memory), so all
 //! replicas answer alike and a Redis outage is a clean 503.
+//!
+//! Each handler carries its OpenAPI description (`#[utoipa::path]`);
+//! [`operations`] is the one list both the router and the document
+//! ([`openapi`]) are built from.
 
 use std::sync::Arc;
 
 use axum::{
     Json, Router,
     extract::{Path, State},
-    routing::get,
 };
 use mcp_shared::{
     names::Name,
+    openapi::{
+        self as docs, BadRequest, InstancePath, NotFound, OPENAPI_PATH, ServicePath, StoreFailure,
+    },
     registry::{HealthStatus, Instance},
     time::{now_ms, rfc3339_ms},
 };
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     error::ApiError,
@@ -34,12 +41,37 @@ pub struct AppState {
     pub thresholds: Thresholds,
 }
 
-/// The `/v1` routes.
+/// The `/v1` operations: the one list the router and the OpenAPI document
+/// are both built from.
+pub fn operations() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(summary))
+        .routes(routes!(service))
+        .routes(routes!(explain))
+}
+
+/// The OpenAPI 3.1 document of health-svc: its operations plus the
+/// scaffold's (`/healthz`, `/readyz`, `/metrics`) and `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    document(operations().into_openapi())
+}
+
+fn document(api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    docs::document(
+        api,
+        "health-svc",
+        env!("CARGO_PKG_VERSION"),
+        "Active HTTP and TCP checks of registered instances: per-service health, the \
+         summary, and why an instance is (not) healthy. Every error is \
+         application/problem+json (RFC 9457).",
+    )
+}
+
+/// The `/v1` routes and `GET /openapi.json`.
 pub fn routes(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/summary", get(summary))
-        .route("/v1/services/{service}", get(service))
-        .route("/v1/services/{service}/instances/{id}", get(explain))
+    let (router, api) = operations().split_for_parts();
+    router
+        .route(OPENAPI_PATH, docs::serve(&document(api)))
         .with_state(state)
 }
 
@@ -51,6 +83,18 @@ fn name(field: &'static str, value: String) -> Result<Name, ApiError> {
 }
 
 /// `GET /v1/summary`.
+#[utoipa::path(
+    get, path = "/v1/summary", tag = "health", operation_id = "summary",
+    summary = "Health of every service",
+    description = "A service is `critical` when no instance passes, `warning` when some do \
+        not, else `passing`; the overall status is the worst of them (`passing` when there \
+        are none).",
+    responses(
+        (status = 200, description = "Every service with at least one instance, by name.",
+            body = Summary),
+        StoreFailure,
+    ),
+)]
 async fn summary(State(state): State<AppState>) -> Result<Json<Summary>, ApiError> {
     let services: Vec<_> = state
         .store
@@ -66,6 +110,16 @@ async fn summary(State(state): State<AppState>) -> Result<Json<Summary>, ApiErro
 }
 
 /// `GET /v1/services/{service}`.
+#[utoipa::path(
+    get, path = "/v1/services/{service}", tag = "health", operation_id = "serviceHealth",
+    summary = "Health of one service and its instances",
+    params(ServicePath),
+    responses(
+        (status = 200, description = "The aggregated status and each instance's.",
+            body = ServiceHealth),
+        BadRequest, NotFound, StoreFailure,
+    ),
+)]
 async fn service(
     State(state): State<AppState>,
     Path(service): Path<String>,
@@ -101,6 +155,17 @@ async fn service(
 }
 
 /// `GET /v1/services/{service}/instances/{id}`: the explain answer.
+#[utoipa::path(
+    get, path = "/v1/services/{service}/instances/{id}", tag = "health",
+    operation_id = "explainInstance",
+    summary = "Why discovery with `healthy=true` does (not) return an instance",
+    params(InstancePath),
+    responses(
+        (status = 200, description = "The lease, the status, the last check and the \
+            thresholds, with human-readable reasons.", body = Explain),
+        BadRequest, NotFound, StoreFailure,
+    ),
+)]
 async fn explain(
     State(state): State<AppState>,
     Path((service, id)): Path<(String, String)>,

@@ -4,7 +4,7 @@ use mcp_shared::registry::{Check, HealthStatus};
 use serde::{Deserialize, Serialize};
 
 /// `GET /v1/services/{service}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ServiceHealth {
     /// Service name.
     pub service: String,
@@ -15,7 +15,7 @@ pub struct ServiceHealth {
 }
 
 /// One instance in [`ServiceHealth`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InstanceHealth {
     /// Instance id.
     pub id: String,
@@ -30,7 +30,7 @@ pub struct InstanceHealth {
 }
 
 /// `GET /v1/summary`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Summary {
     /// The worst service status (`passing` when there are none).
     pub status: HealthStatus,
@@ -39,7 +39,7 @@ pub struct Summary {
 }
 
 /// One service in [`Summary`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ServiceSummary {
     /// Service name.
     pub name: String,
@@ -57,7 +57,7 @@ pub struct ServiceSummary {
 
 /// `GET /v1/services/{service}/instances/{id}`: why `healthy=true`
 /// discovery does or does not return this instance.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Explain {
     /// Service name.
     pub service: String,
@@ -82,7 +82,7 @@ pub struct Explain {
 }
 
 /// The lease part of [`Explain`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Lease {
     /// Deadline (RFC 3339).
     pub expires_at: String,
@@ -93,7 +93,7 @@ pub struct Lease {
 }
 
 /// The last check part of [`Explain`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LastCheck {
     /// Status after hysteresis.
     pub status: HealthStatus,
@@ -110,7 +110,7 @@ pub struct LastCheck {
 }
 
 /// The thresholds part of [`Explain`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExplainThresholds {
     /// `HEALTH_SUCCESS_BEFORE_PASSING`.
     pub success_before_passing: u32,

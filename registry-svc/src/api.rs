@@ -1,5 +1,7 @@
 //! The registry's HTTP handlers: parse (path, query, body), call the store
-//! or the event feed, map the answer. Routes are listed in [`routes`].
+//! or the event feed, map the answer. Each handler carries its OpenAPI
+//! description (`#[utoipa::path]`); [`operations`] is the one list both the
+//! router and the document ([`openapi`]) are built from.
 
 use axum::{
     Json, Router,
@@ -7,23 +9,28 @@ use axum::{
     extract::{Path, Query, State},
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::{get, put},
 };
 use mcp_shared::{
     events::{Event, EventFeed},
     names::Name,
+    openapi::{
+        self as docs, BadRequest, InstancePath, NotFound, OPENAPI_PATH, PayloadTooLarge,
+        ServicePath, StoreFailure, Unprocessable,
+    },
     problem,
-    registry::stored_tail,
+    registry::{Instance, stored_tail},
     time::{now_rfc3339, rfc3339_ms},
 };
 use tokio_util::sync::CancellationToken;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     error::ApiError,
     model::{
-        InstanceList, InstanceQuery, Registration, ServiceList, WatchQuery, parse_revision,
-        parse_services_query,
+        Blocking, InstanceList, InstanceQuery, Registration, ServiceList, WatchQuery,
+        parse_revision, parse_services_query,
     },
+    openapi::WatchEvent,
     store::Store,
 };
 
@@ -41,20 +48,38 @@ pub struct AppState {
     pub shutdown: CancellationToken,
 }
 
-/// The registry's routes (under `/v1`).
+/// The registry's operations (under `/v1`): the one list the router and the
+/// OpenAPI document are both built from.
+pub fn operations() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_services))
+        .routes(routes!(list_instances))
+        .routes(routes!(register, deregister))
+        .routes(routes!(heartbeat))
+        .routes(routes!(watch))
+}
+
+/// The OpenAPI 3.1 document of registry-svc: its operations plus the
+/// scaffold's (`/healthz`, `/readyz`, `/metrics`) and `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    document(operations().into_openapi())
+}
+
+fn document(api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    docs::document(
+        api,
+        "registry-svc",
+        env!("CARGO_PKG_VERSION"),
+        "Service instances, leases, discovery and watches. Every error is \
+         application/problem+json (RFC 9457).",
+    )
+}
+
+/// The registry's routes (under `/v1`) and `GET /openapi.json`.
 pub fn routes(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/services", get(list_services))
-        .route("/v1/services/{service}/instances", get(list_instances))
-        .route(
-            "/v1/services/{service}/instances/{id}",
-            put(register).delete(deregister),
-        )
-        .route(
-            "/v1/services/{service}/instances/{id}/heartbeat",
-            put(heartbeat),
-        )
-        .route("/v1/watch", get(watch))
+    let (router, api) = operations().split_for_parts();
+    router
+        .route(OPENAPI_PATH, docs::serve(&document(api)))
         .with_state(state)
 }
 
@@ -73,6 +98,23 @@ fn with_index(revision: u64, response: impl IntoResponse) -> Response {
 }
 
 /// `PUT /v1/services/{service}/instances/{id}`: 201 new, 200 replaced.
+#[utoipa::path(
+    put, path = "/v1/services/{service}/instances/{id}", tag = "registry",
+    operation_id = "register",
+    summary = "Register (or replace) an instance",
+    description = "Registers the instance with a lease of `ttl_seconds`; registering again \
+        replaces its definition. Its status starts `unknown` with a `check` (until health-svc \
+        checks it), else `passing`.",
+    params(InstancePath),
+    request_body(content = Registration, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Replaced an instance that was registered.", body = Instance,
+            headers(("X-Mcp-Index" = u64, description = "The registry revision of the change."))),
+        (status = 201, description = "Registered a new instance.", body = Instance,
+            headers(("X-Mcp-Index" = u64, description = "The registry revision of the change."))),
+        BadRequest, PayloadTooLarge, Unprocessable, StoreFailure,
+    ),
+)]
 async fn register(
     State(state): State<AppState>,
     Path((service, id)): Path<(String, String)>,
@@ -109,6 +151,16 @@ async fn register(
 
 /// `PUT /v1/services/{service}/instances/{id}/heartbeat`: the instance with
 /// its new `expires_at`; 404 once it is gone.
+#[utoipa::path(
+    put, path = "/v1/services/{service}/instances/{id}/heartbeat", tag = "registry",
+    operation_id = "heartbeat",
+    summary = "Renew an instance's lease",
+    params(InstancePath),
+    responses(
+        (status = 200, description = "The instance with its new `expires_at`.", body = Instance),
+        BadRequest, NotFound, StoreFailure,
+    ),
+)]
 async fn heartbeat(
     State(state): State<AppState>,
     Path((service, id)): Path<(String, String)>,
@@ -134,6 +186,17 @@ async fn heartbeat(
 }
 
 /// `DELETE /v1/services/{service}/instances/{id}`: 204, or 404 when unknown.
+#[utoipa::path(
+    delete, path = "/v1/services/{service}/instances/{id}", tag = "registry",
+    operation_id = "deregister",
+    summary = "Deregister an instance",
+    params(InstancePath),
+    responses(
+        (status = 204, description = "Removed (event `deregistered`).",
+            headers(("X-Mcp-Index" = u64, description = "The registry revision of the change."))),
+        BadRequest, NotFound, StoreFailure,
+    ),
+)]
 async fn deregister(
     State(state): State<AppState>,
     Path((service, id)): Path<(String, String)>,
@@ -149,6 +212,21 @@ async fn deregister(
 }
 
 /// `GET /v1/services/{service}/instances`, filtered, optionally blocking.
+#[utoipa::path(
+    get, path = "/v1/services/{service}/instances", tag = "registry",
+    operation_id = "listInstances",
+    summary = "List a service's instances",
+    description = "Filtered by `healthy`, `tag` and `meta.KEY`. With `index` it is a blocking \
+        query: the answer waits until a change of this service passes that revision, or `wait` \
+        runs out, and then has the same shape.",
+    params(ServicePath, InstanceQuery),
+    responses(
+        (status = 200, description = "The instances (an unknown service has none).",
+            body = InstanceList,
+            headers(("X-Mcp-Index" = u64, description = "The registry revision this answer reflects."))),
+        BadRequest, StoreFailure,
+    ),
+)]
 async fn list_instances(
     State(state): State<AppState>,
     Path(service): Path<String>,
@@ -179,6 +257,20 @@ async fn list_instances(
 }
 
 /// `GET /v1/services`, optionally blocking.
+#[utoipa::path(
+    get, path = "/v1/services", tag = "registry",
+    operation_id = "listServices",
+    summary = "List services with their instance counts",
+    description = "With `index` it is a blocking query: the answer waits until the registry \
+        revision passes it, or `wait` runs out.",
+    params(Blocking),
+    responses(
+        (status = 200, description = "Every service with at least one instance.",
+            body = ServiceList,
+            headers(("X-Mcp-Index" = u64, description = "The registry revision this answer reflects."))),
+        BadRequest, StoreFailure,
+    ),
+)]
 async fn list_services(
     State(state): State<AppState>,
     Query(pairs): Pairs,
@@ -202,6 +294,20 @@ async fn list_services(
 }
 
 /// `GET /v1/watch`: SSE of registry events, resumable with `Last-Event-ID`.
+#[utoipa::path(
+    get, path = "/v1/watch", tag = "registry",
+    operation_id = "watch",
+    summary = "Watch registry events (Server-Sent Events)",
+    description = "A stream of `registered`, `updated`, `deregistered`, `expired` and `health` \
+        events, `id:` = revision. Resume with `Last-Event-ID` (or `index`) without losing an \
+        event; the stream stays open until the client or the service goes.",
+    params(WatchQuery),
+    responses(
+        (status = 200, description = "The event stream; each event is described by `WatchEvent`.",
+            body = WatchEvent, content_type = "text/event-stream"),
+        BadRequest, StoreFailure,
+    ),
+)]
 async fn watch(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -9,6 +9,7 @@
 //!
 //! - [`api`]: the HTTP handlers.
 //! - [`model`]: request validation, query parameters, response bodies.
+//! - [`openapi`]: the hand-written parts of the OpenAPI document (body and query schemas).
 //! - [`store`]: all Redis access (scripts in `src/lua/`).
 //! - [`reaper`]: lease expiry, mass-expiry protection, the instance census.
 //! - [`error`]: the one error type, as problem+json.
@@ -16,6 +17,7 @@
 pub mod api;
 pub mod error;
 pub mod model;
+pub mod openapi;
 pub mod reaper;
 pub mod store;
 

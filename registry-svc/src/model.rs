@@ -507,7 +507,7 @@ pub fn parse_revision(field: &str, value: &str) -> Result<u64, ApiError> {
 }
 
 /// `GET /v1/services/{service}/instances`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct InstanceList<'a> {
     /// The service.
     pub service: &'a str,
@@ -518,7 +518,7 @@ pub struct InstanceList<'a> {
 }
 
 /// One service in `GET /v1/services`, with its instance counts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ServiceSummary {
     /// Service name.
     pub name: String,
@@ -540,7 +540,7 @@ pub struct ServiceSummary {
 }
 
 /// `GET /v1/services`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ServiceList {
     /// The registry revision this list reflects.
     pub revision: u64,

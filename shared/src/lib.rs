@@ -6,6 +6,7 @@
 //! - [`settings`]: the common settings (Redis, prefix, logging, OTLP), parsed by clap.
 //! - [`problem`]: RFC 9457 problem+json, the one error shape on the wire.
 //! - [`names`]: validated names (services, instance ids, namespaces, keys).
+//! - [`openapi`]: the OpenAPI 3.1 pieces every service's document shares.
 //! - [`store`]: the Redis handle: one self-healing connection, bounded commands, key prefix.
 //! - [`events`]: the revisioned event log in Redis and the watch/blocking-query machinery on it.
 //! - [`registry`]: the registry's Redis schema and wire types, read by health-svc and the gateway too.
@@ -17,6 +18,7 @@
 pub mod events;
 pub mod metrics;
 pub mod names;
+pub mod openapi;
 pub mod problem;
 pub mod registry;
 pub mod server;

@@ -20,7 +20,7 @@ use serde_json::Value;
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// One field-level validation error, carried in `errors`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct FieldError {
     /// Where the error is: a field name or a JSON pointer (`/value/port`).
     pub field: String,
@@ -39,7 +39,14 @@ impl FieldError {
 }
 
 /// An RFC 9457 problem: `{"type","title","status","detail"}` plus optional extras.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "type": "https://mcp.dev/problems/bad-request",
+    "title": "Bad Request",
+    "status": 400,
+    "detail": "invalid `service`: must not be empty",
+    "errors": [{"field": "service", "message": "must not be empty"}]
+}))]
 pub struct Problem {
     /// A URI reference naming the kind of problem; `about:blank` when the status says it all.
     #[serde(rename = "type")]
@@ -48,6 +55,7 @@ pub struct Problem {
     pub title: String,
     /// The HTTP status code.
     #[serde(serialize_with = "status_as_u16")]
+    #[schema(value_type = u16, minimum = 400, maximum = 599)]
     pub status: StatusCode,
     /// Human-readable explanation of this occurrence.
     pub detail: String,
@@ -56,6 +64,7 @@ pub struct Problem {
     pub errors: Vec<FieldError>,
     /// Extension members (for example `current_version` on a 412).
     #[serde(flatten, skip_serializing_if = "serde_json::Map::is_empty")]
+    #[schema(ignore)]
     pub extensions: serde_json::Map<String, Value>,
     /// Seconds to put in `Retry-After` (503, 429); not part of the body.
     #[serde(skip)]

@@ -50,7 +50,9 @@ pub mod kinds {
 }
 
 /// Health of an instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthStatus {
     /// Not checked yet.
@@ -77,7 +79,7 @@ impl HealthStatus {
 }
 
 /// The kind of active check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CheckType {
     /// `GET http://host:port{path}`; 2xx passes.
@@ -87,7 +89,7 @@ pub enum CheckType {
 }
 
 /// An active health check definition, registered with the instance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Check {
     /// `http` or `tcp`.
@@ -116,7 +118,7 @@ fn default_timeout_ms() -> u32 {
 }
 
 /// A registered instance, as the API returns it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Instance {
     /// Health (must stay the first member: scripts rewrite it in place).
     pub status: HealthStatus,
@@ -142,9 +144,11 @@ pub struct Instance {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<Check>,
     /// When it was (last) registered, RFC 3339.
+    #[schema(format = DateTime)]
     pub registered_at: String,
     /// When the lease runs out, RFC 3339 (not stored in the JSON; see module docs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     pub expires_at: Option<String>,
 }
 
@@ -180,7 +184,7 @@ pub struct HealthRecord {
 }
 
 /// An event's `data` on the registry's stream and watch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RegistryEvent {
     /// Service name.
     pub service: String,
