@@ -89,12 +89,12 @@ pub struct CircuitBreaker {
 }
 
 impl CircuitBreaker {
-    /// A closed breaker reporting to the gauge labelled `upstream`/`instance`.
+    /// A closed breaker reporting to the gauge labelled `upstream`/`instance_id`.
     pub fn new(settings: BreakerSettings, upstream: &str, instance: &str) -> Self {
         let gauge = metrics::gauge!(
             "gateway_circuit_state",
             "upstream" => upstream.to_owned(),
-            "instance" => instance.to_owned()
+            "instance_id" => instance.to_owned()
         );
         gauge.set(0.0);
         Self {

@@ -14,6 +14,7 @@
 //! - [`routing`]: the in-memory routing table that follows the registry.
 //! - [`store`]: all the gateway's Redis access.
 //! - [`admin`]: `GET /admin/upstreams`.
+//! - [`profile`]: `GET /admin/profile`, CPU profiles on demand (`PROFILING_ENABLED`).
 
 pub mod admin;
 pub mod auth;
@@ -22,6 +23,7 @@ pub mod circuit;
 pub mod error;
 pub mod jwt;
 pub mod normalize;
+pub mod profile;
 pub mod proxy;
 pub mod ratelimit;
 pub mod routing;
@@ -176,6 +178,10 @@ pub struct Settings {
     #[arg(long, env = "TLS_KEY_FILE", requires = "tls_cert_file")]
     pub tls_key_file: Option<PathBuf>,
 
+    /// Serve CPU profiles at `GET /admin/profile` (scope `admin`); 404 there when false.
+    #[arg(long, env = "PROFILING_ENABLED", default_value_t = false, action = clap::ArgAction::Set)]
+    pub profiling_enabled: bool,
+
     /// Settings every MCP binary shares.
     #[command(flatten)]
     pub common: CommonSettings,
@@ -263,6 +269,12 @@ pub async fn run(
     let gated = Router::new()
         .route("/admin/upstreams", get(admin::upstreams))
         .with_state(admin::AdminState { routes, control })
+        .route("/admin/profile", get(profile::profile))
+        .with_state(profile::ProfileState {
+            enabled: settings.profiling_enabled,
+            running: Arc::default(),
+            shutdown: shutdown.clone(),
+        })
         .route_service("/api/{*rest}", proxy.clone())
         .route_service("/svc/{*rest}", proxy)
         .layer(policies);

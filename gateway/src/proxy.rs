@@ -4,9 +4,16 @@
 //! `/api/v1/{area}/{rest}` goes to `{area}`'s control-plane upstream at
 //! `/v1/{rest}`, `/svc/{service}/{rest}` to a passing instance of `service`
 //! at `/{rest}`; query strings are kept. Hop-by-hop headers are dropped both
-//! ways, `X-Forwarded-For/-Proto/-Host` are set, `traceparent` continues the
-//! request's span, the client's `Authorization` stays at the gateway
-//! (upstreams get `X-Auth-Subject`/`X-Auth-Scopes` instead).
+//! ways, `X-Forwarded-For/-Proto/-Host` are set, the client's
+//! `Authorization` stays at the gateway (upstreams get
+//! `X-Auth-Subject`/`X-Auth-Scopes` instead).
+//!
+//! Tracing: while traces are exported, each attempt is a client span (the
+//! OpenTelemetry HTTP client attributes: `http.request.method`, `url.full`,
+//! `server.address`/`server.port`, `http.response.status_code`) under the
+//! request's server span, and the upstream gets that span as its
+//! `traceparent`. Otherwise no span is made and a client's `traceparent`
+//! passes through as it came.
 //!
 //! Bodies stream both ways (SSE, blocking queries, uploads) without
 //! buffering. `UPSTREAM_TIMEOUT_MS` bounds only the wait for response
@@ -41,8 +48,9 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
-use mcp_shared::{problem::PassThrough, server};
+use mcp_shared::{problem::PassThrough, server, telemetry};
 use tower::Service;
+use tracing::Instrument as _;
 
 use crate::{
     balance::{InFlight, Outcome, Unavailable, Upstream},
@@ -163,7 +171,6 @@ impl Inner {
             peer,
             parts.uri.authority().map(|a| a.as_str()),
         );
-        server::inject_context(&tracing::Span::current(), &mut headers);
 
         // Only a request without a body can be sent twice (it is not buffered).
         let replayable = is_idempotent(&parts.method)
@@ -209,13 +216,18 @@ impl Inner {
                 &target,
                 parts.uri.query(),
             )?;
+            let span = client_span(&parts.method, &uri, &endpoint.id);
+            server::inject_context(&span, &mut attempt_headers);
             let mut outgoing = axum::http::Request::new(attempt_body);
             *outgoing.method_mut() = parts.method.clone();
             *outgoing.uri_mut() = uri;
             *outgoing.version_mut() = Version::HTTP_11;
             *outgoing.headers_mut() = attempt_headers;
 
-            let sent = tokio::time::timeout(header_timeout, self.client.request(outgoing)).await;
+            let sent = tokio::time::timeout(header_timeout, self.client.request(outgoing))
+                .instrument(span.clone())
+                .await;
+            record_outcome(&span, &sent);
             match sent {
                 Ok(Ok(response)) => {
                     let outcome = Outcome::of_status(response.status().as_u16());
@@ -252,6 +264,55 @@ impl Inner {
                     )));
                 }
             }
+        }
+    }
+}
+
+/// The client span of one attempt, or none when traces are not exported
+/// (then nothing is injected, and the span costs nothing).
+fn client_span(method: &Method, uri: &Uri, instance: &str) -> tracing::Span {
+    if !telemetry::exporting() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        "upstream",
+        otel.name = method.as_str(),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = method.as_str(),
+        url.full = %uri,
+        server.address = uri.host(),
+        server.port = uri.port_u16().unwrap_or(80),
+        http.response.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        instance,
+    )
+}
+
+/// Put the upstream's status (or why there is none) on the attempt's span.
+fn record_outcome<E: std::fmt::Display>(
+    span: &tracing::Span,
+    sent: &Result<Result<hyper::Response<Incoming>, E>, tokio::time::error::Elapsed>,
+) {
+    if span.is_none() {
+        return;
+    }
+    match sent {
+        Ok(Ok(response)) => {
+            let status = response.status();
+            span.record("http.response.status_code", status.as_u16());
+            if status.is_server_error() {
+                span.record("otel.status_code", "error");
+                span.record("error.type", status.as_str());
+            }
+        }
+        Ok(Err(_)) => {
+            span.record("otel.status_code", "error");
+            span.record("error.type", "connection_error");
+        }
+        Err(_) => {
+            span.record("otel.status_code", "error");
+            span.record("error.type", "timeout");
         }
     }
 }

@@ -2,8 +2,11 @@
 //!
 //! [`scaffold`] wraps a service's routes with what every service answers and
 //! does the same way: `/healthz`, `/readyz` (pings Redis), `/metrics`, a
-//! request id, a request span that continues an incoming W3C `traceparent`,
-//! HTTP metrics, the body-size limit and problem+json for every error.
+//! request id, a request span that continues an incoming W3C `traceparent`
+//! (with the OpenTelemetry HTTP server attributes), one log line per
+//! finished request, HTTP metrics, the body-size limit and problem+json for
+//! every error. No header value is ever put on a span or a log line, so
+//! tokens (`Authorization`) never reach a log.
 //! [`serve`] runs it until the shutdown token fires, then drains in-flight
 //! requests; [`main`] is the whole body of each binary's `main`.
 
@@ -11,7 +14,7 @@ use std::{future::Future, net::SocketAddr, process::ExitCode, time::Duration};
 
 use axum::{
     Json, Router,
-    extract::{DefaultBodyLimit, Request, State},
+    extract::{DefaultBodyLimit, MatchedPath, Request, State},
     http::{HeaderMap, HeaderName},
     middleware,
     response::{IntoResponse, Response},
@@ -50,7 +53,11 @@ pub fn scaffold(routes: Router, redis: Redis, max_body_bytes: usize) -> Router {
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-                .layer(TraceLayer::new_for_http().make_span_with(request_span))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(request_span)
+                        .on_response(log_response),
+                )
                 .layer(middleware::from_fn(crate::metrics::track))
                 .layer(middleware::from_fn(problem::ensure_problem_json))
                 .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -59,33 +66,76 @@ pub fn scaffold(routes: Router, redis: Redis, max_body_bytes: usize) -> Router {
 }
 
 /// The span of one request; continues the caller's trace when it sent `traceparent`.
+///
+/// Its fields follow the OpenTelemetry HTTP server conventions
+/// (`http.request.method`, `url.path`, `http.route` — the template — and,
+/// once answered, `http.response.status_code`), plus `request_id`, and the
+/// `trace_id`/`span_id` that log lines inside it carry.
 pub fn request_span(request: &Request) -> tracing::Span {
     let request_id = request
         .headers()
         .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
+    let method = request.method().as_str();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
     let span = tracing::info_span!(
         "request",
-        method = %request.method(),
-        path = %request.uri().path(),
+        otel.name = tracing::field::Empty,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = method,
+        url.path = %request.uri().path(),
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
         request_id,
         trace_id = tracing::field::Empty,
-        otel.kind = "server",
+        span_id = tracing::field::Empty,
     );
+    if span.is_disabled() {
+        return span;
+    }
+    // The name must be set before the OpenTelemetry span starts (at `context()` below).
+    if crate::telemetry::exporting() {
+        match route {
+            Some(route) => span.record(
+                "otel.name",
+                tracing::field::display(format_args!("{method} {route}")),
+            ),
+            None => span.record("otel.name", method),
+        };
+    }
     let parent = extract_context(request.headers());
-    let remote_trace = parent.span().span_context().trace_id();
+    let remote = parent.span().span_context().clone();
     let _ = span.set_parent(parent);
-    let local_trace = span.context().span().span_context().trace_id();
-    let trace_id = if local_trace != opentelemetry::trace::TraceId::INVALID {
-        local_trace
-    } else {
-        remote_trace
-    };
-    if trace_id != opentelemetry::trace::TraceId::INVALID {
-        span.record("trace_id", tracing::field::display(trace_id));
+    let local = span.context().span().span_context().clone();
+    if local.is_valid() {
+        span.record("trace_id", tracing::field::display(local.trace_id()));
+        span.record("span_id", tracing::field::display(local.span_id()));
+    } else if remote.is_valid() {
+        // Not exporting: the caller's trace id still joins this request's logs to its trace.
+        span.record("trace_id", tracing::field::display(remote.trace_id()));
     }
     span
+}
+
+/// The one log line of a finished request (the `TraceLayer`'s `on_response`):
+/// its status and latency, inside the request span, so the line also carries
+/// the method, route, request id, `trace_id` and `span_id`. 5xx answers are
+/// logged as warnings and mark the span as an error.
+pub fn log_response<B>(response: &Response<B>, latency: Duration, span: &tracing::Span) {
+    let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
+    let latency_ms = latency.as_secs_f64() * 1000.0;
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "error");
+        tracing::warn!(status, latency_ms, "request finished");
+    } else {
+        tracing::info!(status, latency_ms, "request finished");
+    }
 }
 
 /// The OpenTelemetry context carried by `traceparent`/`tracestate`.

@@ -5,13 +5,18 @@
 //! heals when Redis comes back without a restart. Each call is wrapped in a
 //! timeout (`REDIS_TIMEOUT`, 1 s by default) so a dead or stalled Redis turns
 //! into a fast [`StoreError::Unavailable`] (→ 503), never a hung request.
+//!
+//! While traces are exported, each command run inside a request gets a
+//! client span (`db.system.name=redis`, `server.address`/`server.port`) as a
+//! child of the request's span; otherwise [`Redis::run`] makes no span at all.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
 use redis::{
-    AsyncConnectionConfig, Client, RedisError, RedisResult,
+    AsyncConnectionConfig, Client, ConnectionAddr, RedisError, RedisResult,
     aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection},
 };
+use tracing::Instrument as _;
 
 use crate::problem::Problem;
 
@@ -69,6 +74,8 @@ pub struct Redis {
     manager: ConnectionManager,
     prefix: Arc<str>,
     timeout: Duration,
+    /// `server.address` and `server.port` of the command spans.
+    server: Arc<(String, Option<u16>)>,
 }
 
 impl std::fmt::Debug for Redis {
@@ -84,6 +91,9 @@ impl Redis {
     /// A lazy handle: nothing connects until the first command, so a service
     /// starts (and answers `/readyz` 503) while Redis is still down.
     pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
+        // Every service builds its Redis handle first: installing the metrics
+        // recorder here means metrics registered at start-up are never lost.
+        crate::metrics::handle();
         let client = Client::open(url).map_err(StoreError::Redis)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -95,11 +105,20 @@ impl Redis {
             .set_max_delay(Duration::from_millis(250));
         let manager = ConnectionManager::new_lazy_with_config(client.clone(), config)
             .map_err(StoreError::Redis)?;
+        let server = match client.get_connection_info().addr() {
+            ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+                (host.clone(), Some(*port))
+            }
+            ConnectionAddr::Unix(path) => (path.display().to_string(), None),
+            // A future address kind: name the scheme-less URL's host as best we can.
+            _ => (String::from("redis"), None),
+        };
         Ok(Self {
             client,
             manager,
             prefix: Arc::from(prefix),
             timeout,
+            server: Arc::new(server),
         })
     }
 
@@ -130,21 +149,71 @@ impl Redis {
     where
         F: Future<Output = RedisResult<T>>,
     {
-        match tokio::time::timeout(self.timeout, op).await {
+        self.run_op("", op).await
+    }
+
+    /// [`Redis::run`] for a named `operation` (`"GET"`, `"EVALSHA"`, …): the
+    /// command's span is named after it (`db.operation.name`).
+    pub async fn run_op<T, F>(&self, operation: &'static str, op: F) -> Result<T, StoreError>
+    where
+        F: Future<Output = RedisResult<T>>,
+    {
+        let span = self.command_span(operation);
+        let result = match tokio::time::timeout(self.timeout, op.instrument(span.clone())).await {
             Ok(result) => result.map_err(StoreError::from),
             Err(_) => Err(StoreError::Unavailable(format!(
                 "no answer within {:?}",
                 self.timeout
             ))),
+        };
+        if let Err(error) = &result {
+            span.record("otel.status_code", "error");
+            span.record(
+                "error.type",
+                match error {
+                    StoreError::Unavailable(_) => "unavailable",
+                    StoreError::Redis(_) => "redis_error",
+                    StoreError::Corrupt(_) => "corrupt",
+                },
+            );
         }
+        result
+    }
+
+    /// The client span of one command, or none: only while traces are
+    /// exported, and only inside a span (a request), so background loops
+    /// (reapers, tails) do not each start a trace of their own.
+    fn command_span(&self, operation: &'static str) -> tracing::Span {
+        if !crate::telemetry::exporting() || tracing::Span::current().is_none() {
+            return tracing::Span::none();
+        }
+        let (address, port) = &*self.server;
+        let name = if operation.is_empty() {
+            "redis"
+        } else {
+            operation
+        };
+        tracing::info_span!(
+            "redis",
+            otel.name = name,
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            db.system.name = "redis",
+            db.operation.name = (!operation.is_empty()).then_some(operation),
+            server.address = address.as_str(),
+            server.port = *port,
+            error.type = tracing::field::Empty,
+        )
     }
 
     /// `PING`, for `/readyz`.
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        self.run(async move { redis::cmd("PING").query_async::<String>(&mut conn).await })
-            .await
-            .map(|_| ())
+        self.run_op("PING", async move {
+            redis::cmd("PING").query_async::<String>(&mut conn).await
+        })
+        .await
+        .map(|_| ())
     }
 
     /// A connection of its own, for blocking commands (`XREAD BLOCK`) that
@@ -157,7 +226,7 @@ impl Redis {
         let connect = self
             .client
             .get_multiplexed_async_connection_with_config(&config);
-        self.run(connect).await
+        self.run_op("CONNECT", connect).await
     }
 
     /// The command timeout.

@@ -2,14 +2,64 @@
 //! filter) and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, OTLP/HTTP export
 //! of spans through tracing-opentelemetry with the W3C trace-context
 //! propagator. JSON log lines carry the current span fields, so the
-//! `trace_id` recorded on the request span joins logs to traces.
+//! `trace_id` and `span_id` recorded on the request span join logs to traces.
+//!
+//! Export never blocks a request: finished spans go into a bounded queue
+//! that a background thread drains in batches (`OTEL_BSP_*` tune it). When
+//! the collector is down or slow, spans are dropped, never waited for, and
+//! counted in `otel_spans_dropped_total{reason}`: `queue_full` when the queue
+//! is full at the end of a span, `export_failed` for every span of a batch
+//! the collector did not take. `otel_spans_exported_total` counts the rest.
+//! (The SDK's batch processor only logs its own drops, so a small admission
+//! gate in front of it keeps the queue bounded and counts them here.)
+//!
+//! Only OTLP over HTTP/protobuf is offered: the gRPC exporter needs tonic,
+//! which is not worth its weight for one exporter.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use opentelemetry::{global, trace::TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig;
-use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
-use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
+use opentelemetry_sdk::{
+    Resource,
+    error::OTelSdkResult,
+    propagation::TraceContextPropagator,
+    trace::{
+        BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider, Span, SpanData,
+        SpanExporter, SpanProcessor,
+    },
+};
+use tracing_subscriber::{
+    EnvFilter, Layer, layer::SubscriberExt, registry::LookupSpan, util::SubscriberInitExt,
+};
 
 use crate::settings::{CommonSettings, LogFormat};
+
+/// Spans dropped instead of exported, by `reason` (`queue_full`, `export_failed`).
+pub const SPANS_DROPPED: &str = "otel_spans_dropped_total";
+/// Spans the collector accepted.
+pub const SPANS_EXPORTED: &str = "otel_spans_exported_total";
+
+/// Spans a service may hold for export when `OTEL_BSP_MAX_QUEUE_SIZE` is unset (the SDK's default).
+const DEFAULT_MAX_QUEUE_SIZE: usize = 2_048;
+
+/// Whether an OpenTelemetry layer is installed in this process.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans are exported (an OpenTelemetry layer is installed).
+///
+/// Hot paths check this (one relaxed load) before making spans that only
+/// matter to a trace, such as the span of each Redis command, so they cost
+/// nothing when tracing is off.
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
 
 /// Keeps the trace exporter alive; dropping it flushes pending spans.
 pub struct TelemetryGuard {
@@ -29,6 +79,10 @@ pub fn init(
     settings: &CommonSettings,
     default_service_name: &str,
 ) -> anyhow_like::Result<TelemetryGuard> {
+    // Install the Prometheus recorder before a service registers its first
+    // metric: a counter made before it (say, at start-up, before the
+    // scaffold) would be a no-op handle and never show on `/metrics`.
+    crate::metrics::handle();
     global::set_text_map_propagator(TraceContextPropagator::new());
     let filter = EnvFilter::try_new(&settings.rust_log).map_err(|e| {
         anyhow_like::Error(format!("invalid RUST_LOG {:?}: {e}", settings.rust_log))
@@ -53,20 +107,9 @@ pub fn init(
                 .with_endpoint(format!("{endpoint}/v1/traces"))
                 .build()
                 .map_err(|e| anyhow_like::Error(format!("OTLP exporter: {e}")))?;
-            let provider = SdkTracerProvider::builder()
-                .with_batch_exporter(exporter)
-                .with_resource(
-                    Resource::builder()
-                        .with_service_name(service_name.clone())
-                        .build(),
-                )
-                .build();
+            let provider = tracer_provider(exporter, &service_name);
             global::set_tracer_provider(provider.clone());
-            let tracer = provider.tracer(service_name);
-            (
-                Some(tracing_opentelemetry::layer().with_tracer(tracer)),
-                Some(provider),
-            )
+            (Some(layer(&provider, &service_name)), Some(provider))
         }
         None => (None, None),
     };
@@ -77,6 +120,174 @@ pub fn init(
         .try_init()
         .map_err(|e| anyhow_like::Error(format!("tracing subscriber: {e}")))?;
     Ok(TelemetryGuard { provider })
+}
+
+/// The tracing layer that turns spans into OpenTelemetry spans of `provider`.
+///
+/// Installing it (in [`init`], or in a test's own subscriber) also turns on
+/// the spans only traces need (see [`exporting`]).
+pub fn layer<S>(
+    provider: &SdkTracerProvider,
+    service_name: &str,
+) -> tracing_opentelemetry::OpenTelemetryLayer<S, SdkTracer>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    EXPORTING.store(true, Ordering::Relaxed);
+    tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer(service_name.to_owned()))
+        // Busy/idle time costs two clock reads per poll of every span, and the
+        // thread is noise for async code: keep spans cheap (the code location stays).
+        .with_tracked_inactivity(false)
+        .with_threads(false)
+}
+
+/// A tracer provider for `service_name` that exports through `exporter` in
+/// batches, off the request path, dropping and counting spans it cannot
+/// export (see the module docs). The queue holds `OTEL_BSP_MAX_QUEUE_SIZE`
+/// spans (2,048 by default).
+pub fn tracer_provider<E>(exporter: E, service_name: &str) -> SdkTracerProvider
+where
+    E: SpanExporter + 'static,
+{
+    let max_queue_size = std::env::var("OTEL_BSP_MAX_QUEUE_SIZE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&size| size > 0)
+        .unwrap_or(DEFAULT_MAX_QUEUE_SIZE);
+    tracer_provider_with_queue(exporter, service_name, max_queue_size)
+}
+
+/// [`tracer_provider`] with an explicit queue bound (tests use a small one).
+pub fn tracer_provider_with_queue<E>(
+    exporter: E,
+    service_name: &str,
+    max_queue_size: usize,
+) -> SdkTracerProvider
+where
+    E: SpanExporter + 'static,
+{
+    // The counters must come from the Prometheus recorder, so install it first.
+    crate::metrics::handle();
+    let max_queue_size = max_queue_size.max(1);
+    let pending = Arc::new(AtomicUsize::new(0));
+    let dropped = |reason: &'static str| {
+        let counter = metrics::counter!(SPANS_DROPPED, "reason" => reason);
+        // Present from the start, so a dashboard shows 0 rather than nothing.
+        counter.increment(0);
+        counter
+    };
+    let exported = metrics::counter!(SPANS_EXPORTED);
+    exported.increment(0);
+    let exporter = CountingExporter {
+        inner: exporter,
+        pending: pending.clone(),
+        exported,
+        failed: dropped("export_failed"),
+    };
+    // BatchConfigBuilder::default() reads the other OTEL_BSP_* variables.
+    let config = BatchConfigBuilder::default()
+        .with_max_queue_size(max_queue_size)
+        .build();
+    let batch = BatchSpanProcessor::builder(exporter)
+        .with_batch_config(config)
+        .build();
+    SdkTracerProvider::builder()
+        .with_span_processor(AdmissionGate {
+            inner: batch,
+            pending,
+            capacity: max_queue_size,
+            dropped: dropped("queue_full"),
+        })
+        .with_resource(
+            Resource::builder()
+                .with_service_name(service_name.to_owned())
+                .build(),
+        )
+        .build()
+}
+
+/// In front of the batch processor: lets a finished span in only while
+/// fewer than `capacity` spans wait for export, and counts the others.
+///
+/// `pending` goes up here and down when the exporter takes a batch, so it
+/// bounds what sits in the processor's queue and batch: the processor never
+/// has to drop a span silently. One atomic add per span; no lock.
+#[derive(Debug)]
+struct AdmissionGate<P> {
+    inner: P,
+    pending: Arc<AtomicUsize>,
+    capacity: usize,
+    dropped: metrics::Counter,
+}
+
+impl<P: SpanProcessor> SpanProcessor for AdmissionGate<P> {
+    fn on_start(&self, span: &mut Span, cx: &opentelemetry::Context) {
+        self.inner.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        if self.pending.fetch_add(1, Ordering::AcqRel) >= self.capacity {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            self.dropped.increment(1);
+            return;
+        }
+        self.inner.on_end(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// The exporter the batch processor calls (on its own thread): releases the
+/// batch from [`AdmissionGate`]'s count and counts what became of it.
+#[derive(Debug)]
+struct CountingExporter<E> {
+    inner: E,
+    pending: Arc<AtomicUsize>,
+    exported: metrics::Counter,
+    failed: metrics::Counter,
+}
+
+impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let spans = batch.len();
+        // Saturating: spans the processor took in before a shutdown may never come back.
+        let _ = self
+            .pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |pending| {
+                Some(pending.saturating_sub(spans))
+            });
+        let result = self.inner.export(batch).await;
+        let counter = if result.is_ok() {
+            &self.exported
+        } else {
+            &self.failed
+        };
+        counter.increment(spans as u64);
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
 }
 
 /// A minimal error for start-up (the library avoids `anyhow`).
