@@ -29,6 +29,9 @@ pub enum Outcome {
     ClientError,
     /// 5xx.
     ServerError,
+    /// 503 from a control-plane service: its shared Redis is down, not the
+    /// instance (counted as 5xx, but no breaker failure; see `proxy`).
+    DependencyDown,
     /// Could not connect.
     ConnectError,
     /// No response headers in time.
@@ -38,11 +41,12 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    const ALL: [Outcome; 7] = [
+    const ALL: [Outcome; 8] = [
         Self::Success,
         Self::Redirect,
         Self::ClientError,
         Self::ServerError,
+        Self::DependencyDown,
         Self::ConnectError,
         Self::Timeout,
         Self::Error,
@@ -53,7 +57,7 @@ impl Outcome {
             Self::Success => "2xx",
             Self::Redirect => "3xx",
             Self::ClientError => "4xx",
-            Self::ServerError => "5xx",
+            Self::ServerError | Self::DependencyDown => "5xx",
             Self::ConnectError => "connect_error",
             Self::Timeout => "timeout",
             Self::Error => "error",
@@ -94,7 +98,7 @@ pub struct Endpoint {
     pub breaker: CircuitBreaker,
     in_flight: AtomicUsize,
     /// Prebuilt counters, one per [`Outcome`], so counting allocates nothing.
-    counters: [metrics::Counter; 7],
+    counters: [metrics::Counter; 8],
 }
 
 impl Endpoint {

@@ -119,6 +119,9 @@ impl Service<Request> for Proxy {
     }
 }
 
+/// The path prefix of the control-plane services' APIs.
+const CONTROL_PLANE_PREFIX: &str = "/v1";
+
 /// Where a request goes: the upstream, and the path on it (without base path).
 struct Target<'a> {
     upstream: Arc<Upstream>,
@@ -135,7 +138,7 @@ impl Inner {
             let upstream = self.control.area(area).ok_or(GatewayError::NoRoute)?;
             return Ok(Target {
                 upstream: upstream.clone(),
-                prefix: "/v1",
+                prefix: CONTROL_PLANE_PREFIX,
                 rest,
             });
         }
@@ -230,7 +233,16 @@ impl Inner {
             record_outcome(&span, &sent);
             match sent {
                 Ok(Ok(response)) => {
-                    let outcome = Outcome::of_status(response.status().as_u16());
+                    let status = response.status().as_u16();
+                    // Every control-plane replica shares one Redis: a 503 from one
+                    // says Redis is down, not that replica. Counting it would open
+                    // every replica's circuit and keep `/api` shut for
+                    // CB_OPEN_SECONDS after Redis is back.
+                    let outcome = if status == 503 && target.prefix == CONTROL_PLANE_PREFIX {
+                        Outcome::DependencyDown
+                    } else {
+                        Outcome::of_status(status)
+                    };
                     let in_flight = lease.finish(outcome);
                     return Ok(pass_through(response, in_flight));
                 }

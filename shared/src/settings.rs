@@ -29,8 +29,9 @@ pub struct CommonSettings {
     #[arg(long = "redis-prefix", env = "MCP_REDIS_PREFIX", default_value = "mcp")]
     pub redis_prefix: Name,
 
-    /// Bound on every Redis command, so a dead Redis answers 503 instead of hanging.
-    #[arg(long, env = "REDIS_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    /// Bound on every Redis command, so a dead or hung Redis answers 503 instead
+    /// of hanging (kept under a second: the contract is a 503 within one).
+    #[arg(long, env = "REDIS_TIMEOUT", default_value = "750ms", value_parser = parse_duration)]
     pub redis_timeout: Duration,
 
     /// Log line format.

@@ -3,7 +3,7 @@
 //!
 //! `ConnectionManager` reconnects by itself after an I/O error, so a service
 //! heals when Redis comes back without a restart. Each call is wrapped in a
-//! timeout (`REDIS_TIMEOUT`, 1 s by default) so a dead or stalled Redis turns
+//! timeout (`REDIS_TIMEOUT`, 750 ms by default) so a dead or stalled Redis turns
 //! into a fast [`StoreError::Unavailable`] (→ 503), never a hung request.
 //!
 //! While traces are exported, each command run inside a request gets a

@@ -1,0 +1,483 @@
+//! [`Client`]: one typed async method per public API call, through the gateway.
+//!
+//! Routes follow DESIGN.md: `/api/v1/registry/…`, `/api/v1/config/…`,
+//! `/api/v1/health/…`, each with `Authorization: Bearer <JWT>`. Path
+//! segments are percent-encoded (a config key's `/` travels as `%2F`), query
+//! strings are built with `Url::query_pairs_mut` (reqwest's `query` feature
+//! is not enabled in the workspace). Every error status becomes
+//! [`Error::Api`] with the server's problem+json.
+
+use std::time::Duration;
+
+use mcp_shared::registry::Instance;
+use reqwest::{Method, RequestBuilder, Response, StatusCode, Url, header};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::Value;
+
+use crate::{
+    Error, ProblemDetails,
+    model::{
+        ConfigEntry, ConfigHistory, ConfigList, HealthSummary, InstanceList, InstanceQuery,
+        InstanceSpec, Lease, NamespaceList, PutOptions, ServiceHealth, ServiceList,
+    },
+    sse::EventStream,
+};
+
+/// Bound on one ordinary request (blocking queries get their `wait` on top).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on connecting, for every request including watches.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The three control-plane areas behind the gateway.
+#[derive(Debug, Clone, Copy)]
+enum Area {
+    Registry,
+    Config,
+    Health,
+}
+
+impl Area {
+    fn segments(self) -> [&'static str; 3] {
+        match self {
+            Self::Registry => ["api", "v1", "registry"],
+            Self::Config => ["api", "v1", "config"],
+            Self::Health => ["api", "v1", "health"],
+        }
+    }
+}
+
+/// A typed client of the MCP gateway. Cheap to clone (one shared connection pool).
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+    token: Option<String>,
+    timeout: Duration,
+}
+
+impl Client {
+    /// A client of the gateway at `base_url` (`http://127.0.0.1:8080`),
+    /// authenticating with `token` when given.
+    pub fn new(base_url: &str, token: Option<String>) -> Result<Self, Error> {
+        let base = Url::parse(base_url.trim_end_matches('/'))
+            .map_err(|e| Error::Invalid(format!("gateway URL {base_url:?}: {e}")))?;
+        if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
+            return Err(Error::Invalid(format!(
+                "gateway URL {base_url:?}: expected http://host:port"
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .map_err(|e| Error::Invalid(format!("HTTP client: {e}")))?;
+        Ok(Self {
+            http,
+            base,
+            token,
+            timeout: DEFAULT_TIMEOUT,
+        })
+    }
+
+    /// Bound ordinary requests by `timeout` instead of [`DEFAULT_TIMEOUT`].
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The gateway's base URL.
+    pub fn base_url(&self) -> &str {
+        self.base.as_str().trim_end_matches('/')
+    }
+
+    /// `{base}/{area…}/{segments…}`, each segment percent-encoded.
+    fn url(&self, area: Area, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(area.segments()).extend(segments);
+        }
+        url
+    }
+
+    fn request(&self, method: Method, url: Url) -> RequestBuilder {
+        let builder = self.http.request(method, url);
+        match &self.token {
+            Some(token) => builder.bearer_auth(token),
+            None => builder,
+        }
+    }
+
+    /// Send, map transport errors and error statuses.
+    async fn send(&self, builder: RequestBuilder, url: &Url) -> Result<Response, Error> {
+        let response = builder
+            .send()
+            .await
+            .map_err(|e| Error::transport(url.as_str(), &e))?;
+        check(response).await
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        builder: RequestBuilder,
+        url: Url,
+    ) -> Result<T, Error> {
+        let response = self.send(builder, &url).await?;
+        decode(response, &url).await
+    }
+
+    async fn get<T: DeserializeOwned>(&self, url: Url) -> Result<T, Error> {
+        let builder = self.request(Method::GET, url.clone()).timeout(self.timeout);
+        self.json(builder, url).await
+    }
+
+    async fn empty(&self, builder: RequestBuilder, url: Url) -> Result<(), Error> {
+        self.send(builder.timeout(self.timeout), &url)
+            .await
+            .map(drop)
+    }
+
+    /// Open an SSE stream at `url`, resuming after `after` when given.
+    async fn watch(&self, url: Url, after: Option<u64>) -> Result<EventStream, Error> {
+        // No overall timeout: a watch lives until one side closes it.
+        let mut builder = self
+            .request(Method::GET, url.clone())
+            .header(header::ACCEPT, "text/event-stream");
+        if let Some(after) = after {
+            builder = builder.header("Last-Event-ID", after.to_string());
+        }
+        let response = self.send(builder, &url).await?;
+        Ok(EventStream::new(url.to_string(), response))
+    }
+
+    // ---- registry -------------------------------------------------------
+
+    /// `GET /v1/services`: every service with its instance counts.
+    pub async fn list_services(&self) -> Result<ServiceList, Error> {
+        self.get(self.url(Area::Registry, &["services"])).await
+    }
+
+    /// `GET /v1/services/{service}/instances` with filters; a blocking query
+    /// when `query.index` is set.
+    pub async fn list_instances(
+        &self,
+        service: &str,
+        query: &InstanceQuery,
+    ) -> Result<InstanceList, Error> {
+        let mut url = self.url(Area::Registry, &["services", service, "instances"]);
+        {
+            let mut pairs = url.query_pairs_mut();
+            if query.healthy {
+                pairs.append_pair("healthy", "true");
+            }
+            for tag in &query.tags {
+                pairs.append_pair("tag", tag);
+            }
+            for (name, value) in &query.metadata {
+                pairs.append_pair(&format!("meta.{name}"), value);
+            }
+            if let Some(index) = query.index {
+                pairs.append_pair("index", &index.to_string());
+            }
+            if let Some(wait) = query.wait {
+                pairs.append_pair("wait", &format!("{}ms", wait.as_millis()));
+            }
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        let timeout = self.timeout + query.wait.unwrap_or_default();
+        let builder = self.request(Method::GET, url.clone()).timeout(timeout);
+        self.json(builder, url).await
+    }
+
+    /// `PUT /v1/services/{service}/instances/{id}`: register (or replace) an instance.
+    pub async fn register(
+        &self,
+        service: &str,
+        id: &str,
+        spec: &InstanceSpec,
+    ) -> Result<Instance, Error> {
+        let url = self.url(Area::Registry, &["services", service, "instances", id]);
+        let builder = self
+            .request(Method::PUT, url.clone())
+            .timeout(self.timeout)
+            .json(spec);
+        self.json(builder, url).await
+    }
+
+    /// `PUT …/heartbeat`: renew the lease; a 404 means it expired (register again).
+    pub async fn heartbeat(&self, service: &str, id: &str) -> Result<Lease, Error> {
+        let url = self.url(
+            Area::Registry,
+            &["services", service, "instances", id, "heartbeat"],
+        );
+        let builder = self.request(Method::PUT, url.clone()).timeout(self.timeout);
+        self.json(builder, url).await
+    }
+
+    /// `DELETE /v1/services/{service}/instances/{id}`.
+    pub async fn deregister(&self, service: &str, id: &str) -> Result<(), Error> {
+        let url = self.url(Area::Registry, &["services", service, "instances", id]);
+        self.empty(self.request(Method::DELETE, url.clone()), url)
+            .await
+    }
+
+    /// `GET /v1/watch`: registry events after revision `after` (live when
+    /// `None`), only `service`'s when given.
+    pub async fn watch_registry(
+        &self,
+        service: Option<&str>,
+        after: Option<u64>,
+    ) -> Result<EventStream, Error> {
+        let mut url = self.url(Area::Registry, &["watch"]);
+        if let Some(service) = service {
+            url.query_pairs_mut().append_pair("service", service);
+        }
+        self.watch(url, after).await
+    }
+
+    // ---- config ---------------------------------------------------------
+
+    /// `GET /v1/namespaces`.
+    pub async fn list_namespaces(&self) -> Result<Vec<String>, Error> {
+        let list: NamespaceList = self.get(self.url(Area::Config, &["namespaces"])).await?;
+        Ok(list.into_names())
+    }
+
+    /// `GET /v1/namespaces/{ns}/keys?prefix=`.
+    pub async fn list_config(
+        &self,
+        namespace: &str,
+        prefix: Option<&str>,
+    ) -> Result<ConfigList, Error> {
+        let mut url = self.url(Area::Config, &["namespaces", namespace, "keys"]);
+        if let Some(prefix) = prefix {
+            url.query_pairs_mut().append_pair("prefix", prefix);
+        }
+        self.get(url).await
+    }
+
+    /// `GET /v1/namespaces/{ns}/keys/{key}`.
+    pub async fn get_config(&self, namespace: &str, key: &str) -> Result<ConfigEntry, Error> {
+        self.get(self.url(Area::Config, &["namespaces", namespace, "keys", key]))
+            .await
+    }
+
+    /// Blocking `GET` of one key: answers once the store's revision passes
+    /// `index`, or after `wait` with the current entry.
+    pub async fn wait_config(
+        &self,
+        namespace: &str,
+        key: &str,
+        index: u64,
+        wait: Duration,
+    ) -> Result<ConfigEntry, Error> {
+        let mut url = self.url(Area::Config, &["namespaces", namespace, "keys", key]);
+        url.query_pairs_mut()
+            .append_pair("index", &index.to_string())
+            .append_pair("wait", &format!("{}ms", wait.as_millis()));
+        let builder = self
+            .request(Method::GET, url.clone())
+            .timeout(self.timeout + wait);
+        self.json(builder, url).await
+    }
+
+    /// `PUT /v1/namespaces/{ns}/keys/{key}` with `{"value","message"?}`;
+    /// `If-Match`/`If-None-Match: *` from `options`.
+    pub async fn put_config<V: Serialize + ?Sized>(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &V,
+        options: &PutOptions,
+    ) -> Result<ConfigEntry, Error> {
+        #[derive(Serialize)]
+        struct Body<'a, V: ?Sized> {
+            value: &'a V,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            message: Option<&'a str>,
+        }
+        let url = self.url(Area::Config, &["namespaces", namespace, "keys", key]);
+        let mut builder = self
+            .request(Method::PUT, url.clone())
+            .timeout(self.timeout)
+            .json(&Body {
+                value,
+                message: options.message.as_deref(),
+            });
+        if let Some(version) = options.if_match {
+            builder = builder.header(header::IF_MATCH, format!("\"{version}\""));
+        }
+        if options.create_only {
+            builder = builder.header(header::IF_NONE_MATCH, "*");
+        }
+        self.json(builder, url).await
+    }
+
+    /// `DELETE /v1/namespaces/{ns}/keys/{key}`, compare-and-swap with `if_match`.
+    pub async fn delete_config(
+        &self,
+        namespace: &str,
+        key: &str,
+        if_match: Option<u64>,
+    ) -> Result<(), Error> {
+        let url = self.url(Area::Config, &["namespaces", namespace, "keys", key]);
+        let mut builder = self.request(Method::DELETE, url.clone());
+        if let Some(version) = if_match {
+            builder = builder.header(header::IF_MATCH, format!("\"{version}\""));
+        }
+        self.empty(builder, url).await
+    }
+
+    /// `GET …/history`: the key's versions, newest first.
+    pub async fn config_history(&self, namespace: &str, key: &str) -> Result<ConfigHistory, Error> {
+        self.get(self.url(
+            Area::Config,
+            &["namespaces", namespace, "keys", key, "history"],
+        ))
+        .await
+    }
+
+    /// `POST …/rollback` `{"version": N}`: a new version with version N's value.
+    pub async fn rollback_config(
+        &self,
+        namespace: &str,
+        key: &str,
+        version: u64,
+    ) -> Result<ConfigEntry, Error> {
+        let url = self.url(
+            Area::Config,
+            &["namespaces", namespace, "keys", key, "rollback"],
+        );
+        let builder = self
+            .request(Method::POST, url.clone())
+            .timeout(self.timeout)
+            .json(&serde_json::json!({ "version": version }));
+        self.json(builder, url).await
+    }
+
+    /// `GET /v1/namespaces/{ns}/schema`.
+    pub async fn get_schema(&self, namespace: &str) -> Result<Value, Error> {
+        self.get(self.url(Area::Config, &["namespaces", namespace, "schema"]))
+            .await
+    }
+
+    /// `PUT /v1/namespaces/{ns}/schema`: a JSON Schema every value must meet.
+    pub async fn put_schema(&self, namespace: &str, schema: &Value) -> Result<Value, Error> {
+        let url = self.url(Area::Config, &["namespaces", namespace, "schema"]);
+        let builder = self
+            .request(Method::PUT, url.clone())
+            .timeout(self.timeout)
+            .json(schema);
+        let response = self.send(builder, &url).await?;
+        // The body of a schema write is informational; accept an empty one.
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| Error::transport(url.as_str(), &e))?;
+        if bytes.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&bytes).map_err(|e| Error::Decode {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// `DELETE /v1/namespaces/{ns}/schema`.
+    pub async fn delete_schema(&self, namespace: &str) -> Result<(), Error> {
+        let url = self.url(Area::Config, &["namespaces", namespace, "schema"]);
+        self.empty(self.request(Method::DELETE, url.clone()), url)
+            .await
+    }
+
+    /// `GET /v1/watch?namespace=ns`: `put`/`delete` events after revision
+    /// `after` (live when `None`).
+    pub async fn watch_config(
+        &self,
+        namespace: &str,
+        after: Option<u64>,
+    ) -> Result<EventStream, Error> {
+        let mut url = self.url(Area::Config, &["watch"]);
+        url.query_pairs_mut().append_pair("namespace", namespace);
+        self.watch(url, after).await
+    }
+
+    // ---- health ---------------------------------------------------------
+
+    /// `GET /v1/summary`: every service's aggregated health.
+    pub async fn health_summary(&self) -> Result<HealthSummary, Error> {
+        self.get(self.url(Area::Health, &["summary"])).await
+    }
+
+    /// `GET /v1/services/{service}`: one service's instances and their checks.
+    pub async fn service_health(&self, service: &str) -> Result<ServiceHealth, Error> {
+        self.get(self.url(Area::Health, &["services", service]))
+            .await
+    }
+}
+
+/// Pass 2xx through; turn anything else into [`Error::Api`].
+async fn check(response: Response) -> Result<Response, Error> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let retry_after = response
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
+    // An error body that does not arrive whole is still reported by status.
+    let body = response.text().await.unwrap_or_default();
+    let problem = serde_json::from_str::<ProblemDetails>(&body)
+        .ok()
+        .filter(|p| p.status != 0 || !p.detail.is_empty())
+        .map(|mut p| {
+            if p.status == 0 {
+                p.status = status.as_u16();
+            }
+            p
+        })
+        .unwrap_or_else(|| ProblemDetails::from_status(status.as_u16(), &body));
+    Err(Error::Api {
+        problem: Box::new(problem),
+        retry_after,
+    })
+}
+
+async fn decode<T: DeserializeOwned>(response: Response, url: &Url) -> Result<T, Error> {
+    let status = response.status();
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| Error::transport(url.as_str(), &e))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::Decode {
+        url: url.to_string(),
+        reason: if status == StatusCode::NO_CONTENT {
+            "no body".to_owned()
+        } else {
+            e.to_string()
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_encode_each_segment_under_the_area() {
+        let client = Client::new("http://127.0.0.1:8080/", None).unwrap_or_else(|e| panic!("{e}"));
+        let url = client.url(Area::Config, &["namespaces", "echo", "keys", "a/b c"]);
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:8080/api/v1/config/namespaces/echo/keys/a%2Fb%20c"
+        );
+    }
+
+    #[test]
+    fn bad_base_urls_are_rejected() {
+        assert!(Client::new("127.0.0.1:8080", None).is_err());
+        assert!(Client::new("ftp://x", None).is_err());
+    }
+}
