@@ -2,7 +2,7 @@
 # Contract fuzzing: run schemathesis against each service's own
 # /openapi.json, on loopback, with a Redis this script starts.
 #
-#   contract/run.sh [service ...]        (default: registry-svc health-svc)
+#   contract/run.sh [service ...]        (default: registry-svc health-svc config-svc)
 #
 # Checks: no 5xx, documented status codes, content types (problem+json on
 # every error), response schemas and headers, invalid input refused, 405
@@ -33,7 +33,7 @@ SERVICE_TIMEOUT=${CONTRACT_TIMEOUT:-600}
 
 services=("$@")
 if [ ${#services[@]} -eq 0 ]; then
-    services=(registry-svc health-svc)
+    services=(registry-svc health-svc config-svc)
 fi
 
 log() { printf '\n== %s\n' "$*" >&2; }
@@ -114,10 +114,12 @@ start_redis() {
     die "redis-server did not start (see $OUT/redis.log)"
 }
 
-# Flags a service needs beyond the common ones (add config-svc, gateway here).
+# Flags a service needs beyond the common ones (add the gateway here).
 service_args() {
     case $1 in
         registry-svc | health-svc) ;;
+        # Propagation status written often, so the seeded watcher shows up.
+        config-svc) echo --client-status-interval 100ms ;;
         *) ;;
     esac
 }
@@ -137,20 +139,20 @@ start_service() {
     wait_for "$URL/readyz" || die "$service did not become ready (see $OUT/$service.log)"
 }
 
-put_instance() {
+put_json() {
     local base=$1 path=$2 body=$3
     curl -fsS -o /dev/null --max-time 5 -X PUT -H 'content-type: application/json' \
         --data "$body" "$base$path" || die "seeding PUT $path failed"
 }
 
 # Data each service should hold before it is fuzzed, so operations answer
-# 200 for the documented examples (service `echo`, instance `echo-1`), not
-# only 404.
+# 200 for the documented examples (service `echo`, instance `echo-1`;
+# namespace `echo`, key `log/level`), not only 404.
 seed() {
     local service=$1 prefix=$2 url=$3
     case $service in
         registry-svc)
-            put_instance "$url" /v1/services/echo/instances/echo-1 \
+            put_json "$url" /v1/services/echo/instances/echo-1 \
                 '{"host":"127.0.0.1","port":9000,"ttl_seconds":3600}'
             ;;
         health-svc)
@@ -161,16 +163,33 @@ seed() {
             closed=$(free_port)
             start_service registry-svc "$prefix"
             registry=$URL
-            put_instance "$registry" /v1/services/echo/instances/echo-1 \
+            put_json "$registry" /v1/services/echo/instances/echo-1 \
                 "{\"host\":\"127.0.0.1\",\"port\":$closed,\"ttl_seconds\":3600,\"check\":{\"type\":\"tcp\",\"interval_seconds\":1,\"timeout_ms\":200}}"
-            put_instance "$registry" /v1/services/echo/instances/echo-2 \
+            put_json "$registry" /v1/services/echo/instances/echo-2 \
                 "{\"host\":\"127.0.0.1\",\"port\":$closed,\"ttl_seconds\":3600,\"check\":{\"type\":\"http\",\"path\":\"/health\",\"interval_seconds\":1,\"timeout_ms\":200}}"
-            put_instance "$registry" /v1/services/echo/instances/echo-3 \
+            put_json "$registry" /v1/services/echo/instances/echo-3 \
                 "{\"host\":\"127.0.0.1\",\"port\":$closed,\"ttl_seconds\":3600}"
             # Let the first checks land, so explain answers carry a last check.
             for _ in $(seq 50); do
                 if curl -fsS --max-time 1 "$url/v1/services/echo/instances/echo-1" |
                     grep -q '"last_check":{'; then
+                    break
+                fi
+                sleep 0.1
+            done
+            ;;
+        config-svc)
+            # Two versions (history, rollback), a schema every value meets,
+            # and one watcher's delivery (propagation status).
+            put_json "$url" /v1/namespaces/echo/keys/log/level '{"value":"info"}'
+            put_json "$url" /v1/namespaces/echo/keys/log/level \
+                '{"value":"debug","message":"seeded by contract/run.sh"}'
+            put_json "$url" /v1/namespaces/echo/schema '{"$comment":"any value"}'
+            curl -s -o /dev/null --max-time 0.5 \
+                "$url/v1/watch?namespace=echo&client_id=contract" || true
+            for _ in $(seq 50); do
+                if curl -fsS --max-time 1 "$url/v1/namespaces/echo/clients" |
+                    grep -q '"client_id":"contract"'; then
                     break
                 fi
                 sleep 0.1

@@ -2,6 +2,10 @@
 //!
 //! Entries are served as the JSON text Redis holds (no decode/encode on
 //! reads); writes build the entry text once and the put script stores it.
+//!
+//! Each handler carries its OpenAPI description (`#[utoipa::path]`);
+//! [`operations`] is the one list both the router and the document
+//! ([`openapi`]) are built from.
 
 use std::{sync::Arc, time::Duration};
 
@@ -9,20 +13,25 @@ use axum::{
     Router,
     body::Bytes,
     extract::{Path, Query, State},
-    http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::get,
 };
 use mcp_shared::{
     Problem,
     events::{Event, EventFeed, WatchResponse},
     names::{Key, Name},
+    openapi::{
+        self as docs, BadRequest, NotFound, OPENAPI_PATH, PayloadTooLarge, StoreFailure,
+        Unprocessable,
+    },
     problem::{self, FieldError},
     settings::parse_duration,
     time::{now_rfc3339, rfc3339_ms},
 };
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi as _;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     error::ConfigError,
@@ -30,6 +39,11 @@ use crate::{
         MAX_MESSAGE_LEN, MAX_SUBJECT_LEN, MAX_WAIT, Precondition, PutBody, RESERVED_SUFFIXES,
         ReadQuery, RollbackBody, StoredEntry, WatchQuery, WriteQuery, compact_json, delete_tail,
         entry_json, entry_tail, etag, event_is_for, parse_etag, stored_version,
+    },
+    openapi::{
+        BlockingQuery, ClientList, DeleteHeaders, DryRunQuery, Entry, EntryList, EntryOrDryRun,
+        History, JsonSchema, KeyPath, ListQuery, NamespaceList, NamespacePath, PutEntry,
+        ReadHeaders, Rollback, SchemaOrDryRun, WatchEvent, WatchParams, WriteHeaders,
     },
     propagation::{Propagation, parse_record},
     schema::{CompiledSchema, SchemaCache},
@@ -42,6 +56,13 @@ pub const MCP_INDEX: HeaderName = HeaderName::from_static("x-mcp-index");
 pub const AUTH_SUBJECT: HeaderName = HeaderName::from_static("x-auth-subject");
 /// How often a write re-validates after finding the schema changed under it.
 const SCHEMA_ATTEMPTS: usize = 4;
+
+/// The route of a key and its sub-resources `…/history` and `…/rollback`:
+/// keys hold `/`, so one catch-all serves them all and the handlers tell them
+/// apart by suffix (axum cannot route `{key}/history` beside `{*key}`).
+pub const KEY_ROUTE: &str = "/v1/namespaces/{ns}/keys/{*key}";
+/// [`KEY_ROUTE`] as the document spells it.
+pub const KEY_PATH: &str = "/v1/namespaces/{ns}/keys/{key}";
 
 /// Everything the handlers share.
 #[derive(Clone)]
@@ -80,21 +101,65 @@ impl AppState {
     }
 }
 
-/// The config-svc routes (`/v1/...`).
+/// The config-svc operations (under `/v1`): the one list the router and the
+/// OpenAPI document are both built from.
+///
+/// The key sub-resources are the one exception axum forces: `…/history`
+/// (GET) and `…/rollback` (POST) are served inside [`KEY_ROUTE`] (by
+/// `get_key` and `post_key`), so they are documented by `SubResources` and
+/// `post_key` (with the 405s of the methods no part of the route takes) is
+/// routed by hand.
+pub fn operations() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(SubResources::openapi())
+        .routes(routes!(list_namespaces))
+        .routes(routes!(list_keys))
+        .routes(routes!(get_key, put_key, delete_key))
+        .route(
+            KEY_ROUTE,
+            axum::routing::post(post_key).fallback(key_method_not_allowed),
+        )
+        .routes(routes!(get_schema, put_schema, delete_schema))
+        .routes(routes!(list_clients))
+        .routes(routes!(watch))
+}
+
+/// The operations served inside [`KEY_ROUTE`] under their own paths.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(history, rollback),
+    tags(
+        (name = "entries", description = "Versioned entries: read, write (compare-and-swap), delete, history, rollback."),
+        (name = "schemas", description = "A namespace's JSON Schema (2020-12) that every value must meet."),
+        (name = "watch", description = "Change events (SSE) and which client has received which revision."),
+    ),
+)]
+struct SubResources;
+
+/// The OpenAPI 3.1 document of config-svc: its operations plus the
+/// scaffold's (`/healthz`, `/readyz`, `/metrics`) and `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    document(operations().into_openapi())
+}
+
+fn document(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    // The catch-all is the key path parameter `{key}` to clients.
+    if let Some(item) = api.paths.paths.remove(KEY_ROUTE) {
+        api.paths.paths.insert(KEY_PATH.to_owned(), item);
+    }
+    docs::document(
+        api,
+        "config-svc",
+        env!("CARGO_PKG_VERSION"),
+        "Versioned configuration with compare-and-swap, history, rollback, JSON Schema \
+         validation and watches. Every error is application/problem+json (RFC 9457).",
+    )
+}
+
+/// The config-svc routes (`/v1/...`) and `GET /openapi.json`.
 pub fn routes(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/namespaces", get(list_namespaces))
-        .route("/v1/namespaces/{ns}/keys", get(list_keys))
-        .route(
-            "/v1/namespaces/{ns}/keys/{*key}",
-            get(get_key).put(put_key).delete(delete_key).post(post_key),
-        )
-        .route(
-            "/v1/namespaces/{ns}/schema",
-            get(get_schema).put(put_schema).delete(delete_schema),
-        )
-        .route("/v1/namespaces/{ns}/clients", get(list_clients))
-        .route("/v1/watch", get(watch))
+    let (router, api) = operations().split_for_parts();
+    router
+        .route(OPENAPI_PATH, docs::serve(&document(api)))
         .with_state(state)
 }
 
@@ -118,6 +183,46 @@ fn writable_key(raw: &str) -> Result<Key, ConfigError> {
         ));
     }
     Ok(key)
+}
+
+/// What a request on [`KEY_ROUTE`] addresses, by the catch-all's suffix.
+enum Target<'a> {
+    /// The entry of this key.
+    Entry(&'a str),
+    /// `…/history` of this key.
+    History(&'a str),
+    /// `…/rollback` of this key.
+    Rollback(&'a str),
+}
+
+impl<'a> Target<'a> {
+    fn of(raw: &'a str) -> Self {
+        if let Some(of) = raw.strip_suffix("/history") {
+            Self::History(of)
+        } else if let Some(of) = raw.strip_suffix("/rollback") {
+            Self::Rollback(of)
+        } else {
+            Self::Entry(raw)
+        }
+    }
+
+    /// 405 naming the methods this target answers, in `Allow` too.
+    fn method_not_allowed(&self, method: &str) -> Response {
+        let (what, allow) = match self {
+            Self::Entry(_) => ("a key", "GET,HEAD,PUT,DELETE"),
+            Self::History(_) => ("…/history", "GET,HEAD"),
+            Self::Rollback(_) => ("…/rollback", "POST"),
+        };
+        let mut response = Problem::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not allowed on {what}; allowed: {allow}"),
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(allow));
+        response
+    }
 }
 
 fn precondition(headers: &HeaderMap) -> Result<Precondition, ConfigError> {
@@ -195,14 +300,8 @@ fn object<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, ConfigErro
     serde_json::from_slice(body).map_err(body_error)
 }
 
-/// `?index=&wait=`: `None` for a plain read.
+/// `?index=&wait=`: `None` for a plain read (`wait` is checked all the same).
 fn blocking(query: &ReadQuery) -> Result<Option<(u64, Duration)>, ConfigError> {
-    let Some(index) = query.index.as_deref() else {
-        return Ok(None);
-    };
-    let index = index.parse().map_err(|_| {
-        ConfigError::invalid("index", "must be a revision (a non-negative integer)")
-    })?;
     let wait = match query.wait.as_deref() {
         None | Some("") => MAX_WAIT,
         Some(w) if w.bytes().all(|b| b.is_ascii_digit()) => {
@@ -210,6 +309,12 @@ fn blocking(query: &ReadQuery) -> Result<Option<(u64, Duration)>, ConfigError> {
         }
         Some(w) => parse_duration(w).map_err(|e| ConfigError::invalid("wait", e))?,
     };
+    let Some(index) = query.index.as_deref() else {
+        return Ok(None);
+    };
+    let index = index.parse().map_err(|_| {
+        ConfigError::invalid("index", "must be a revision (a non-negative integer)")
+    })?;
     Ok(Some((index, wait.min(MAX_WAIT))))
 }
 
@@ -381,6 +486,38 @@ impl AppState {
     }
 }
 
+/// `PUT …/keys/{key}`: write a value (201 created, 200 replaced).
+#[utoipa::path(
+    put, path = "/v1/namespaces/{ns}/keys/{*key}", tag = "entries",
+    operation_id = "putKey",
+    summary = "Write a key's value",
+    description = "Stores a new version of the key. `If-Match: \"<version>\"` makes it a \
+        compare-and-swap, `If-Match: *` needs the key to exist, `If-None-Match: *` creates only; \
+        a failed precondition is `412` and nothing is written. The value must meet the \
+        namespace's schema (`422` with the validator's errors). With `dry_run` nothing is \
+        written and the answer is what would be.",
+    params(KeyPath, DryRunQuery, WriteHeaders),
+    request_body(content = PutEntry, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Replaced the value (or, with `dry_run`, what would be \
+            written).", body = EntryOrDryRun,
+            headers(
+                ("ETag" = String, description = "`\"<version>\"` of the new version (not on a dry run)."),
+                ("X-Mcp-Index" = u64, description = "The revision of the change (not on a dry run)."),
+            )),
+        (status = 201, description = "Created the key (version 1, or the next after a delete).",
+            body = Entry,
+            headers(
+                ("ETag" = String, description = "`\"<version>\"` of the new version."),
+                ("X-Mcp-Index" = u64, description = "The revision of the change."),
+            )),
+        BadRequest,
+        (status = 412, description = "`If-Match` / `If-None-Match` failed; nothing written. \
+            `current_version` holds the key's version (`null` when absent).", body = Problem,
+            content_type = "application/problem+json"),
+        PayloadTooLarge, Unprocessable, StoreFailure,
+    ),
+)]
 async fn put_key(
     State(app): State<AppState>,
     Path((ns, key)): Path<(String, String)>,
@@ -388,6 +525,10 @@ async fn put_key(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let target = Target::of(&key);
+    if !matches!(target, Target::Entry(_)) {
+        return target.method_not_allowed("PUT");
+    }
     counted(
         async {
             let ns = namespace(&ns)?;
@@ -414,17 +555,46 @@ async fn put_key(
     )
 }
 
+/// `GET …/keys/{key}` (and, by suffix, `…/history`).
+#[utoipa::path(
+    get, path = "/v1/namespaces/{ns}/keys/{*key}", tag = "entries",
+    operation_id = "getKey",
+    summary = "Read a key",
+    description = "The entry with its `ETag`. With `index` it is a blocking query: the answer \
+        waits until a change of this key passes that revision, or `wait` runs out, and then has \
+        the same shape.",
+    params(KeyPath, BlockingQuery, ReadHeaders),
+    responses(
+        (status = 200, description = "The entry.", body = Entry,
+            headers(
+                ("ETag" = String, description = "`\"<version>\"`."),
+                ("X-Mcp-Index" = u64, description = "The revision this answer reflects."),
+            )),
+        (status = 304, description = "`If-None-Match` holds the entry's tag.",
+            headers(
+                ("ETag" = String, description = "`\"<version>\"`."),
+                ("X-Mcp-Index" = u64, description = "The revision this answer reflects."),
+            )),
+        BadRequest,
+        (status = 404, description = "No such key.", body = Problem,
+            content_type = "application/problem+json",
+            headers(("X-Mcp-Index" = u64, description = "The revision this answer reflects."))),
+        StoreFailure,
+    ),
+)]
 async fn get_key(
     State(app): State<AppState>,
     Path((ns, raw_key)): Path<(String, String)>,
     Query(query): Query<ReadQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ConfigError> {
+    let raw_key = match Target::of(&raw_key) {
+        Target::Entry(key) => key,
+        Target::History(of) => return history(&app, &namespace(&ns)?, &key(of)?).await,
+        rollback @ Target::Rollback(_) => return Ok(rollback.method_not_allowed("GET")),
+    };
     let ns = namespace(&ns)?;
-    if let Some(of) = raw_key.strip_suffix("/history") {
-        return history(&app, &ns, &key(of)?).await;
-    }
-    let key = key(&raw_key)?;
+    let key = key(raw_key)?;
     if let Some((index, wait)) = blocking(&query)? {
         let (n, k) = (ns.as_str(), key.as_str());
         app.inner
@@ -454,6 +624,19 @@ async fn get_key(
     Ok(with_header(response, MCP_INDEX, revision))
 }
 
+/// `GET …/keys/{key}/history` (served by [`get_key`]).
+#[utoipa::path(
+    get, path = "/v1/namespaces/{ns}/keys/{key}/history", tag = "entries",
+    operation_id = "keyHistory",
+    summary = "A key's versions, newest first",
+    description = "Kept after a delete; the last `CONFIG_HISTORY_LIMIT` (at least 100) versions.",
+    params(KeyPath),
+    responses(
+        (status = 200, description = "The versions.", body = History,
+            headers(("ETag" = String, description = "`\"<version>\"` of the newest version."))),
+        BadRequest, NotFound, StoreFailure,
+    ),
+)]
 async fn history(app: &AppState, ns: &Name, key: &Key) -> Result<Response, ConfigError> {
     let versions = app.inner.store.history(ns.as_str(), key.as_str()).await?;
     let Some(newest) = versions.first() else {
@@ -481,11 +664,32 @@ async fn history(app: &AppState, ns: &Name, key: &Key) -> Result<Response, Confi
     ))
 }
 
+/// `DELETE …/keys/{key}`: 204; the history stays.
+#[utoipa::path(
+    delete, path = "/v1/namespaces/{ns}/keys/{*key}", tag = "entries",
+    operation_id = "deleteKey",
+    summary = "Delete a key",
+    description = "Removes the key (event `delete`); its history stays and its next write \
+        continues the version count. Honours `If-Match`.",
+    params(KeyPath, DeleteHeaders),
+    responses(
+        (status = 204, description = "Deleted.",
+            headers(("X-Mcp-Index" = u64, description = "The revision of the change."))),
+        BadRequest, NotFound,
+        (status = 412, description = "`If-Match` failed; nothing deleted. `current_version` \
+            holds the key's version.", body = Problem, content_type = "application/problem+json"),
+        StoreFailure,
+    ),
+)]
 async fn delete_key(
     State(app): State<AppState>,
     Path((ns, key)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
+    let target = Target::of(&key);
+    if !matches!(target, Target::Entry(_)) {
+        return target.method_not_allowed("DELETE");
+    }
     counted(
         async {
             let ns = namespace(&ns)?;
@@ -517,26 +721,69 @@ async fn delete_key(
     )
 }
 
-/// `POST …/keys/{key}/rollback`; other POSTs on a key are not allowed.
+/// Any other method on [`KEY_ROUTE`]: 405 with the `Allow` of what the path
+/// addresses (axum's own would list every method of the catch-all).
+async fn key_method_not_allowed(
+    method: Method,
+    Path((_, raw_key)): Path<(String, String)>,
+) -> Response {
+    Target::of(&raw_key).method_not_allowed(method.as_str())
+}
+
+/// `POST` on [`KEY_ROUTE`]: only `…/rollback` takes it.
 async fn post_key(
     State(app): State<AppState>,
     Path((ns, raw_key)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(of) = raw_key.strip_suffix("/rollback") else {
-        return Problem::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "POST is only allowed on …/keys/{key}/rollback",
-        )
-        .into_response();
-    };
+    match Target::of(&raw_key) {
+        Target::Rollback(of) => rollback(&app, &ns, of, &headers, &body).await,
+        other => other.method_not_allowed("POST"),
+    }
+}
+
+/// `POST …/keys/{key}/rollback` (served by [`post_key`]).
+#[utoipa::path(
+    post, path = "/v1/namespaces/{ns}/keys/{key}/rollback", tag = "entries",
+    operation_id = "rollbackKey",
+    summary = "Roll a key back to an earlier version",
+    description = "Writes a new version whose value is version `version`'s (from the history, \
+        also after a delete). Preconditions, schema and size are checked as on a write.",
+    params(KeyPath, WriteHeaders),
+    request_body(content = Rollback, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The new version.", body = Entry,
+            headers(
+                ("ETag" = String, description = "`\"<version>\"` of the new version."),
+                ("X-Mcp-Index" = u64, description = "The revision of the change."),
+            )),
+        (status = 201, description = "The new version, re-creating a deleted key.", body = Entry,
+            headers(
+                ("ETag" = String, description = "`\"<version>\"` of the new version."),
+                ("X-Mcp-Index" = u64, description = "The revision of the change."),
+            )),
+        BadRequest,
+        (status = 404, description = "The version is not in the key's history.", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 412, description = "`If-Match` / `If-None-Match` failed; nothing written.",
+            body = Problem, content_type = "application/problem+json"),
+        PayloadTooLarge, Unprocessable, StoreFailure,
+    ),
+)]
+async fn rollback(
+    app: &AppState,
+    ns: &str,
+    raw_key: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
     counted(
         async {
-            let ns = namespace(&ns)?;
-            let key = key(of)?;
-            let precondition = precondition(&headers)?;
-            let body: RollbackBody = object(&body)?;
+            let ns = namespace(ns)?;
+            let key = key(raw_key)?;
+            let precondition = precondition(headers)?;
+            let body: RollbackBody = object(body)?;
             let message = message(body.message)?
                 .unwrap_or_else(|| format!("rollback to version {}", body.version));
             let versions = app.inner.store.history(ns.as_str(), key.as_str()).await?;
@@ -556,7 +803,7 @@ async fn post_key(
                 &key,
                 target.value.get(),
                 Some(&message),
-                &subject(&headers),
+                &subject(headers),
                 precondition,
                 false,
             )
@@ -566,6 +813,21 @@ async fn post_key(
     )
 }
 
+/// `GET …/keys?prefix=`, optionally blocking.
+#[utoipa::path(
+    get, path = "/v1/namespaces/{ns}/keys", tag = "entries",
+    operation_id = "listKeys",
+    summary = "List a namespace's entries",
+    description = "Sorted by key. With `index` it is a blocking query: the answer waits until a \
+        change of this namespace passes that revision, or `wait` runs out.",
+    params(NamespacePath, ListQuery),
+    responses(
+        (status = 200, description = "The entries (an unknown namespace has none).",
+            body = EntryList,
+            headers(("X-Mcp-Index" = u64, description = "The revision this answer reflects."))),
+        BadRequest, StoreFailure,
+    ),
+)]
 async fn list_keys(
     State(app): State<AppState>,
     Path(ns): Path<String>,
@@ -612,6 +874,17 @@ async fn list_keys(
     ))
 }
 
+/// `GET /v1/namespaces`.
+#[utoipa::path(
+    get, path = "/v1/namespaces", tag = "entries",
+    operation_id = "listNamespaces",
+    summary = "List namespaces",
+    responses(
+        (status = 200, description = "Every namespace holding a key or a schema.",
+            body = NamespaceList),
+        StoreFailure,
+    ),
+)]
 async fn list_namespaces(State(app): State<AppState>) -> Result<Response, ConfigError> {
     let mut names = app.inner.store.namespaces().await?;
     names.sort_unstable();
@@ -621,6 +894,21 @@ async fn list_namespaces(State(app): State<AppState>) -> Result<Response, Config
 
 // ---------------------------------------------------------------- schemas
 
+/// `GET …/schema`.
+#[utoipa::path(
+    get, path = "/v1/namespaces/{ns}/schema", tag = "schemas",
+    operation_id = "getSchema",
+    summary = "Read a namespace's JSON Schema",
+    params(NamespacePath),
+    responses(
+        (status = 200, description = "The schema, as stored.", body = JsonSchema,
+            headers(("ETag" = String, description = "`\"<id>\"`: changes with every new schema."))),
+        BadRequest,
+        (status = 404, description = "The namespace has no schema.", body = Problem,
+            content_type = "application/problem+json"),
+        StoreFailure,
+    ),
+)]
 async fn get_schema(
     State(app): State<AppState>,
     Path(ns): Path<String>,
@@ -638,6 +926,25 @@ async fn get_schema(
     ))
 }
 
+/// `PUT …/schema`: 201 new, 200 replaced.
+#[utoipa::path(
+    put, path = "/v1/namespaces/{ns}/schema", tag = "schemas",
+    operation_id = "putSchema",
+    summary = "Set a namespace's JSON Schema",
+    description = "Every later write of the namespace must meet it. Refused with `422` when it \
+        is not a valid JSON Schema (2020-12) or when values already present break it (`errors` \
+        names each key). With `dry_run` nothing is stored.",
+    params(NamespacePath, DryRunQuery),
+    request_body(content = JsonSchema, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Replaced the schema (or, with `dry_run`, the verdict).",
+            body = SchemaOrDryRun,
+            headers(("ETag" = String, description = "`\"<id>\"` of the new schema (not on a dry run)."))),
+        (status = 201, description = "Set the namespace's first schema.", body = JsonSchema,
+            headers(("ETag" = String, description = "`\"<id>\"` of the new schema."))),
+        BadRequest, PayloadTooLarge, Unprocessable, StoreFailure,
+    ),
+)]
 async fn put_schema(
     State(app): State<AppState>,
     Path(ns): Path<String>,
@@ -716,6 +1023,20 @@ async fn put_schema(
     Err(ConfigError::Contended)
 }
 
+/// `DELETE …/schema`: 204.
+#[utoipa::path(
+    delete, path = "/v1/namespaces/{ns}/schema", tag = "schemas",
+    operation_id = "deleteSchema",
+    summary = "Remove a namespace's JSON Schema",
+    params(NamespacePath),
+    responses(
+        (status = 204, description = "Removed; writes are no longer validated."),
+        BadRequest,
+        (status = 404, description = "The namespace has no schema.", body = Problem,
+            content_type = "application/problem+json"),
+        StoreFailure,
+    ),
+)]
 async fn delete_schema(
     State(app): State<AppState>,
     Path(ns): Path<String>,
@@ -732,6 +1053,21 @@ async fn delete_schema(
 
 // ---------------------------------------------------------------- watch + propagation
 
+/// `GET /v1/watch`: SSE of `put`/`delete` events, resumable with `Last-Event-ID`.
+#[utoipa::path(
+    get, path = "/v1/watch", tag = "watch",
+    operation_id = "watch",
+    summary = "Watch configuration changes (Server-Sent Events)",
+    description = "A stream of `put` and `delete` events, `id:` = revision. Resume with \
+        `Last-Event-ID` without losing an event; the stream stays open until the client or the \
+        service goes. With `client_id` the deliveries are recorded for the propagation status.",
+    params(WatchParams),
+    responses(
+        (status = 200, description = "The event stream; each event is described by `WatchEvent`.",
+            body = WatchEvent, content_type = "text/event-stream"),
+        BadRequest, StoreFailure,
+    ),
+)]
 async fn watch(
     State(app): State<AppState>,
     Query(query): Query<WatchQuery>,
@@ -769,6 +1105,18 @@ async fn watch(
         .await?)
 }
 
+/// `GET …/clients`: the propagation status.
+#[utoipa::path(
+    get, path = "/v1/namespaces/{ns}/clients", tag = "watch",
+    operation_id = "listClients",
+    summary = "Which watching client has received which revision",
+    params(NamespacePath),
+    responses(
+        (status = 200, description = "The clients watching this namespace (or all).",
+            body = ClientList),
+        BadRequest, StoreFailure,
+    ),
+)]
 async fn list_clients(
     State(app): State<AppState>,
     Path(ns): Path<String>,

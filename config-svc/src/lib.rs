@@ -3,6 +3,7 @@
 //! - [`api`]: the HTTP handlers (`/v1/namespaces/…`, `/v1/watch`).
 //! - [`store`]: every Redis key and script of the service.
 //! - [`model`]: wire types and the stored entry format.
+//! - [`openapi`]: the hand-written parts of the OpenAPI document (parameters, bodies).
 //! - [`schema`]: JSON Schema compilation and the per-process cache.
 //! - [`propagation`]: which watching client has received which revision.
 //! - [`error`]: the error enum and its problem+json mapping.
@@ -10,6 +11,7 @@
 pub mod api;
 pub mod error;
 pub mod model;
+pub mod openapi;
 pub mod propagation;
 pub mod schema;
 pub mod store;

@@ -2,7 +2,7 @@
 //!
 //! A watch's `on_delivered` callback runs on the watch's own task for every
 //! event it processes, so it must never wait: it only stores the revision and
-//! the time in atomics of the client's [`Slot`]. A background writer flushes
+//! the time in atomics of the client's `Slot`. A background writer flushes
 //! changed slots to Redis every `CONFIG_CLIENT_STATUS_INTERVAL` in one
 //! pipelined round trip (throttled, and a slow Redis never slows a stream).
 //! A slot whose watches have all ended is flushed one last time and dropped.

@@ -404,13 +404,14 @@ async fn bad_inputs_are_problem_json_and_write_nothing() {
             400,
             Some("namespace"),
         ),
+        // `…/history` is the key's history, which takes GET only.
         (
             "PUT",
             "/v1/namespaces/app/keys/a/history".into(),
             None,
             r#"{"value":1}"#.into(),
-            400,
-            Some("key"),
+            405,
+            None,
         ),
         (
             "PUT",
@@ -479,6 +480,14 @@ async fn bad_inputs_are_problem_json_and_write_nothing() {
             String::new(),
             400,
             Some("index"),
+        ),
+        (
+            "GET",
+            format!("{k}?wait=forever"),
+            None,
+            String::new(),
+            400,
+            Some("wait"),
         ),
         (
             "GET",
