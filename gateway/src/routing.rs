@@ -278,6 +278,8 @@ pub async fn follow(
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 received = events.recv() => match received {
+                    // Redis lost its history: our table may hold ghosts.
+                    Ok(event) if event.is_reset() => continue 'reload,
                     Ok(event) if event.revision <= last => {}
                     Ok(event) if event.revision == last + 1 => {
                         last = event.revision;

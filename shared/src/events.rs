@@ -44,6 +44,11 @@ pub fn script(body: &str) -> Script {
     Script::new(&format!("{PRELUDE}\n{body}"))
 }
 
+/// The kind of the event that tells a reader to re-list: sent to an SSE
+/// watcher whose revision left the stream, and broadcast by the feed when
+/// Redis comes back with less history than it had (its data was lost).
+pub const RESET: &str = "reset";
+
 /// One change, as stored in the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
@@ -73,6 +78,21 @@ impl Event {
             scope: field("scope").unwrap_or_default(),
             data: field("data").unwrap_or_default(),
         })
+    }
+
+    /// The feed's `reset` notice: history restarts at `revision`.
+    pub fn reset(revision: u64) -> Self {
+        Self {
+            revision,
+            kind: RESET.to_owned(),
+            scope: String::new(),
+            data: format!(r#"{{"revision":{revision}}}"#),
+        }
+    }
+
+    /// Whether this is the feed's `reset` notice.
+    pub fn is_reset(&self) -> bool {
+        self.kind == RESET
     }
 
     /// As an SSE event: `id:` revision, `event:` kind, `data:` payload.
@@ -282,6 +302,7 @@ impl EventFeed {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = &mut deadline => return Ok(()),
                 received = live.recv() => match received {
+                    Ok(event) if event.is_reset() => return Ok(()),
                     Ok(event) if event.revision > last && filter(&event) => return Ok(()),
                     Ok(_) => {}
                     // Fell behind or the feed stopped: answer now, the client re-asks.
@@ -379,6 +400,10 @@ impl<F: Fn(&Event) -> bool> Watcher<F> {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = self.tx.closed() => return Err(Stop::Gone),
                 received = self.live.recv() => match received {
+                    Ok(event) if event.is_reset() => {
+                        self.reset(event.revision).await?;
+                        last = event.revision;
+                    }
                     Ok(event) if event.revision <= last => {}
                     Ok(event) if event.revision == last + 1 => {
                         last = self.deliver(last, [event.as_ref().clone()]).await?;
@@ -431,10 +456,7 @@ impl<F: Fn(&Event) -> bool> Watcher<F> {
     }
 
     async fn reset(&mut self, current: u64) -> Result<(), Stop> {
-        let event = SseEvent::default()
-            .id(current.to_string())
-            .event("reset")
-            .data(format!(r#"{{"revision":{current}}}"#));
+        let event = Event::reset(current).to_sse();
         self.tx.send(Ok(event)).await.map_err(|_| Stop::Gone)
     }
 }
@@ -464,7 +486,17 @@ async fn tail(
             Ok(current) => {
                 let from = match last {
                     Some(seen) if seen <= current => seen,
-                    _ => current,
+                    Some(seen) => {
+                        tracing::warn!(
+                            seen,
+                            current,
+                            stream = log.stream_key(),
+                            "redis came back with less history (its data was lost); readers must re-list"
+                        );
+                        let _ = events.send(Arc::new(Event::reset(current)));
+                        current
+                    }
+                    None => current,
                 };
                 last = Some(from);
                 revision.send_replace(from);
