@@ -42,8 +42,8 @@ pub struct CommonSettings {
     #[arg(long = "log-filter", env = "RUST_LOG", default_value = "info")]
     pub rust_log: String,
 
-    /// OTLP/HTTP collector base URL; traces are exported only when set.
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = parse_http_url)]
+    /// OTLP/HTTP collector base URL; traces are exported only when set (empty = unset, as the OpenTelemetry spec says).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = parse_optional_http_url)]
     pub otel_exporter_otlp_endpoint: Option<String>,
 
     /// Service name reported in traces (defaults to the binary's name).
@@ -77,6 +77,15 @@ pub fn parse_http_url(value: &str) -> Result<String, String> {
         return Err("expected an http:// or https:// URL with a host".to_owned());
     }
     Ok(trimmed.to_owned())
+}
+
+/// Like [`parse_http_url`], but an empty value means "not set" (kept as `""`).
+pub fn parse_optional_http_url(value: &str) -> Result<String, String> {
+    if value.trim().is_empty() {
+        Ok(String::new())
+    } else {
+        parse_http_url(value)
+    }
 }
 
 /// Accept a comma-separated list of base URLs (at least one).

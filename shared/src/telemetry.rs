@@ -100,7 +100,11 @@ pub fn init(
         .otel_service_name
         .clone()
         .unwrap_or_else(|| default_service_name.to_owned());
-    let (otel_layer, provider) = match &settings.otel_exporter_otlp_endpoint {
+    let endpoint = settings
+        .otel_exporter_otlp_endpoint
+        .as_deref()
+        .filter(|e| !e.is_empty());
+    let (otel_layer, provider) = match endpoint {
         Some(endpoint) => {
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
