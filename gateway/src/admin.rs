@@ -21,14 +21,14 @@ pub struct AdminState {
 }
 
 /// The answer of `GET /admin/upstreams`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UpstreamsView {
     /// Control plane first, then services by name.
     pub upstreams: Vec<UpstreamView>,
 }
 
 /// One upstream.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UpstreamView {
     /// `registry`, `config`, `health` or the service name.
     pub name: String,
@@ -39,7 +39,7 @@ pub struct UpstreamView {
 }
 
 /// One instance.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct InstanceView {
     /// Instance id (base URL for the control plane).
     pub id: String,
@@ -75,6 +75,14 @@ fn view(upstream: &Upstream, kind: &'static str) -> UpstreamView {
 }
 
 /// `GET /admin/upstreams`.
+#[utoipa::path(
+    get, path = "/admin/upstreams", tag = "admin", operation_id = "adminUpstreams",
+    summary = "Upstreams, their instances and circuits",
+    description = "Every upstream (the control plane first, then the registered services by \
+        name) with its instances: health status, circuit state, consecutive failures and \
+        requests in flight, as this gateway replica sees them.",
+    responses((status = 200, description = "The upstreams.", body = UpstreamsView)),
+)]
 pub async fn upstreams(State(state): State<AdminState>) -> Json<UpstreamsView> {
     let mut upstreams = vec![
         view(&state.control.registry, "control-plane"),

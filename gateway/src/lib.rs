@@ -15,14 +15,19 @@
 //! - [`store`]: all the gateway's Redis access.
 //! - [`admin`]: `GET /admin/upstreams`.
 //! - [`profile`]: `GET /admin/profile`, CPU profiles on demand (`PROFILING_ENABLED`).
+//! - [`openapi`]: the public OpenAPI document (`GET /openapi.json`), the
+//!   control plane's documents merged under `/api/v1/…`.
+//! - [`docs`]: `GET /docs`, Swagger UI with its assets in the binary.
 
 pub mod admin;
 pub mod auth;
 pub mod balance;
 pub mod circuit;
+pub mod docs;
 pub mod error;
 pub mod jwt;
 pub mod normalize;
+pub mod openapi;
 pub mod profile;
 pub mod proxy;
 pub mod ratelimit;
@@ -37,6 +42,7 @@ use clap::{Parser, ValueEnum};
 use mcp_shared::{
     CommonSettings, Redis,
     events::{EventFeed, EventLog},
+    openapi::OPENAPI_PATH,
     registry, server,
     settings::{parse_duration, parse_http_url, parse_url_list},
 };
@@ -278,7 +284,14 @@ pub async fn run(
         .route_service("/api/{*rest}", proxy.clone())
         .route_service("/svc/{*rest}", proxy)
         .layer(policies);
-    let app = server::scaffold(gated, redis, common.max_body_bytes);
+    // Public (no token): the document and the docs page.
+    let public = Router::new()
+        .route(
+            OPENAPI_PATH,
+            mcp_shared::openapi::serve(&openapi::document()),
+        )
+        .merge(docs::routes());
+    let app = server::scaffold(gated.merge(public), redis, common.max_body_bytes);
     let served = match tls {
         Some(config) => {
             tls::serve(

@@ -107,6 +107,34 @@ impl Drop for Running {
 }
 
 /// `GET /admin/profile`.
+#[utoipa::path(
+    get, path = "/admin/profile", tag = "admin", operation_id = "adminProfile",
+    summary = "A CPU profile of the gateway",
+    description = "Samples the gateway's CPU for `seconds` (99 Hz) and answers with a \
+        flamegraph (SVG) or a pprof protobuf (`go tool pprof`). Only with \
+        `PROFILING_ENABLED=true`; one profile at a time.",
+    params(
+        ("seconds" = Option<u64>, Query, minimum = 1, maximum = 60,
+            description = "How long to sample (default 10)."),
+        ("format" = Option<String>, Query, pattern = "^(flamegraph|svg|pprof|protobuf)$",
+            description = "`flamegraph` (or `svg`, the default) or `pprof` (or `protobuf`)."),
+    ),
+    responses(
+        (status = 200, description = "The profile.", content(
+            (String = "image/svg+xml"),
+            (Vec<u8> = "application/octet-stream"),
+        )),
+        (status = 400, description = "`seconds` or `format` is invalid; `errors` names it.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Profiling is off (`PROFILING_ENABLED=false`).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A profile is already being taken.",
+            body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+        (status = 500, description = "The profiler could not start or build the profile.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn profile(State(state): State<ProfileState>, RawQuery(query): RawQuery) -> Response {
     if !state.enabled {
         return Problem::not_found(

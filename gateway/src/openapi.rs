@@ -1,0 +1,574 @@
+//! The gateway's public OpenAPI 3.1 document, served at `GET /openapi.json`
+//! (no token needed).
+//!
+//! It is the one contract a client of MCP needs: the control plane's
+//! documents, built in-process from the services' own code
+//! ([`CONTROL_PLANE`]) and re-rooted where the gateway exposes them
+//! (registry-svc `/v1/x` → `/api/v1/registry/x`, and so on), plus the
+//! gateway's own operations: `/svc/{service}/{rest}`, `/admin/upstreams`,
+//! `/admin/profile`, `/healthz`, `/readyz`, `/metrics`, this document and
+//! the docs page ([`crate::docs`]). The services' own `/healthz`, `/readyz`,
+//! `/metrics` and `/openapi.json` are not reachable through the gateway and
+//! are left out.
+//!
+//! Every operation behind the gateway's stack carries the `bearer` (JWT)
+//! security requirement with the scope [`crate::auth::Requirement`] asks
+//! for, and the answers the gateway itself may give before or instead of
+//! the upstream's: 400 (a path it refuses), 401, 403, 429 (with
+//! `Retry-After` and `RateLimit-*`), 502, 503 (with `Retry-After`) and 504,
+//! all `application/problem+json`. Every answer of a gated operation may
+//! carry `RateLimit-Limit/-Remaining/-Reset`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use mcp_shared::openapi::{self as docs, name_parameter, problem_response};
+use utoipa::{
+    OpenApi as _,
+    openapi::{
+        HeaderBuilder, ObjectBuilder, OpenApi, RefOr, Type,
+        header::Header,
+        path::{Operation, ParameterBuilder, ParameterIn, PathItem},
+        response::Response,
+        schema::Schema,
+        security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme},
+        tag::TagBuilder,
+    },
+};
+
+use crate::auth::Requirement;
+
+/// The name of the security scheme in the document.
+pub const BEARER: &str = "bearer";
+
+/// The tag of every service's `/healthz`, `/readyz`, `/metrics` and
+/// `/openapi.json` ([`mcp_shared::openapi::document`]).
+const PROBES_TAG: &str = "operations";
+
+/// A function building a service's whole document.
+type Document = fn() -> OpenApi;
+
+/// The control plane behind `/api/v1/{area}/…`: each area with the function
+/// that builds its service's document (the same code the service serves
+/// its own `/openapi.json` from, so the two cannot drift).
+pub const CONTROL_PLANE: &[(&str, Document)] = &[
+    ("registry", registry_svc::api::openapi),
+    ("config", config_svc::api::openapi),
+    ("health", health_svc::api::openapi),
+];
+
+/// `/svc/{service}/{rest}` with any method: forwarded to `/{rest}` on a
+/// passing instance of the service.
+#[utoipa::path(
+    get, path = "/svc/{service}/{rest}", tag = "services", operation_id = "serviceGet",
+    summary = "Call a registered service (GET)",
+    description = "Forwarded to `/{rest}` (query string kept) on a `passing` instance of \
+        `service`, chosen by power of two choices on requests in flight, each instance behind \
+        its own circuit breaker. Any method is forwarded the same way; the answer is the \
+        instance's, streamed back unchanged.",
+    params(SvcPath),
+    responses(
+        (status = "default", description = "The instance's answer, unchanged."),
+        (status = 404, description = "No instance of `service` is registered.", body = mcp_shared::Problem,
+            content_type = "application/problem+json"),
+    ),
+)]
+#[allow(dead_code)] // documents the proxy's `/svc/{*rest}` route
+fn svc_get() {}
+
+macro_rules! svc_operation {
+    ($($fn:ident: $method:ident, $id:literal, $summary:literal;)+) => {$(
+        #[utoipa::path(
+            $method, path = "/svc/{service}/{rest}", tag = "services", operation_id = $id,
+            summary = $summary,
+            description = "See `GET /svc/{service}/{rest}`: forwarded the same way, the body streamed to the instance.",
+            params(SvcPath),
+            request_body(description = "Any body; streamed to the instance unchanged.", content_type = "*/*"),
+            responses(
+                (status = "default", description = "The instance's answer, unchanged."),
+                (status = 404, description = "No instance of `service` is registered.", body = mcp_shared::Problem,
+                    content_type = "application/problem+json"),
+            ),
+        )]
+        #[allow(dead_code)] // documents the proxy's `/svc/{*rest}` route
+        fn $fn() {}
+    )+};
+}
+
+svc_operation! {
+    svc_put: put, "servicePut", "Call a registered service (PUT)";
+    svc_post: post, "servicePost", "Call a registered service (POST)";
+    svc_patch: patch, "servicePatch", "Call a registered service (PATCH)";
+    svc_delete: delete, "serviceDelete", "Call a registered service (DELETE)";
+}
+
+/// The path parameters of `/svc/{service}/{rest}`.
+struct SvcPath;
+
+impl utoipa::IntoParams for SvcPath {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<utoipa::openapi::path::Parameter> {
+        vec![
+            name_parameter("service", "The registered service to call.", "echo"),
+            ParameterBuilder::new()
+                .name("rest")
+                .parameter_in(ParameterIn::Path)
+                .required(utoipa::openapi::Required::True)
+                .description(Some(
+                    "The path on the instance (it may hold further `/` segments; `..` and \
+                     encoded slashes are refused with 400).",
+                ))
+                .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                .example(Some("hello".into()))
+                .build(),
+        ]
+    }
+}
+
+/// The docs page: Swagger UI over this document.
+#[utoipa::path(
+    get, path = "/docs", tag = "operations", operation_id = "docs",
+    summary = "The API docs page",
+    description = "Swagger UI over `/openapi.json`; its scripts and styles are served by the \
+        gateway itself under `/docs/` (no CDN). No token needed.",
+    responses((status = 200, description = "The docs page.", body = String, content_type = "text/html")),
+)]
+#[allow(dead_code)] // documents `docs::index`
+fn docs_page() {}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        crate::admin::upstreams, crate::profile::profile,
+        svc_get, svc_put, svc_post, svc_patch, svc_delete, docs_page,
+    ),
+    tags(
+        (name = "services", description = "Registered services, called through the gateway."),
+        (name = "admin", description = "The gateway's own state (scope `admin`)."),
+    ),
+)]
+struct Own;
+
+/// The whole public document (built once at start; see the module docs).
+pub fn document() -> OpenApi {
+    let mut document = docs::document(
+        Own::openapi(),
+        "MCP API (gateway)",
+        env!("CARGO_PKG_VERSION"),
+        "The public API of MCP, served by the gateway: the registry, config and health APIs \
+         under `/api/v1/{registry,config,health}/`, registered services under \
+         `/svc/{service}/`, and the gateway's administration under `/admin/`. Send \
+         `Authorization: Bearer <JWT>`; each operation lists the scope it needs (`admin` \
+         grants every scope). Every error is application/problem+json (RFC 9457).",
+    );
+    for (area, build) in CONTROL_PLANE {
+        merge_area(&mut document, area, build());
+    }
+    gate(&mut document);
+    order(&mut document);
+    let components = document.components.get_or_insert_with(Default::default);
+    components.security_schemes.insert(
+        BEARER.to_owned(),
+        RefOr::T(SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format("JWT")
+                .description(Some(
+                    "A JWT (HS256, RS256, ES256, EdDSA…, as the gateway is configured). Its \
+                     `scope` claim is a space-separated list: `GET`/`HEAD` on \
+                     `/api/v1/{area}/…` need `{area}:read` (`registry:read`, `config:read`, \
+                     `health:read`), other methods `{area}:write`; `/admin/…` needs `admin`; \
+                     `/svc/…` needs any valid token. `admin` grants every scope.",
+                ))
+                .build(),
+        )),
+    );
+    document
+}
+
+/// `area`'s operations (`/v1/…` paths of `service`) re-rooted under
+/// `/api/v1/{area}/…`, with area-prefixed operation ids and tags, merged
+/// into `document`; the service's own probes and document are dropped.
+/// A schema whose name another service already gave a different
+/// definition (each service's `WatchEvent`) is renamed `{Area}{Name}`.
+fn merge_area(document: &mut OpenApi, area: &str, service: OpenApi) {
+    let mut service = rename_clashing_schemas(document, area, service);
+    let paths = std::mem::take(&mut service.paths.paths);
+    for (path, mut item) in paths {
+        let Some(rest) = path.strip_prefix("/v1/") else {
+            continue; // /healthz, /readyz, /metrics, /openapi.json
+        };
+        for (_, operation) in operations_mut(&mut item) {
+            if let Some(id) = &mut operation.operation_id {
+                *id = prefixed(area, id);
+            }
+            for tag in operation.tags.iter_mut().flatten() {
+                *tag = area_tag(area, tag);
+            }
+        }
+        document
+            .paths
+            .paths
+            .insert(format!("/api/v1/{area}/{rest}"), item);
+    }
+    let tags = service.tags.get_or_insert_with(Vec::new);
+    // The probes' tag went with the probes (the gateway has its own).
+    tags.retain(|tag| tag.name != PROBES_TAG);
+    for tag in tags.iter_mut() {
+        tag.name = area_tag(area, &tag.name);
+    }
+    // Listed tags come first on the docs page: list the area's own too.
+    let used: BTreeSet<String> = document
+        .paths
+        .paths
+        .iter()
+        .filter(|(path, _)| path.starts_with(&format!("/api/v1/{area}/")))
+        .flat_map(|(_, item)| [&item.get, &item.put, &item.post, &item.delete, &item.patch])
+        .flatten()
+        .flat_map(|operation| operation.tags.iter().flatten().cloned())
+        .collect();
+    for name in used {
+        if !tags.iter().any(|tag| tag.name == name) {
+            tags.push(
+                TagBuilder::new()
+                    .name(name)
+                    .description(Some(format!(
+                        "The {area} API, served by {area}-svc behind the gateway."
+                    )))
+                    .build(),
+            );
+        }
+    }
+    document.merge(service);
+}
+
+/// The tag of a service's operation in the merged document: the area
+/// itself (`registry`), or `config/entries` for a service's finer tags.
+fn area_tag(area: &str, tag: &str) -> String {
+    if tag == area {
+        tag.to_owned()
+    } else {
+        format!("{area}/{tag}")
+    }
+}
+
+/// `service` with each schema that `document` already holds under the
+/// same name but a different definition renamed to `{Area}{Name}`, and its
+/// `$ref`s (in operations and in other schemas) with it.
+fn rename_clashing_schemas(document: &OpenApi, area: &str, mut service: OpenApi) -> OpenApi {
+    let (Some(ours), Some(theirs)) = (&document.components, &mut service.components) else {
+        return service;
+    };
+    let clashes: Vec<String> = theirs
+        .schemas
+        .iter()
+        .filter(|(name, schema)| ours.schemas.get(*name).is_some_and(|o| o != *schema))
+        .map(|(name, _)| name.clone())
+        .collect();
+    if clashes.is_empty() {
+        return service;
+    }
+    let mut renames = BTreeMap::new();
+    for name in clashes {
+        let renamed = format!("{}{name}", capitalized(area));
+        renames.insert(format!("{SCHEMAS}{name}"), format!("{SCHEMAS}{renamed}"));
+        if let Some(schema) = theirs.schemas.remove(&name) {
+            theirs.schemas.insert(renamed, schema);
+        }
+    }
+    for schema in theirs.schemas.values_mut() {
+        retarget(schema, &renames);
+    }
+    for item in service.paths.paths.values_mut() {
+        for (_, operation) in operations_mut(item) {
+            let bodies = operation.request_body.iter_mut().flat_map(|b| match b {
+                RefOr::T(body) => body.content.values_mut().collect(),
+                RefOr::Ref(_) => Vec::new(),
+            });
+            let answers = operation
+                .responses
+                .responses
+                .values_mut()
+                .flat_map(|r| match r {
+                    RefOr::T(response) => response.content.values_mut().collect(),
+                    RefOr::Ref(_) => Vec::new(),
+                });
+            for content in bodies.chain(answers) {
+                if let RefOr::T(content) = content
+                    && let Some(schema) = &mut content.schema
+                {
+                    retarget(schema, &renames);
+                }
+            }
+            for parameter in operation.parameters.iter_mut().flatten() {
+                if let RefOr::T(parameter) = parameter
+                    && let Some(schema) = &mut parameter.schema
+                {
+                    retarget(schema, &renames);
+                }
+            }
+        }
+    }
+    service
+}
+
+/// Where schema references point.
+const SCHEMAS: &str = "#/components/schemas/";
+
+/// Point `schema`'s references (itself or nested) as `renames` says. A
+/// nested one is rewritten through JSON; a schema that does not refer to a
+/// renamed one is left as it is.
+fn retarget(schema: &mut RefOr<Schema>, renames: &BTreeMap<String, String>) {
+    match schema {
+        RefOr::Ref(reference) => {
+            if let Some(to) = renames.get(&reference.ref_location) {
+                reference.ref_location.clone_from(to);
+            }
+        }
+        RefOr::T(_) => {
+            let Ok(mut json) = serde_json::to_value(&*schema) else {
+                return;
+            };
+            if rename_refs(&mut json, renames)
+                && let Ok(renamed) = serde_json::from_value(json)
+            {
+                *schema = renamed;
+            }
+        }
+    }
+}
+
+/// Replace every `"$ref"` in `value` that `renames` names; whether any was.
+fn rename_refs(value: &mut serde_json::Value, renames: &BTreeMap<String, String>) -> bool {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut renamed = false;
+            for (key, child) in map.iter_mut() {
+                let to = (key == "$ref")
+                    .then(|| child.as_str().and_then(|from| renames.get(from)))
+                    .flatten();
+                if let Some(to) = to {
+                    *child = to.as_str().into();
+                    renamed = true;
+                } else {
+                    renamed |= rename_refs(child, renames);
+                }
+            }
+            renamed
+        }
+        serde_json::Value::Array(items) => items.iter_mut().fold(false, |renamed, child| {
+            rename_refs(child, renames) | renamed
+        }),
+        _ => false,
+    }
+}
+
+fn capitalized(word: &str) -> String {
+    let mut chars = word.chars();
+    match chars.next() {
+        Some(first) => format!("{}{}", first.to_ascii_uppercase(), chars.as_str()),
+        None => String::new(),
+    }
+}
+
+/// Tags (the page's sections) in reading order: the control plane (as
+/// [`CONTROL_PLANE`] lists it), services, admin, then the probes.
+fn order(document: &mut OpenApi) {
+    let rank = |name: &str| {
+        let areas = CONTROL_PLANE.iter().map(|(area, _)| *area);
+        areas
+            .chain(["services", "admin"])
+            .position(|group| name == group || name.starts_with(&format!("{group}/")))
+            .unwrap_or(usize::MAX)
+    };
+    if let Some(tags) = &mut document.tags {
+        tags.sort_by_cached_key(|tag| rank(&tag.name));
+    }
+}
+
+/// `registry` + `listServices` → `registryListServices`.
+fn prefixed(area: &str, id: &str) -> String {
+    format!("{area}{}", capitalized(id))
+}
+
+/// Every operation of `item` with its method.
+fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = (&'static str, &mut Operation)> {
+    [
+        ("GET", &mut item.get),
+        ("PUT", &mut item.put),
+        ("POST", &mut item.post),
+        ("DELETE", &mut item.delete),
+        ("OPTIONS", &mut item.options),
+        ("HEAD", &mut item.head),
+        ("PATCH", &mut item.patch),
+        ("TRACE", &mut item.trace),
+    ]
+    .into_iter()
+    .filter_map(|(method, operation)| operation.as_mut().map(|o| (method, o)))
+}
+
+/// Whether `path` goes through the gateway's stack (token, scope, rate limit).
+fn is_gated(path: &str) -> bool {
+    ["/api/", "/svc/", "/admin/"]
+        .iter()
+        .any(|prefix| path.starts_with(prefix))
+}
+
+/// Whether the gateway forwards `path` to an upstream (so 502/503/504 apply).
+fn is_proxied(path: &str) -> bool {
+    path.starts_with("/api/") || path.starts_with("/svc/")
+}
+
+/// Give every gated operation its security requirement and the answers the
+/// gateway's stack may give.
+fn gate(document: &mut OpenApi) {
+    for (path, item) in &mut document.paths.paths {
+        if !is_gated(path) {
+            continue;
+        }
+        let proxied = is_proxied(path);
+        for (method, operation) in operations_mut(item) {
+            let method = method.parse().unwrap_or_default();
+            let scopes: Vec<&str> = match Requirement::of(&method, path) {
+                Requirement::Token => Vec::new(),
+                Requirement::Scope(scope) => vec![scope],
+            };
+            operation.security = Some(vec![SecurityRequirement::new(BEARER, scopes)]);
+            add_gateway_responses(&mut operation.responses.responses, proxied);
+        }
+    }
+}
+
+fn integer_header(description: &str) -> Header {
+    HeaderBuilder::new()
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(0)),
+        ))
+        .description(Some(description))
+        .build()
+}
+
+/// `RateLimit-Limit`, `-Remaining` and `-Reset` (draft-ietf-httpapi-ratelimit-headers).
+fn rate_limit_headers() -> [(&'static str, Header); 3] {
+    [
+        (
+            "RateLimit-Limit",
+            integer_header("The client's burst: requests it may send at once."),
+        ),
+        (
+            "RateLimit-Remaining",
+            integer_header("Requests left in the client's burst."),
+        ),
+        (
+            "RateLimit-Reset",
+            integer_header("Seconds until the client's burst is whole again."),
+        ),
+    ]
+}
+
+fn retry_after() -> Header {
+    integer_header("Seconds to wait before retrying.")
+}
+
+/// The gateway's own problem answers (status, description, headers).
+fn gateway_responses(proxied: bool) -> Vec<(&'static str, Response)> {
+    let problem = |description: &str| problem_response(description);
+    let mut responses = vec![
+        (
+            "400",
+            problem(
+                "The gateway refuses the path: a `..` segment, an encoded slash (`%2f`) or \
+                 backslash (`%5c`); `errors` names it.",
+            )
+            .build(),
+        ),
+        (
+            "401",
+            problem("No bearer token, or one that does not verify (signature, algorithm, `exp`, …).")
+                .header(
+                    "WWW-Authenticate",
+                    HeaderBuilder::new()
+                        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                        .description(Some(
+                            "`Bearer` without a token, `Bearer error=\"invalid_token\"` with a bad one.",
+                        ))
+                        .build(),
+                )
+                .build(),
+        ),
+        (
+            "403",
+            problem(
+                "The token lacks the scope this operation needs (see its security requirement); \
+                 `required_scope` names it.",
+            )
+            .build(),
+        ),
+        (
+            "429",
+            problem("The client (the token's `sub`, else its IP) is over its rate limit.")
+                .header("Retry-After", retry_after())
+                .build(),
+        ),
+    ];
+    if proxied {
+        responses.extend([
+            (
+                "502",
+                problem("The gateway could not reach the upstream, or it broke the exchange.")
+                    .build(),
+            ),
+            (
+                "503",
+                problem(
+                    "The upstream is unavailable: every instance's circuit is open, or the \
+                     service has no passing instance; retry after `Retry-After` seconds.",
+                )
+                .header("Retry-After", retry_after())
+                .build(),
+            ),
+            (
+                "504",
+                problem("The upstream did not answer within the gateway's timeout.").build(),
+            ),
+        ]);
+    }
+    responses
+}
+
+/// Add the gateway's answers to an operation's `responses`: where the
+/// upstream documents the same status, its response stays and the
+/// gateway's reason is added to its description. Every answer but 401/403
+/// (refused before the rate limit) may carry the `RateLimit-*` headers.
+fn add_gateway_responses(responses: &mut BTreeMap<String, RefOr<Response>>, proxied: bool) {
+    for (status, response) in gateway_responses(proxied) {
+        match responses.get_mut(status) {
+            Some(RefOr::T(existing)) => {
+                existing.description = format!(
+                    "{} Or from the gateway: {}",
+                    existing.description, response.description
+                );
+                for (name, header) in response.headers {
+                    existing.headers.entry(name).or_insert(header);
+                }
+            }
+            Some(RefOr::Ref(_)) => {}
+            None => {
+                responses.insert(status.to_owned(), RefOr::T(response));
+            }
+        }
+    }
+    for (status, response) in responses.iter_mut() {
+        if status == "401" || status == "403" {
+            continue;
+        }
+        if let RefOr::T(response) = response {
+            for (name, header) in rate_limit_headers() {
+                response
+                    .headers
+                    .entry(name.to_owned())
+                    .or_insert(RefOr::T(header));
+            }
+        }
+    }
+}
