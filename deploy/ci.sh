@@ -117,7 +117,7 @@ done
 timeout 60 python3 deploy/check_manifests.py "$WORK"/k8s-*.yaml
 # The Dockerfile's dependency layer: the stub workspace must resolve with the lock file.
 sh deploy/docker/recipe.sh "$WORK/recipe"
-timeout 120 cargo metadata --locked --offline --format-version 1 \
+timeout 120 cargo metadata --locked --format-version 1 \
   --manifest-path "$WORK/recipe/Cargo.toml" >/dev/null ||
   die "deploy/docker/recipe.sh makes a workspace cargo cannot read"
 echo "    Dockerfile dependency recipe resolves"
