@@ -15,117 +15,28 @@
 #   CONTRACT_MAX_EXAMPLES  examples per operation and phase (default 100)
 #   CONTRACT_TIMEOUT       bound on the schemathesis run, in seconds (default 900)
 #   CONTRACT_SEED          schemathesis seed, to replay a run
-#   CONTRACT_CHECKS        comma-separated schemathesis checks (default below)
+#   CONTRACT_CHECKS        comma-separated schemathesis checks (default in contract/lib.sh)
 #   CONTRACT_VENV          where to install schemathesis when it is missing
 #   CONTRACT_BROWSER       0 skips the Chromium check (default 1)
 #   CHROMIUM               the browser binary (default: chromium on PATH)
 #   CARGO_TARGET_DIR       where the binaries are built (default ./target)
 set -euo pipefail
 
-SCHEMATHESIS_VERSION=4.32.5
-VALIDATOR_VERSION=0.9.0
-# As contract/run.sh: every check but `positive_data_acceptance` (a
-# schema-valid body can rightly get a documented 422).
-CHECKS=${CONTRACT_CHECKS:-not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance,negative_data_rejection,missing_required_header,unsupported_method,allow_header_conformance,use_after_free,ensure_resource_availability}
-
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-CONTRACT="$ROOT/contract"
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+NAME=contract/gateway
+# shellcheck source=contract/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 OUT="$TARGET/contract/gateway"
-MAX_EXAMPLES=${CONTRACT_MAX_EXAMPLES:-100}
 RUN_TIMEOUT=${CONTRACT_TIMEOUT:-900}
 SECRET="contract-gateway-secret-$$-$RANDOM"
 
-log() { printf '\n== %s\n' "$*" >&2; }
-die() { printf 'contract/gateway: %s\n' "$*" >&2; exit 1; }
-
-# Every process this script starts, stopped (by pid) on exit.
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
-# Poll `url` until it answers 2xx, for at most ~10 s.
-wait_for() {
-    local url=$1
-    for _ in $(seq 100); do
-        if curl -fsS -o /dev/null --max-time 1 "$url"; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    return 1
-}
-
-# --- tools (as contract/run.sh) ----------------------------------------------
-
-ST=
-VALIDATOR=
-version_of() { "$1" --version 2>/dev/null | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -1; }
-ensure_tools() {
-    if [ "$(version_of schemathesis)" = "$SCHEMATHESIS_VERSION" ] &&
-        [ "$(version_of openapi-spec-validator)" = "$VALIDATOR_VERSION" ]; then
-        ST=$(command -v schemathesis)
-        VALIDATOR=$(command -v openapi-spec-validator)
-        return
-    fi
-    local venv=${CONTRACT_VENV:-$TARGET/contract-venv}
-    if [ "$(version_of "$venv/bin/schemathesis")" != "$SCHEMATHESIS_VERSION" ] ||
-        [ "$(version_of "$venv/bin/openapi-spec-validator")" != "$VALIDATOR_VERSION" ]; then
-        log "installing schemathesis $SCHEMATHESIS_VERSION and openapi-spec-validator $VALIDATOR_VERSION into $venv"
-        python3 -m venv "$venv"
-        "$venv/bin/pip" install --quiet --disable-pip-version-check \
-            "schemathesis==$SCHEMATHESIS_VERSION" "openapi-spec-validator==$VALIDATOR_VERSION"
-    fi
-    ST="$venv/bin/schemathesis"
-    VALIDATOR="$venv/bin/openapi-spec-validator"
-}
-
 # --- processes ---------------------------------------------------------------
 
-REDIS_URL=
-start_redis() {
-    command -v redis-server >/dev/null 2>&1 || die "redis-server not found"
-    local port
-    port=$(free_port)
-    redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
-        >"$OUT/redis.log" 2>&1 &
-    pids+=($!)
-    REDIS_URL="redis://127.0.0.1:$port"
-    for _ in $(seq 100); do
-        if redis-cli -p "$port" ping >/dev/null 2>&1; then
-            return
-        fi
-        sleep 0.1
-    done
-    die "redis-server did not start (see $OUT/redis.log)"
-}
-
 # Start binary `$1` on a free loopback port with extra flags; sets URL.
-URL=
 PREFIX="contract-gateway-$$"
 start() {
-    local binary=$1 port
+    local binary=$1
     shift
-    port=$(free_port)
-    "$TARGET/debug/$binary" --addr "127.0.0.1:$port" \
-        --redis-url "$REDIS_URL" --redis-prefix "$PREFIX" \
-        --log-format json --log-filter warn "$@" \
-        >>"$OUT/$binary.log" 2>&1 &
-    pids+=($!)
-    URL="http://127.0.0.1:$port"
-    wait_for "$URL/readyz" || die "$binary did not become ready (see $OUT/$binary.log)"
+    start_binary "$binary" "$PREFIX" "$@"
 }
 
 # An HS256 JWT with scope `admin` (every scope), valid for two hours.
@@ -170,13 +81,8 @@ seed() {
     curl -s -o /dev/null --max-time 0.5 -H "Authorization: Bearer $TOKEN" \
         "$GATEWAY/api/v1/config/watch?namespace=echo&client_id=contract" || true
     # Let the first checks land, so explain answers carry a last check.
-    for _ in $(seq 50); do
-        if curl -fsS --max-time 1 -H "Authorization: Bearer $TOKEN" \
-            "$GATEWAY/api/v1/health/services/echo/instances/echo-1" | grep -q '"last_check":{'; then
-            break
-        fi
-        sleep 0.1
-    done
+    wait_for_match '"last_check":{' -H "Authorization: Bearer $TOKEN" \
+        "$GATEWAY/api/v1/health/services/echo/instances/echo-1"
 }
 
 # --- run ---------------------------------------------------------------------
@@ -185,7 +91,6 @@ started_all=$(date +%s)
 mkdir -p "$OUT"
 rm -f "$OUT"/*.log
 ensure_tools
-log "$("$ST" --version); openapi-spec-validator $(version_of "$VALIDATOR")"
 
 log "building registry-svc config-svc health-svc gateway"
 (cd "$ROOT" && cargo build --quiet -p registry-svc -p config-svc -p health-svc -p gateway)
@@ -207,24 +112,10 @@ seed
 status=0
 log "gateway: schemathesis (max examples $MAX_EXAMPLES per operation and phase)"
 started=$(date +%s)
-if curl -fsS --max-time 5 -o "$OUT/openapi.json" "$GATEWAY/openapi.json" &&
-    "$VALIDATOR" --schema 3.1 "$OUT/openapi.json"; then
-    (
-        cd "$OUT"
-        SCHEMATHESIS_HOOKS="$CONTRACT/hooks.py" timeout --kill-after=10 "$RUN_TIMEOUT" \
-            "$ST" --config-file "$CONTRACT/schemathesis.toml" --no-color \
-            run "$GATEWAY/openapi.json" \
-            -H "Authorization: Bearer $TOKEN" \
-            --exclude-path-regex '^/svc/' --exclude-path /admin/profile \
-            --checks "$CHECKS" \
-            --max-examples "$MAX_EXAMPLES" \
-            --generation-database none \
-            --report junit --report-dir "$OUT" \
-            ${CONTRACT_SEED:+--seed "$CONTRACT_SEED"}
-    ) || status=$?
-else
+fuzz "$GATEWAY" "$OUT" "$RUN_TIMEOUT" \
+    -H "Authorization: Bearer $TOKEN" \
+    --exclude-path-regex '^/svc/' --exclude-path /admin/profile ||
     status=$?
-fi
 fuzz_elapsed=$(($(date +%s) - started))
 [ "$status" -eq 124 ] && echo "contract/gateway: schemathesis timed out after ${RUN_TIMEOUT}s" >&2
 

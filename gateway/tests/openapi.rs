@@ -10,13 +10,16 @@ use std::collections::BTreeSet;
 
 use common::{bearer, echo, gateway, token};
 use gateway::{docs::DOCS_PATH, openapi::CONTROL_PLANE};
-use mcp_shared::openapi::{OPENAPI_PATH, example_path, lint, operations, route_arguments};
-use mcp_testkit::{TestService, prefix, redis};
-use reqwest::Method;
+use mcp_shared::openapi::{lint, operations};
+use mcp_testkit::{
+    TestService,
+    openapi::{
+        Probe, assert_documented_operations_routed, assert_no_undocumented_method,
+        assert_routes_documented, documented_paths, registered_routes, served_document,
+    },
+    prefix, redis,
+};
 use serde_json::Value;
-
-/// Methods a route could be given; HEAD is answered wherever GET is (axum).
-const METHODS: &[&str] = &["GET", "PUT", "POST", "DELETE", "PATCH"];
 
 /// Sources that register the gateway's routes, and the scaffold's.
 const SOURCES: &[&str] = &[
@@ -60,33 +63,17 @@ async fn arranged() -> (TestService, Vec<TestService>) {
     (gateway, upstreams)
 }
 
-/// Send `method` to `path` with an admin token; returns the status and the problem `detail`.
-async fn probe(url: &str, method: &str, path: &str) -> (u16, String) {
-    let method = Method::from_bytes(method.as_bytes()).unwrap();
-    let mut request = reqwest::Client::new()
-        .request(method.clone(), format!("{url}{path}"))
-        .header("authorization", bearer(&token("probe", "admin")));
-    if method == Method::PUT || method == Method::POST || method == Method::PATCH {
-        request = request
-            .header("content-type", "application/json")
-            .body("{}");
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    (
-        status,
-        body["detail"].as_str().unwrap_or_default().to_owned(),
-    )
+/// Probes `gateway` with an admin token (every scope), with no timeout.
+fn probe(gateway: &TestService) -> Probe {
+    Probe::new(&gateway.url)
+        .without_timeout()
+        .authorization(bearer(&token("probe", "admin")))
 }
 
 #[tokio::test]
 async fn openapi_json_serves_the_merged_openapi_3_1_document_without_a_token() {
     let (gateway, _upstreams) = arranged().await;
-    let response = reqwest::get(gateway.at(OPENAPI_PATH)).await.unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-type"], "application/json");
-    let served: Value = response.json().await.unwrap();
+    let served = served_document(&reqwest::Client::new(), &gateway.url).await;
     assert!(
         served["openapi"].as_str().unwrap().starts_with("3.1."),
         "{}",
@@ -207,42 +194,25 @@ async fn gated_operations_require_a_bearer_token_and_document_the_gateways_answe
 #[tokio::test]
 async fn every_route_of_the_gateway_is_documented() {
     let documented = operations(&document());
-    let paths: BTreeSet<&str> = documented.iter().map(|(_, p)| p.as_str()).collect();
-    let mut routes = Vec::new();
-    for source in SOURCES {
-        routes.extend(route_arguments(source));
-        // `.route_service(` registrations (the proxy) as well.
-        routes.extend(route_arguments(
-            &source.replace(".route_service(", ".route("),
-        ));
-    }
+    let paths = documented_paths(&documented);
+    // `.route(` and `.route_service(` registrations (the proxy).
+    let routes = registered_routes(SOURCES);
     assert!(routes.iter().any(|r| r == "/svc/{*rest}"), "{routes:?}");
-    for route in routes {
-        let covered = match route.as_str() {
-            "OPENAPI_PATH" => paths.contains(OPENAPI_PATH),
-            "DOCS_PATH" => paths.contains(DOCS_PATH),
-            // The control plane's operations, re-rooted (checked above).
-            "/api/{*rest}" => paths.iter().any(|p| p.starts_with("/api/v1/")),
-            "/svc/{*rest}" => paths.contains("/svc/{service}/{rest}"),
-            other if UNDOCUMENTED.contains(&other) => true,
-            other => paths.contains(other),
-        };
-        assert!(covered, "route {route} is not in the document");
-    }
+    assert_routes_documented(&routes, |route| match route {
+        "DOCS_PATH" => paths.contains(DOCS_PATH),
+        // The control plane's operations, re-rooted (checked above).
+        "/api/{*rest}" => paths.iter().any(|p| p.starts_with("/api/v1/")),
+        "/svc/{*rest}" => paths.contains("/svc/{service}/{rest}"),
+        other if UNDOCUMENTED.contains(&other) => true,
+        other => paths.contains(other),
+    });
 }
 
 #[tokio::test]
 async fn every_documented_operation_is_routed() {
     let (gateway, _upstreams) = arranged().await;
     let document = document();
-    for (method, path) in &operations(&document) {
-        let (status, detail) = probe(&gateway.url, method, &example_path(&document, path)).await;
-        assert_ne!(status, 405, "{method} {path} is documented but not routed");
-        assert!(
-            !(status == 404 && detail.starts_with("no route")),
-            "{method} {path} is documented but not routed: {detail}"
-        );
-    }
+    assert_documented_operations_routed(&probe(&gateway), &document, &operations(&document)).await;
 }
 
 #[tokio::test]
@@ -255,15 +225,7 @@ async fn the_gateways_own_paths_answer_no_undocumented_method() {
         .map(|(_, p)| p.as_str())
         .filter(|p| !p.starts_with("/api/")) // the services' own tests check theirs
         .collect();
-    for path in own {
-        for method in METHODS {
-            if documented.contains(&((*method).to_owned(), path.to_owned())) {
-                continue;
-            }
-            let (status, _) = probe(&gateway.url, method, &example_path(&document, path)).await;
-            assert_eq!(status, 405, "{method} {path} is routed but not documented");
-        }
-    }
+    assert_no_undocumented_method(&probe(&gateway), &document, &documented, own).await;
 }
 
 #[tokio::test]

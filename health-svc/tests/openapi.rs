@@ -5,15 +5,14 @@
 
 mod common;
 
-use std::{collections::BTreeSet, time::Duration};
-
-use mcp_shared::openapi::{OPENAPI_PATH, example_path, lint, operations, route_arguments};
-use mcp_testkit::{prefix, redis};
-use reqwest::Method;
-use serde_json::Value;
-
-/// Methods a route could be given; HEAD is answered wherever GET is (axum).
-const METHODS: &[&str] = &["GET", "PUT", "POST", "DELETE", "PATCH"];
+use mcp_shared::openapi::{lint, operations};
+use mcp_testkit::{
+    openapi::{
+        Probe, assert_documented_operations_routed, assert_no_undocumented_method,
+        assert_routes_documented, client, documented_paths, registered_routes, served_document,
+    },
+    prefix, redis,
+};
 
 /// Sources that register routes: this crate's and the shared scaffold's.
 const SOURCES: &[&str] = &[
@@ -22,50 +21,10 @@ const SOURCES: &[&str] = &[
     include_str!("../../shared/src/server.rs"),
 ];
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
-
-async fn replica(redis_url: &str, prefix: &str, extra: &[&str]) -> mcp_testkit::TestService {
-    common::start(redis_url, prefix, extra).await
-}
-
-/// Send `method` to `path`; returns the status and the problem `detail`.
-async fn probe(url: &str, method: &str, path: &str) -> (u16, String) {
-    let method = Method::from_bytes(method.as_bytes()).unwrap();
-    let mut request = client().request(method.clone(), format!("{url}{path}"));
-    if method == Method::PUT || method == Method::POST || method == Method::PATCH {
-        request = request
-            .header("content-type", "application/json")
-            .body("{}");
-    }
-    // `send` returns once the head arrives, so an SSE watch does not hang.
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let sse = response
-        .headers()
-        .get("content-type")
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    if sse {
-        return (status, String::new());
-    }
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    (
-        status,
-        body["detail"].as_str().unwrap_or_default().to_owned(),
-    )
-}
-
 #[tokio::test]
 async fn openapi_json_serves_the_generated_openapi_3_1_document() {
-    let app = replica(&redis().url(), &prefix(), &[]).await;
-    let response = client().get(app.at("/openapi.json")).send().await.unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-type"], "application/json");
-    let served: Value = response.json().await.unwrap();
+    let app = common::start(&redis().url(), &prefix(), &[]).await;
+    let served = served_document(&client(), &app.url).await;
     assert_eq!(served["openapi"], "3.1.0");
     assert_eq!(served["info"]["title"], "health-svc");
     assert_eq!(
@@ -83,49 +42,23 @@ async fn the_document_holds_every_mcp_rule() {
 
 #[tokio::test]
 async fn every_documented_operation_is_routed() {
-    let app = replica(&redis().url(), &prefix(), &[]).await;
+    let app = common::start(&redis().url(), &prefix(), &[]).await;
     let document = health_svc::api::openapi();
     let documented = operations(&document);
     assert!(documented.len() >= 7, "{documented:?}");
-    for (method, path) in &documented {
-        let (status, detail) = probe(&app.url, method, &example_path(&document, path)).await;
-        assert_ne!(status, 405, "{method} {path} is documented but not routed");
-        assert!(
-            !(status == 404 && detail.starts_with("no route")),
-            "{method} {path} is documented but not routed"
-        );
-    }
+    assert_documented_operations_routed(&Probe::new(&app.url), &document, &documented).await;
 }
 
 #[tokio::test]
 async fn every_routed_operation_is_documented() {
     let document = health_svc::api::openapi();
     let documented = operations(&document);
-    let paths: BTreeSet<&str> = documented.iter().map(|(_, p)| p.as_str()).collect();
+    let paths = documented_paths(&documented);
     // Routes registered with `routes!(..)` are documented by construction;
     // any other `.route(..)` must name a documented path.
-    for source in SOURCES {
-        for route in route_arguments(source) {
-            let route = if route == "OPENAPI_PATH" {
-                OPENAPI_PATH
-            } else {
-                route.as_str()
-            };
-            assert!(
-                paths.contains(route),
-                "route {route} is not in the document"
-            );
-        }
-    }
+    assert_routes_documented(&registered_routes(SOURCES), |route| paths.contains(route));
     // And no documented path answers a method the document does not list.
-    let app = replica(&redis().url(), &prefix(), &[]).await;
-    for path in &paths {
-        for method in METHODS {
-            if documented.contains(&((*method).to_owned(), (*path).to_owned())) {
-                continue;
-            }
-            let (status, _) = probe(&app.url, method, &example_path(&document, path)).await;
-            assert_eq!(status, 405, "{method} {path} is routed but not documented");
-        }
-    }
+    let app = common::start(&redis().url(), &prefix(), &[]).await;
+    let probe = Probe::new(&app.url);
+    assert_no_undocumented_method(&probe, &document, &documented, paths).await;
 }

@@ -8,9 +8,13 @@
 //! - [`spawn`]: run a service's `run(settings, listener, shutdown)` in-process
 //!   on `127.0.0.1:0` and get its base URL.
 //! - [`mint_token`] / [`token`]: real HS256 JWTs.
+//! - [`openapi`]: the checks that a service's OpenAPI document lists exactly
+//!   the operations it answers.
 //!
 //! Test code: panicking on a broken environment is the right failure here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod openapi;
 
 use std::{
     future::Future,

@@ -1,0 +1,179 @@
+//! The OpenAPI contract checks every service's `tests/openapi.rs` runs: the
+//! document a service serves at `/openapi.json`, and the two halves of "the
+//! document lists exactly the operations the service answers":
+//!
+//! - [`assert_documented_operations_routed`]: a real request to each
+//!   documented operation is neither a 405 nor axum's `no route` 404;
+//! - [`assert_routes_documented`] over [`registered_routes`] (the routes a
+//!   source registers outside `routes!(..)`), and
+//!   [`assert_no_undocumented_method`]: a documented path answers 405 to every
+//!   method of [`METHODS`] the document does not list for it.
+//!
+//! Requests go through a [`Probe`], which returns the status and the problem
+//! `detail` of the answer.
+
+use std::{collections::BTreeSet, time::Duration};
+
+use mcp_shared::openapi::{OPENAPI_PATH, example_path, route_arguments};
+use reqwest::Method;
+use serde_json::Value;
+use utoipa::openapi::OpenApi;
+
+/// Methods a route could be given; HEAD is answered wherever GET is (axum).
+pub const METHODS: &[&str] = &["GET", "PUT", "POST", "DELETE", "PATCH"];
+
+/// How long a [`client`] (and a [`Probe`], unless told otherwise) waits for an answer.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An HTTP client whose requests give up after 10 s.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(TIMEOUT).build().unwrap()
+}
+
+/// `GET {base_url}/openapi.json` with `client`: asserts a 200
+/// `application/json` answer and returns the document it holds.
+pub async fn served_document(client: &reqwest::Client, base_url: &str) -> Value {
+    let response = client
+        .get(format!("{base_url}{OPENAPI_PATH}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    response.json().await.unwrap()
+}
+
+/// Sends a method to a path of one service and reads what it answers. Each
+/// request goes out on a client of its own, so no probe reuses another's
+/// connection.
+pub struct Probe {
+    url: String,
+    timeout: Option<Duration>,
+    authorization: Option<String>,
+}
+
+impl Probe {
+    /// Probes the service at `url` (its base URL, as `TestService::url`);
+    /// each request gives up after 10 s.
+    pub fn new(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            timeout: Some(TIMEOUT),
+            authorization: None,
+        }
+    }
+
+    /// Waits for each answer as long as it takes.
+    pub fn without_timeout(mut self) -> Self {
+        self.timeout = None;
+        self
+    }
+
+    /// Sends `value` as the `authorization` header of every request.
+    pub fn authorization(mut self, value: String) -> Self {
+        self.authorization = Some(value);
+        self
+    }
+
+    /// Send `method` to `path` (with a `{}` JSON body where the method takes
+    /// one); returns the status and the problem `detail` (empty for an event
+    /// stream or an answer without one).
+    pub async fn send(&self, method: &str, path: &str) -> (u16, String) {
+        let mut client = reqwest::Client::builder();
+        if let Some(timeout) = self.timeout {
+            client = client.timeout(timeout);
+        }
+        let client = client.build().unwrap();
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = client.request(method.clone(), format!("{}{path}", self.url));
+        if let Some(authorization) = &self.authorization {
+            request = request.header("authorization", authorization);
+        }
+        if method == Method::PUT || method == Method::POST || method == Method::PATCH {
+            request = request
+                .header("content-type", "application/json")
+                .body("{}");
+        }
+        // `send` returns once the head arrives, so an SSE watch does not hang.
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let sse = response
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        if sse {
+            return (status, String::new());
+        }
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        (
+            status,
+            body["detail"].as_str().unwrap_or_default().to_owned(),
+        )
+    }
+}
+
+/// The paths of `documented` (as [`mcp_shared::openapi::operations`] lists them).
+pub fn documented_paths(documented: &BTreeSet<(String, String)>) -> BTreeSet<&str> {
+    documented.iter().map(|(_, p)| p.as_str()).collect()
+}
+
+/// The path of every route `sources` register outside `routes!(..)`, with
+/// `.route(..)` or `.route_service(..)`: a literal's content, or the
+/// expression as written (`OPENAPI_PATH` given as the path it names).
+pub fn registered_routes(sources: &[&str]) -> Vec<String> {
+    sources
+        .iter()
+        .flat_map(|source| route_arguments(&source.replace(".route_service(", ".route(")))
+        .map(|route| {
+            if route == "OPENAPI_PATH" {
+                OPENAPI_PATH.to_owned()
+            } else {
+                route
+            }
+        })
+        .collect()
+}
+
+/// Asserts that `covered` holds for each of `routes`: the document lists it.
+pub fn assert_routes_documented(routes: &[String], covered: impl Fn(&str) -> bool) {
+    for route in routes {
+        assert!(covered(route), "route {route} is not in the document");
+    }
+}
+
+/// Asserts that each of the `documented` operations of `document` is routed:
+/// `probe` sent to its example path answers neither 405 nor axum's
+/// `no route` 404.
+pub async fn assert_documented_operations_routed(
+    probe: &Probe,
+    document: &OpenApi,
+    documented: &BTreeSet<(String, String)>,
+) {
+    for (method, path) in documented {
+        let (status, detail) = probe.send(method, &example_path(document, path)).await;
+        assert_ne!(status, 405, "{method} {path} is documented but not routed");
+        assert!(
+            !(status == 404 && detail.starts_with("no route")),
+            "{method} {path} is documented but not routed: {detail}"
+        );
+    }
+}
+
+/// Asserts that each of `paths` answers 405 to every method of [`METHODS`]
+/// that `documented` (the operations of `document`) does not list for it.
+pub async fn assert_no_undocumented_method<'a>(
+    probe: &Probe,
+    document: &OpenApi,
+    documented: &BTreeSet<(String, String)>,
+    paths: impl IntoIterator<Item = &'a str>,
+) {
+    for path in paths {
+        for method in METHODS {
+            if documented.contains(&((*method).to_owned(), path.to_owned())) {
+                continue;
+            }
+            let (status, _) = probe.send(method, &example_path(document, path)).await;
+            assert_eq!(status, 405, "{method} {path} is routed but not documented");
+        }
+    }
+}
