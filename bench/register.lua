@@ -5,7 +5,7 @@ local n = tonumber(os.getenv("INSTANCES") or "10000")
 local port = os.getenv("UPSTREAM_PORT") or "9"
 local check = ""
 if os.getenv("CHECK") == "http" then
-  check = ',"check":{"type":"http","path":"/","interval_seconds":' .. (os.getenv("INTERVAL") or "10") .. ',"timeout_ms":1000}'
+  check = ',"check":{"type":"http","path":"/","interval_seconds":' .. (os.getenv("INTERVAL") or "10") .. ',"timeout_ms":500}'
 end
 local body = '{"host":"127.0.0.1","port":' .. port .. ',"ttl_seconds":3600,"tags":["v1"],"metadata":{"zone":"a"}' .. check .. '}'
 local headers = { ["content-type"] = "application/json" }

@@ -19,6 +19,7 @@ use axum::{
     middleware,
     response::{IntoResponse, Response},
     routing::get,
+    serve::ListenerExt as _,
 };
 use opentelemetry::trace::TraceContextExt as _;
 use tokio::net::TcpListener;
@@ -191,6 +192,12 @@ pub async fn serve(
     grace: Duration,
 ) -> std::io::Result<()> {
     let drain = shutdown.clone();
+    // TCP_NODELAY, as nginx sets on keep-alive connections: a streamed answer
+    // is written as headers then body, and Nagle would hold the second write
+    // back until the client acknowledges the first.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
