@@ -167,8 +167,10 @@ impl Store {
         invocation
             .key(inner.keys.instances(service.as_str()))
             .key(&inner.keys.leases)
+            .key(&inner.protected)
             .arg(id.as_str())
-            .arg(RegistryKeys::lease_member(service.as_str(), id.as_str()));
+            .arg(RegistryKeys::lease_member(service.as_str(), id.as_str()))
+            .arg(service.as_str());
         let mut conn = inner.redis.conn();
         let reply: Option<(String, u64)> =
             inner.redis.run(invocation.invoke_async(&mut conn)).await?;

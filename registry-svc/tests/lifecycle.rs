@@ -145,6 +145,24 @@ async fn heartbeat_after_the_lease_ran_out_is_404() {
 }
 
 #[tokio::test]
+async fn a_heartbeat_after_the_deadline_is_404_even_before_the_reaper_runs() {
+    // The reaper is slowed down so the instance is still stored, lease run out.
+    let app = replica(&redis().url(), &prefix(), &["--reap-interval", "30s"]).await;
+    assert_eq!(register(&app, "late", "l-1", body(1)).await.0, 201);
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(
+        ids(&app, "late").await,
+        vec!["l-1".to_owned()],
+        "not reaped yet"
+    );
+    assert_eq!(
+        heartbeat(&app, "late", "l-1").await,
+        404,
+        "an expired lease is not renewed"
+    );
+}
+
+#[tokio::test]
 async fn heartbeats_keep_an_instance_past_its_ttl() {
     let app = replica(&redis().url(), &prefix(), &[]).await;
     assert_eq!(register(&app, "kept", "k-1", body(1)).await.0, 201);

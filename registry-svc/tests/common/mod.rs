@@ -19,7 +19,9 @@ pub async fn replica(redis_url: &str, prefix: &str, extra: &[&str]) -> TestServi
         "127.0.0.1:0".into(),
     ];
     args.extend(mcp_testkit::common_args(redis_url, prefix));
-    args.extend(["--reap-interval".into(), "100ms".into()]);
+    if !extra.contains(&"--reap-interval") {
+        args.extend(["--reap-interval".into(), "100ms".into()]);
+    }
     args.extend(["--census-interval".into(), "100ms".into()]);
     args.extend(extra.iter().map(|s| (*s).to_owned()));
     let settings = registry_svc::Settings::try_parse_from(args).expect("settings");
