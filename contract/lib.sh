@@ -11,7 +11,11 @@ VALIDATOR_VERSION=0.9.0
 # Every check but `positive_data_acceptance`: the documents cannot express
 # cross-field rules (a check's `timeout_ms` below its interval), so some
 # schema-valid bodies are rightly refused with a documented 422.
-CHECKS=${CONTRACT_CHECKS:-not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance,negative_data_rejection,missing_required_header,unsupported_method,allow_header_conformance,use_after_free,ensure_resource_availability}
+# Not `use_after_free`: config-svc keeps a key's history readable after the
+# key is deleted (issue 4 asks for it), and schemathesis's inferred links pair
+# `DELETE …/keys/{key}` with `GET …/keys/{key}/history`, so whether it fires
+# depended on the seed. Deletes are covered by the services' own tests.
+CHECKS=${CONTRACT_CHECKS:-not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance,negative_data_rejection,missing_required_header,unsupported_method,allow_header_conformance,ensure_resource_availability}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CONTRACT="$ROOT/contract"
