@@ -19,7 +19,7 @@ use std::{
 
 use axum::{
     extract::Request,
-    http::{HeaderName, HeaderValue, Method, header},
+    http::{HeaderName, Method, header},
     response::{IntoResponse, Response},
 };
 use tower::{Layer, Service};
@@ -150,29 +150,23 @@ where
 async fn authorize(verifier: &Verifier, request: &mut Request) -> Result<(), GatewayError> {
     strip_auth_headers(request.headers_mut());
     let token = bearer_token(request).ok_or(GatewayError::Unauthorized(AuthFailure::Missing))?;
-    let claims = verifier
-        .verify(token)
+    let identity = verifier
+        .identify(token)
         .await
         .map_err(GatewayError::Unauthorized)?;
-    let scopes = claims.scope.unwrap_or_default();
     let requirement = Requirement::of(request.method(), request.uri().path());
     if let Requirement::Scope(needed) = requirement
-        && !requirement.allows(&scopes)
+        && !requirement.allows(&identity.scope)
     {
         return Err(GatewayError::Forbidden(needed));
     }
     let headers = request.headers_mut();
-    if let Some(subject) = &claims.sub {
-        // A subject with control characters cannot travel in a header: reject it.
-        let value = HeaderValue::from_str(subject)
-            .map_err(|_| GatewayError::Unauthorized(AuthFailure::Claims))?;
-        headers.insert(X_AUTH_SUBJECT, value);
+    if let Some(subject) = &identity.subject_header {
+        headers.insert(X_AUTH_SUBJECT, subject.clone());
     }
-    let value = HeaderValue::try_from(scopes)
-        .map_err(|_| GatewayError::Unauthorized(AuthFailure::Claims))?;
-    headers.insert(X_AUTH_SCOPES, value);
+    headers.insert(X_AUTH_SCOPES, identity.scopes_header.clone());
     request.extensions_mut().insert(Principal {
-        subject: claims.sub.map(Arc::from),
+        subject: identity.subject.clone(),
     });
     Ok(())
 }

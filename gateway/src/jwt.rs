@@ -11,8 +11,10 @@
 use std::{
     collections::HashMap,
     sync::{Arc, RwLock},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
+
+use axum::http::HeaderValue;
 
 use jsonwebtoken::{
     Algorithm, DecodingKey, Validation, decode, decode_header,
@@ -111,6 +113,106 @@ pub struct Claims {
     /// Space-separated scopes.
     #[serde(default)]
     pub scope: Option<String>,
+    /// Expiry (seconds since the epoch); validated by `jsonwebtoken`, read
+    /// here only to know how long a verified token may stay cached.
+    #[serde(default)]
+    pub exp: Option<f64>,
+}
+
+/// A verified token, in the form every request with it needs: the headers
+/// the upstream gets are built once, at verification.
+#[derive(Debug)]
+pub struct Identity {
+    /// The token's `sub` (the rate-limit key).
+    pub subject: Option<Arc<str>>,
+    /// `X-Auth-Subject`, when there is a subject.
+    pub subject_header: Option<HeaderValue>,
+    /// Space-separated scopes (empty when the token has none).
+    pub scope: Box<str>,
+    /// `X-Auth-Scopes`.
+    pub scopes_header: HeaderValue,
+    /// Seconds since the epoch after which the token is expired (`exp` + leeway).
+    valid_until: u64,
+}
+
+impl Identity {
+    fn new(claims: Claims, leeway: u64) -> Result<Self, AuthFailure> {
+        let scope = claims.scope.unwrap_or_default();
+        let subject_header = match &claims.sub {
+            // A subject with control characters cannot travel in a header: reject it.
+            Some(subject) => Some(HeaderValue::from_str(subject).map_err(|_| AuthFailure::Claims)?),
+            None => None,
+        };
+        let scopes_header = HeaderValue::from_str(&scope).map_err(|_| AuthFailure::Claims)?;
+        Ok(Self {
+            subject: claims.sub.map(Arc::from),
+            subject_header,
+            scope: scope.into_boxed_str(),
+            scopes_header,
+            // `exp` is a required claim, so it is there; a float is floored.
+            valid_until: claims
+                .exp
+                .map_or(0, |exp| (exp.max(0.0) as u64).saturating_add(leeway)),
+        })
+    }
+}
+
+/// Verified tokens, so a client that sends the same token again costs a
+/// hash lookup, not a base64 + JSON + signature check (Envoy's `jwt_authn`
+/// has the same cache). An entry is used only while its `exp` (plus the
+/// leeway) has not passed, which is the only rule that can turn a verified
+/// token invalid; a JWKS key removed later is honoured by tokens verified
+/// with it until they expire, as in Envoy. Failures are never cached.
+///
+/// Written by hand: a bounded map is all it needs (it is emptied when full,
+/// which only costs re-verifications), not a cache crate.
+struct TokenCache {
+    entries: RwLock<HashMap<Box<str>, Arc<Identity>>>,
+}
+
+/// Tokens kept at most.
+const TOKEN_CACHE_CAPACITY: usize = 4096;
+/// Longer tokens are verified every time rather than kept.
+const TOKEN_CACHE_MAX_LEN: usize = 4096;
+
+impl TokenCache {
+    fn new() -> Self {
+        Self {
+            entries: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, token: &str, now: u64) -> Option<Arc<Identity>> {
+        let entries = self.entries.read().ok()?;
+        entries
+            .get(token)
+            .filter(|identity| now <= identity.valid_until)
+            .cloned()
+    }
+
+    fn insert(&self, token: &str, identity: Arc<Identity>) {
+        if token.len() > TOKEN_CACHE_MAX_LEN {
+            return;
+        }
+        if let Ok(mut entries) = self.entries.write() {
+            if entries.len() >= TOKEN_CACHE_CAPACITY {
+                entries.clear();
+            }
+            entries.insert(token.into(), identity);
+        }
+    }
+
+    fn remove(&self, token: &str) {
+        if let Ok(mut entries) = self.entries.write() {
+            entries.remove(token);
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// A decoding key with the only algorithm it verifies and its rules.
@@ -167,6 +269,8 @@ pub struct Verifier {
     hmac: Option<KeyEntry>,
     pem: Option<KeyEntry>,
     jwks: Option<Jwks>,
+    leeway: u64,
+    cache: TokenCache,
 }
 
 /// Accept `JWT_ALGORITHM`: an asymmetric JWS algorithm.
@@ -227,7 +331,38 @@ impl Verifier {
                 tracing::warn!(%error, "JWKS not reachable at start; will fetch on first use");
             }
         }
-        Ok(Self { hmac, pem, jwks })
+        Ok(Self {
+            hmac,
+            pem,
+            jwks,
+            leeway: rules.leeway,
+            cache: TokenCache::new(),
+        })
+    }
+
+    /// The identity of a valid `token`: from the cache of verified tokens
+    /// when it is there and not expired, else verified (and then cached).
+    pub async fn identify(&self, token: &str) -> Result<Arc<Identity>, AuthFailure> {
+        let now = unix_now();
+        if let Some(identity) = self.cache.get(token, now) {
+            return Ok(identity);
+        }
+        match self.verify(token).await {
+            Ok(claims) => {
+                let identity = Arc::new(Identity::new(claims, self.leeway)?);
+                if now <= identity.valid_until {
+                    self.cache.insert(token, identity.clone());
+                }
+                Ok(identity)
+            }
+            Err(failure) => {
+                // A cached token found expired above is dropped here.
+                if failure == AuthFailure::Expired {
+                    self.cache.remove(token);
+                }
+                Err(failure)
+            }
+        }
     }
 
     /// Verify `token` and return its claims.

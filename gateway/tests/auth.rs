@@ -193,6 +193,36 @@ async fn every_bad_token_is_401_invalid_token() {
     }
 }
 
+/// Verified tokens are cached; the cache must not outlive `exp` (+ leeway).
+#[tokio::test]
+async fn a_cached_token_still_expires() {
+    let upstream = echo("registry").await;
+    let gw = gateway(
+        &redis().url(),
+        &prefix(),
+        &["--registry-url", &upstream.url, "--jwt-leeway-seconds", "0"],
+    )
+    .await;
+    let url = gw.at("/api/v1/registry/services");
+    let token = bearer(&hs(
+        json!({"sub": "alice", "scope": "admin", "exp": now() + 2}),
+    ));
+    // Verified once, then served from the cache.
+    for _ in 0..3 {
+        assert_eq!(status_and_challenge(&url, Some(&token)).await.0, 200);
+    }
+    // `exp` is whole seconds: past it, with no leeway, within three seconds.
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let (status, challenge, _) = status_and_challenge(&url, Some(&token)).await;
+    assert_eq!(status, 401);
+    assert_eq!(challenge, r#"Bearer error="invalid_token""#);
+    // Another subject's token, unrelated to the cache entry, still passes.
+    let fresh = bearer(&hs(
+        json!({"sub": "bob", "scope": "admin", "exp": now() + 600}),
+    ));
+    assert_eq!(status_and_challenge(&url, Some(&fresh)).await.0, 200);
+}
+
 #[tokio::test]
 async fn hs256_signed_with_the_rs256_public_key_is_401() {
     let upstream = echo("registry").await;
