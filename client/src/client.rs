@@ -9,7 +9,6 @@
 
 use std::time::Duration;
 
-use mcp_shared::registry::Instance;
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url, header};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
@@ -17,8 +16,9 @@ use serde_json::Value;
 use crate::{
     Error, ProblemDetails,
     model::{
-        ConfigEntry, ConfigHistory, ConfigList, HealthSummary, InstanceList, InstanceQuery,
-        InstanceSpec, Lease, NamespaceList, PutOptions, ServiceHealth, ServiceList,
+        ConfigEntry, ConfigHistory, ConfigList, ConfigRollback, ConfigWrite, HealthSummary,
+        Instance, InstanceList, InstanceQuery, InstanceSpec, NamespaceList, PutOptions,
+        ServiceHealth, ServiceList,
     },
     sse::EventStream,
 };
@@ -204,8 +204,9 @@ impl Client {
         self.json(builder, url).await
     }
 
-    /// `PUT …/heartbeat`: renew the lease; a 404 means it expired (register again).
-    pub async fn heartbeat(&self, service: &str, id: &str) -> Result<Lease, Error> {
+    /// `PUT …/heartbeat`: renew the lease; the answer is the instance with
+    /// its new `expires_at`. A 404 means it expired (register again).
+    pub async fn heartbeat(&self, service: &str, id: &str) -> Result<Instance, Error> {
         let url = self.url(
             Area::Registry,
             &["services", service, "instances", id, "heartbeat"],
@@ -240,7 +241,7 @@ impl Client {
     /// `GET /v1/namespaces`.
     pub async fn list_namespaces(&self) -> Result<Vec<String>, Error> {
         let list: NamespaceList = self.get(self.url(Area::Config, &["namespaces"])).await?;
-        Ok(list.into_names())
+        Ok(list.namespaces)
     }
 
     /// `GET /v1/namespaces/{ns}/keys?prefix=`.
@@ -281,8 +282,8 @@ impl Client {
         self.json(builder, url).await
     }
 
-    /// `PUT /v1/namespaces/{ns}/keys/{key}` with `{"value","message"?}`;
-    /// `If-Match`/`If-None-Match: *` from `options`.
+    /// `PUT /v1/namespaces/{ns}/keys/{key}` with a [`ConfigWrite`]
+    /// (`{"value","message"?}`); `If-Match`/`If-None-Match: *` from `options`.
     pub async fn put_config<V: Serialize + ?Sized>(
         &self,
         namespace: &str,
@@ -290,20 +291,13 @@ impl Client {
         value: &V,
         options: &PutOptions,
     ) -> Result<ConfigEntry, Error> {
-        #[derive(Serialize)]
-        struct Body<'a, V: ?Sized> {
-            value: &'a V,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            message: Option<&'a str>,
-        }
+        let body = ConfigWrite::new(value, options.message.clone())
+            .map_err(|e| Error::Invalid(format!("config value: {e}")))?;
         let url = self.url(Area::Config, &["namespaces", namespace, "keys", key]);
         let mut builder = self
             .request(Method::PUT, url.clone())
             .timeout(self.timeout)
-            .json(&Body {
-                value,
-                message: options.message.as_deref(),
-            });
+            .json(&body);
         if let Some(version) = options.if_match {
             builder = builder.header(header::IF_MATCH, format!("\"{version}\""));
         }
@@ -337,7 +331,8 @@ impl Client {
         .await
     }
 
-    /// `POST …/rollback` `{"version": N}`: a new version with version N's value.
+    /// `POST …/rollback` with a [`ConfigRollback`] (`{"version": N}`): a new
+    /// version with version N's value.
     pub async fn rollback_config(
         &self,
         namespace: &str,
@@ -351,7 +346,10 @@ impl Client {
         let builder = self
             .request(Method::POST, url.clone())
             .timeout(self.timeout)
-            .json(&serde_json::json!({ "version": version }));
+            .json(&ConfigRollback {
+                version,
+                message: None,
+            });
         self.json(builder, url).await
     }
 

@@ -8,7 +8,7 @@
 
 use std::{marker::PhantomData, sync::Arc, time::Duration};
 
-use serde::{Deserialize, de::DeserializeOwned};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     Client, Error,
     follow::{Followed, follow},
+    model::{ConfigDeletion, ConfigEntry},
     sse::{EventStream, SseEvent},
 };
 
@@ -127,18 +128,6 @@ impl<T> Drop for ConfigWatcher<T> {
     }
 }
 
-/// The part of an entry (or a delete event's data) the watcher needs.
-#[derive(Debug, Deserialize)]
-struct EntryData {
-    key: String,
-    #[serde(default)]
-    value: Option<Value>,
-    #[serde(default)]
-    version: u64,
-    #[serde(default)]
-    revision: u64,
-}
-
 struct KeyFollower<T> {
     client: Client,
     namespace: String,
@@ -215,22 +204,27 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Followed for KeyFollower<T> {
     }
 
     fn apply(&mut self, event: &SseEvent, revision: u64) {
-        let Ok(data) = serde_json::from_str::<EntryData>(&event.data) else {
+        // The data is the shared type of its kind: the entry on `put`, a
+        // `ConfigDeletion` on `delete` (`reset` is the follower's own).
+        let change = match event.event.as_str() {
+            "put" => serde_json::from_str::<ConfigEntry>(&event.data)
+                .map(|e| (e.key, e.revision, e.version, Some(e.value))),
+            "delete" => serde_json::from_str::<ConfigDeletion>(&event.data)
+                .map(|d| (d.key, d.revision, 0, None)),
+            _ => return,
+        };
+        let Ok((key, data_revision, version, value)) = change else {
             tracing::warn!(event = %event.event, "unreadable config event; skipped");
             return;
         };
-        if data.key != self.key {
+        if key != self.key {
             return;
         }
-        let revision = if data.revision != 0 {
-            data.revision
+        let revision = if data_revision != 0 {
+            data_revision
         } else {
             revision
         };
-        match event.event.as_str() {
-            "put" => self.update(revision, data.version, data.value),
-            "delete" => self.update(revision, 0, None),
-            _ => {}
-        }
+        self.update(revision, version, value);
     }
 }

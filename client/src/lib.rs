@@ -8,6 +8,9 @@
 //! - [`ServiceWatcher`]: a service's instances kept current from the watch stream.
 //! - [`ConfigWatcher`]: a typed, hot-updated configuration value.
 //! - [`token::dev_token`]: HS256 tokens for a local stack.
+//! - [`model`]: the request and response bodies: the very types the
+//!   services serialize and generate their OpenAPI documents from
+//!   (`mcp_shared::{registry, config, health}`), so SDK and API cannot drift.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), mcp_client::Error> {
@@ -38,11 +41,12 @@ pub use backoff::Backoff;
 pub use client::{Client, DEFAULT_TIMEOUT};
 pub use config_watcher::{ConfigValue, ConfigWatcher};
 pub use error::{Error, FieldError, ProblemDetails};
-pub use mcp_shared::registry::{Check, CheckType, HealthStatus, Instance, RegistryEvent};
+#[allow(deprecated)]
+pub use model::Lease;
 pub use model::{
-    ConfigEntry, ConfigHistory, ConfigList, HealthSummary, InstanceHealth, InstanceList,
-    InstanceQuery, InstanceSpec, Lease, PutOptions, ServiceHealth, ServiceHealthSummary,
-    ServiceList, ServiceSummary, http_check, tcp_check,
+    Check, CheckType, ConfigEntry, ConfigHistory, ConfigList, HealthStatus, HealthSummary,
+    Instance, InstanceHealth, InstanceList, InstanceQuery, InstanceSpec, PutOptions, RegistryEvent,
+    ServiceHealth, ServiceHealthSummary, ServiceList, ServiceSummary, http_check, tcp_check,
 };
 pub use registration::{ConnectionState, Registration};
 pub use watcher::{ServiceSnapshot, ServiceWatcher};

@@ -18,6 +18,10 @@ use axum::{
 };
 use mcp_shared::{
     Problem,
+    config::{
+        ClientList, ClientStatus, ConfigEntry, ConfigHistory, ConfigList, ConfigRollback,
+        ConfigWrite, NamespaceList, SchemaDryRun, SyncStatus, WatchScope,
+    },
     events::{Event, EventFeed, WatchResponse},
     names::{Key, Name},
     openapi::{
@@ -37,13 +41,12 @@ use crate::{
     error::ConfigError,
     model::{
         MAX_MESSAGE_LEN, MAX_SUBJECT_LEN, MAX_WAIT, Precondition, PutBody, RESERVED_SUFFIXES,
-        ReadQuery, RollbackBody, StoredEntry, WatchQuery, WriteQuery, compact_json, delete_tail,
-        entry_json, entry_tail, etag, event_is_for, parse_etag, stored_version,
+        ReadQuery, StoredEntry, WatchQuery, WriteQuery, compact_json, delete_tail, entry_json,
+        entry_tail, etag, event_is_for, parse_etag, stored_version,
     },
     openapi::{
-        BlockingQuery, ClientList, DeleteHeaders, DryRunQuery, Entry, EntryList, EntryOrDryRun,
-        History, JsonSchema, KeyPath, ListQuery, NamespaceList, NamespacePath, PutEntry,
-        ReadHeaders, Rollback, SchemaOrDryRun, WatchEvent, WatchParams, WriteHeaders,
+        BlockingQuery, DeleteHeaders, DryRunQuery, EntryOrDryRun, JsonSchema, KeyPath, ListQuery,
+        NamespacePath, ReadHeaders, SchemaOrDryRun, WatchEvent, WatchParams, WriteHeaders,
     },
     propagation::{Propagation, parse_record},
     schema::{CompiledSchema, SchemaCache},
@@ -292,6 +295,14 @@ fn body_error(e: serde_json::Error) -> ConfigError {
     ConfigError::Body(e.to_string())
 }
 
+/// An answer that does not encode (it cannot happen: the types hold strings
+/// and numbers only) is a server fault, not a panic.
+fn encode_error(e: serde_json::Error) -> ConfigError {
+    ConfigError::Store(mcp_shared::StoreError::Corrupt(format!(
+        "cannot encode the answer: {e}"
+    )))
+}
+
 /// Parse a JSON object body (serde would also take a struct from an array).
 fn object<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, ConfigError> {
     if body.trim_ascii_start().first() != Some(&b'{') {
@@ -497,7 +508,7 @@ impl AppState {
         namespace's schema (`422` with the validator's errors). With `dry_run` nothing is \
         written and the answer is what would be.",
     params(KeyPath, DryRunQuery, WriteHeaders),
-    request_body(content = PutEntry, content_type = "application/json"),
+    request_body(content = ConfigWrite, content_type = "application/json"),
     responses(
         (status = 200, description = "Replaced the value (or, with `dry_run`, what would be \
             written).", body = EntryOrDryRun,
@@ -506,7 +517,7 @@ impl AppState {
                 ("X-Mcp-Index" = u64, description = "The revision of the change (not on a dry run)."),
             )),
         (status = 201, description = "Created the key (version 1, or the next after a delete).",
-            body = Entry,
+            body = ConfigEntry,
             headers(
                 ("ETag" = String, description = "`\"<version>\"` of the new version."),
                 ("X-Mcp-Index" = u64, description = "The revision of the change."),
@@ -565,7 +576,7 @@ async fn put_key(
         the same shape.",
     params(KeyPath, BlockingQuery, ReadHeaders),
     responses(
-        (status = 200, description = "The entry.", body = Entry,
+        (status = 200, description = "The entry.", body = ConfigEntry,
             headers(
                 ("ETag" = String, description = "`\"<version>\"`."),
                 ("X-Mcp-Index" = u64, description = "The revision this answer reflects."),
@@ -632,7 +643,7 @@ async fn get_key(
     description = "Kept after a delete; the last `CONFIG_HISTORY_LIMIT` (at least 100) versions.",
     params(KeyPath),
     responses(
-        (status = 200, description = "The versions.", body = History,
+        (status = 200, description = "The versions.", body = ConfigHistory,
             headers(("ETag" = String, description = "`\"<version>\"` of the newest version."))),
         BadRequest, NotFound, StoreFailure,
     ),
@@ -751,14 +762,14 @@ async fn post_key(
     description = "Writes a new version whose value is version `version`'s (from the history, \
         also after a delete). Preconditions, schema and size are checked as on a write.",
     params(KeyPath, WriteHeaders),
-    request_body(content = Rollback, content_type = "application/json"),
+    request_body(content = ConfigRollback, content_type = "application/json"),
     responses(
-        (status = 200, description = "The new version.", body = Entry,
+        (status = 200, description = "The new version.", body = ConfigEntry,
             headers(
                 ("ETag" = String, description = "`\"<version>\"` of the new version."),
                 ("X-Mcp-Index" = u64, description = "The revision of the change."),
             )),
-        (status = 201, description = "The new version, re-creating a deleted key.", body = Entry,
+        (status = 201, description = "The new version, re-creating a deleted key.", body = ConfigEntry,
             headers(
                 ("ETag" = String, description = "`\"<version>\"` of the new version."),
                 ("X-Mcp-Index" = u64, description = "The revision of the change."),
@@ -783,7 +794,7 @@ async fn rollback(
             let ns = namespace(ns)?;
             let key = key(raw_key)?;
             let precondition = precondition(headers)?;
-            let body: RollbackBody = object(body)?;
+            let body: ConfigRollback = object(body)?;
             let message = message(body.message)?
                 .unwrap_or_else(|| format!("rollback to version {}", body.version));
             let versions = app.inner.store.history(ns.as_str(), key.as_str()).await?;
@@ -823,7 +834,7 @@ async fn rollback(
     params(NamespacePath, ListQuery),
     responses(
         (status = 200, description = "The entries (an unknown namespace has none).",
-            body = EntryList,
+            body = ConfigList,
             headers(("X-Mcp-Index" = u64, description = "The revision this answer reflects."))),
         BadRequest, StoreFailure,
     ),
@@ -886,9 +897,9 @@ async fn list_keys(
     ),
 )]
 async fn list_namespaces(State(app): State<AppState>) -> Result<Response, ConfigError> {
-    let mut names = app.inner.store.namespaces().await?;
-    names.sort_unstable();
-    let body = serde_json::json!({ "namespaces": names }).to_string();
+    let mut namespaces = app.inner.store.namespaces().await?;
+    namespaces.sort_unstable();
+    let body = serde_json::to_string(&NamespaceList { namespaces }).map_err(encode_error)?;
     Ok(json_response(StatusCode::OK, body))
 }
 
@@ -996,7 +1007,12 @@ async fn put_schema(
             return Err(ConfigError::SchemaBrokenBy { errors: broken });
         }
         if dry_run {
-            let body = format!(r#"{{"dry_run":true,"namespace":"{ns}","valid":true}}"#);
+            let verdict = SchemaDryRun {
+                dry_run: true,
+                namespace: ns.into_string(),
+                valid: true,
+            };
+            let body = serde_json::to_string(&verdict).map_err(encode_error)?;
             return Ok(json_response(StatusCode::OK, body));
         }
         let stored = inner
@@ -1124,28 +1140,33 @@ async fn list_clients(
     let ns = namespace(&ns)?;
     let records = app.inner.store.clients(ns.as_str()).await?;
     let latest = records.ns_revision;
-    let scoped = records.namespace.iter().map(|r| ("namespace", r));
-    let all = records.all.iter().map(|r| ("all", r));
-    let mut clients: Vec<Value> = scoped
+    let scoped = records.namespace.iter().map(|r| (WatchScope::Namespace, r));
+    let all = records.all.iter().map(|r| (WatchScope::All, r));
+    let mut clients: Vec<ClientStatus> = scoped
         .chain(all)
         .filter_map(|(scope, (client, json))| {
             let (revision, at) = parse_record(json)?;
             let in_sync = revision >= latest;
-            Some(serde_json::json!({
-                "client_id": client,
-                "scope": scope,
-                "revision": revision,
-                "delivered_at": rfc3339_ms(at),
-                "in_sync": in_sync,
-                "status": if in_sync { "in_sync" } else { "lagging" },
-            }))
+            Some(ClientStatus {
+                client_id: client.clone(),
+                scope,
+                revision,
+                delivered_at: rfc3339_ms(at),
+                in_sync,
+                status: if in_sync {
+                    SyncStatus::InSync
+                } else {
+                    SyncStatus::Lagging
+                },
+            })
         })
         .collect();
-    clients.sort_by(|a, b| a["client_id"].as_str().cmp(&b["client_id"].as_str()));
-    let body = serde_json::json!({
-        "namespace": ns.as_str(),
-        "revision": latest,
-        "clients": clients,
-    });
-    Ok(json_response(StatusCode::OK, body.to_string()))
+    clients.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+    let body = ClientList {
+        namespace: ns.into_string(),
+        revision: latest,
+        clients,
+    };
+    let body = serde_json::to_string(&body).map_err(encode_error)?;
+    Ok(json_response(StatusCode::OK, body))
 }

@@ -4,24 +4,32 @@
 //! `{"version":V,"revision":R,"namespace":"…","key":"…",` and carries the
 //! client's value as opaque JSON text (never decoded and re-encoded, so big
 //! numbers and key order survive). The Lua scripts write the
-//! version/revision prefix; [`entry_tail`] builds the rest.
+//! version/revision prefix; [`entry_tail`] builds the rest. The text is a
+//! [`ConfigEntry`](mcp_shared::config::ConfigEntry) (the type the document
+//! describes and the SDK reads), member for member and in its order: the
+//! tests below and `tests/openapi.rs` check that.
+//!
+//! The bodies on the wire are the shared types of [`mcp_shared::config`];
+//! what is here is how this service reads and writes them fast.
 
 use std::borrow::Cow;
 
+pub use mcp_shared::config::MAX_MESSAGE_LEN;
 use mcp_shared::names::{Key, Name};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 /// How long a blocking query waits at most (DESIGN.md: 5 minutes).
 pub const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
-/// The longest `message` accepted on a write.
-pub const MAX_MESSAGE_LEN: usize = 1024;
 /// The longest `updated_by` kept (longer subjects are cut).
 pub const MAX_SUBJECT_LEN: usize = 256;
 /// Key suffixes that address sub-resources (`…/history`, `…/rollback`).
 pub const RESERVED_SUFFIXES: [&str; 2] = ["/history", "/rollback"];
 
-/// Body of `PUT /v1/namespaces/{ns}/keys/{key}`.
+/// Body of `PUT /v1/namespaces/{ns}/keys/{key}`, read without copying the
+/// value: the fast twin of the documented body,
+/// [`ConfigWrite`](mcp_shared::config::ConfigWrite), which the SDK sends.
+/// The tests below hold the two to the same bodies.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PutBody<'a> {
@@ -39,17 +47,6 @@ where
     D: serde::Deserializer<'de>,
 {
     <&'de RawValue>::deserialize(d).map(Some)
-}
-
-/// Body of `POST …/rollback`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RollbackBody {
-    /// The version whose value becomes the new version.
-    pub version: u64,
-    /// Optional message (defaults to "rollback to version N").
-    #[serde(default)]
-    pub message: Option<String>,
 }
 
 /// The parts of a stored entry the service itself reads (history, schema checks).
@@ -290,5 +287,60 @@ mod tests {
             r#"{"a b":" \" x "}"#
         );
         assert!(matches!(compact_json("[1,2]"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn a_stored_entry_is_the_shared_config_entry_member_for_member() {
+        use mcp_shared::config::ConfigEntry;
+        let (ns, key) = (Name::parse("app").unwrap(), Key::parse("db/pool").unwrap());
+        for message in [None, Some("why \"now\"\n")] {
+            let tail = entry_tail(
+                &ns,
+                &key,
+                r#"{"idle":[1,2.5,null],"max":10}"#,
+                "2025-01-01T00:00:00.000Z",
+                "alice",
+                message,
+            );
+            let stored = entry_json(3, 17, &tail);
+            let entry: ConfigEntry = serde_json::from_str(&stored).unwrap();
+            assert_eq!(entry.message.as_deref(), message);
+            // The shared type writes the very text the service stores (the
+            // value's members are sorted here, as `Value` sorts them).
+            assert_eq!(serde_json::to_string(&entry).unwrap(), stored);
+        }
+    }
+
+    /// The document (and the SDK) describe the write body as the shared
+    /// `ConfigWrite`; the handler reads it as [`PutBody`]. Both behind the
+    /// handler's "a JSON object" check, they take and refuse the same bodies.
+    #[test]
+    fn the_fast_put_body_takes_exactly_the_bodies_the_shared_one_does() {
+        use mcp_shared::config::ConfigWrite;
+        let fast = |body: &str| -> Option<(String, Option<String>)> {
+            let body: PutBody<'_> = serde_json::from_str(body).ok()?;
+            Some((body.value?.get().to_owned(), body.message))
+        };
+        let shared = |body: &str| -> Option<(String, Option<String>)> {
+            let body: ConfigWrite = serde_json::from_str(body).ok()?;
+            Some((body.value.get().to_owned(), body.message))
+        };
+        let samples = [
+            r#"{"value":1}"#,
+            r#"{"value":null}"#,
+            r#"{"value":{"b":[1,2],"a":"x"},"message":"m"}"#,
+            r#"{"message":null,"value":"x"}"#,
+            r#"{ "value" : [ 1 , 2 ] }"#,
+            r#"{}"#,
+            r#"{"message":"m"}"#,
+            r#"{"value":1,"extra":2}"#,
+            r#"{"value":1,"message":3}"#,
+            r#"{"value":1,"value":2}"#,
+            r#"{"value":}"#,
+        ];
+        for body in samples {
+            assert_eq!(fast(body), shared(body), "{body}");
+        }
+        assert!(fast(samples[2]).is_some());
     }
 }

@@ -1,6 +1,11 @@
-//! The hand-written parts of config-svc's OpenAPI document: parameters and
-//! bodies the handlers parse by hand (headers, raw queries, entries served as
-//! the JSON text Redis holds), built from the same constants the checks use.
+//! The hand-written parts of config-svc's OpenAPI document: parameters the
+//! handlers parse by hand (headers, raw queries), built from the same
+//! constants the checks use, and the schemas that are no body type (a JSON
+//! Schema, the SSE events). The bodies' schemas (entries, listings, write
+//! bodies, dry runs, the propagation status) are derived from the shared
+//! types in [`mcp_shared::config`], though the handlers serve entries as
+//! the JSON text Redis holds and parse a write with a borrowing type
+//! (`tests/openapi.rs` and the model's tests hold the two together).
 //!
 //! The operations themselves are documented on the handlers in [`crate::api`]
 //! (`#[utoipa::path]`), and [`crate::api::routes`] builds the router and the
@@ -8,27 +13,23 @@
 
 use std::borrow::Cow;
 
+pub use mcp_shared::config::{EXAMPLE_KEY, EXAMPLE_NAMESPACE, KEY_PATTERN, key_schema};
 use mcp_shared::{
+    config::{ConfigDeletion, ConfigEntry, DryRunEntry, SchemaDryRun},
     names::MAX_NAME_LEN,
     openapi::{name_parameter, name_schema},
 };
 use utoipa::{
     IntoParams, PartialSchema, ToSchema,
     openapi::{
-        AllOfBuilder, ArrayBuilder, ObjectBuilder, OneOfBuilder, Ref, RefOr, Required, Type,
+        AllOfBuilder, ObjectBuilder, OneOfBuilder, Ref, RefOr, Required, Type,
         path::{Parameter, ParameterBuilder, ParameterIn},
-        schema::{
-            AdditionalProperties, AnyOfBuilder, KnownFormat, Schema, SchemaFormat, SchemaType,
-        },
+        schema::{AdditionalProperties, AnyOfBuilder, Schema},
     },
 };
 
-use crate::model::{MAX_MESSAGE_LEN, MAX_SUBJECT_LEN, MAX_WAIT};
+use crate::model::{MAX_SUBJECT_LEN, MAX_WAIT};
 
-/// A key: `/`-separated segments of `A-Za-z0-9._-`, none `.` or `..`, and
-/// (when it has several) not ending in `history` or `rollback`, which name
-/// the key's sub-resources.
-pub const KEY_PATTERN: &str = r"^(?!.*/(?:history|rollback)$)(?!\.\.?(?:/|$))[A-Za-z0-9._-]+(?:/(?!\.\.?(?:/|$))[A-Za-z0-9._-]+)*$";
 /// A list prefix: what a key may hold, cut anywhere (or nothing).
 const PREFIX_PATTERN: &str = "^[A-Za-z0-9._/-]*$";
 /// An entity tag holding a version (`"3"`).
@@ -36,11 +37,6 @@ const ETAG_PATTERN: &str = r#"^"[0-9]{1,19}"$"#;
 /// The common forms of `wait` (the service takes any humantime duration);
 /// empty is the default.
 const WAIT_PATTERN: &str = "^([0-9]{1,9}(ms|s|m|h)?)?$";
-
-/// The example namespace, as the contract run seeds it.
-pub const EXAMPLE_NAMESPACE: &str = "echo";
-/// The example key, as the contract run seeds it.
-pub const EXAMPLE_KEY: &str = "log/level";
 
 fn string() -> ObjectBuilder {
     ObjectBuilder::new().schema_type(Type::String)
@@ -52,38 +48,8 @@ fn revision() -> ObjectBuilder {
         .minimum(Some(0))
 }
 
-fn version() -> ObjectBuilder {
-    ObjectBuilder::new()
-        .schema_type(Type::Integer)
-        .minimum(Some(1))
-}
-
-fn date_time() -> ObjectBuilder {
-    string().format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
-}
-
-/// `[type, "null"]`.
-fn or_null(schema_type: Type) -> SchemaType {
-    SchemaType::from_iter([schema_type, Type::Null])
-}
-
 fn closed(object: ObjectBuilder) -> ObjectBuilder {
     object.additional_properties(Some(AdditionalProperties::FreeForm(false)))
-}
-
-/// The schema of a key ([`KEY_PATTERN`]).
-pub fn key_schema() -> ObjectBuilder {
-    string()
-        .min_length(Some(1))
-        .max_length(Some(MAX_NAME_LEN))
-        .pattern(Some(KEY_PATTERN))
-}
-
-fn message_schema() -> ObjectBuilder {
-    ObjectBuilder::new()
-        .schema_type(or_null(Type::String))
-        .max_length(Some(MAX_MESSAGE_LEN))
-        .description(Some("Why the change was made (kept in the history)."))
 }
 
 fn query(name: &str, description: &str, schema: impl Into<RefOr<Schema>>) -> ParameterBuilder {
@@ -296,39 +262,14 @@ impl IntoParams for WatchParams {
 }
 
 // ---------------------------------------------------------------- bodies
+//
+// The bodies are the shared types of `mcp_shared::config` (their derived
+// schemas); what follows are the schemas that are no body type: a JSON
+// Schema (any object or boolean), the unions of a 200 that may be a dry
+// run's answer, and the SSE events.
 
-macro_rules! named {
-    ($($type:ident),+ $(,)?) => {
-        $(
-            impl ToSchema for $type {
-                fn name() -> Cow<'static, str> {
-                    Cow::Borrowed(stringify!($type))
-                }
-            }
-        )+
-    };
-}
-
-/// Body of `PUT …/keys/{key}`.
-pub struct PutEntry;
-/// Body of `POST …/keys/{key}/rollback`.
-pub struct Rollback;
-/// An entry, as stored and served.
-pub struct Entry;
-/// The answer of a dry-run write.
-pub struct DryRunEntry;
-/// `GET …/keys`.
-pub struct EntryList;
-/// `GET …/keys/{key}/history`.
-pub struct History;
-/// `GET /v1/namespaces`.
-pub struct NamespaceList;
 /// A namespace's JSON Schema.
 pub struct JsonSchema;
-/// The answer of a dry-run schema write.
-pub struct SchemaDryRun;
-/// `GET …/clients`.
-pub struct ClientList;
 /// One event of `GET /v1/watch`.
 pub struct WatchEvent;
 /// The 200 of `PUT …/keys/{key}`: an entry, or a dry run's answer.
@@ -336,35 +277,27 @@ pub struct EntryOrDryRun;
 /// The 200 of `PUT …/schema`: the schema, or a dry run's verdict.
 pub struct SchemaOrDryRun;
 
-named!(
-    PutEntry,
-    Rollback,
-    Entry,
-    DryRunEntry,
-    NamespaceList,
-    JsonSchema,
-    SchemaDryRun,
-    ClientList,
-);
-
-/// Schemas that refer to [`Entry`]: named, and bringing it along.
-macro_rules! with_entry {
-    ($($type:ident),+ $(,)?) => {
-        $(
-            impl ToSchema for $type {
-                fn name() -> Cow<'static, str> {
-                    Cow::Borrowed(stringify!($type))
-                }
-
-                fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
-                    schemas.push((Entry::name().into_owned(), Entry::schema()));
-                }
-            }
-        )+
-    };
+/// `name` plus `T`'s schema and the ones it refers to.
+fn with_schema<T: ToSchema>(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+    schemas.push((T::name().into_owned(), T::schema()));
+    T::schemas(schemas);
 }
 
-with_entry!(EntryList, History, WatchEvent);
+impl ToSchema for JsonSchema {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("JsonSchema")
+    }
+}
+
+impl ToSchema for WatchEvent {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("WatchEvent")
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        with_schema::<ConfigEntry>(schemas);
+    }
+}
 
 impl ToSchema for EntryOrDryRun {
     fn name() -> Cow<'static, str> {
@@ -372,16 +305,16 @@ impl ToSchema for EntryOrDryRun {
     }
 
     fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
-        schemas.push((Entry::name().into_owned(), Entry::schema()));
-        schemas.push((DryRunEntry::name().into_owned(), DryRunEntry::schema()));
+        with_schema::<ConfigEntry>(schemas);
+        with_schema::<DryRunEntry>(schemas);
     }
 }
 
 impl PartialSchema for EntryOrDryRun {
     fn schema() -> RefOr<Schema> {
         OneOfBuilder::new()
-            .item(Ref::from_schema_name("Entry"))
-            .item(Ref::from_schema_name("DryRunEntry"))
+            .item(Ref::from_schema_name(ConfigEntry::name()))
+            .item(Ref::from_schema_name(DryRunEntry::name()))
             .into()
     }
 }
@@ -392,8 +325,8 @@ impl ToSchema for SchemaOrDryRun {
     }
 
     fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
-        schemas.push((JsonSchema::name().into_owned(), JsonSchema::schema()));
-        schemas.push((SchemaDryRun::name().into_owned(), SchemaDryRun::schema()));
+        with_schema::<JsonSchema>(schemas);
+        with_schema::<SchemaDryRun>(schemas);
     }
 }
 
@@ -401,164 +334,8 @@ impl PartialSchema for SchemaOrDryRun {
     fn schema() -> RefOr<Schema> {
         // A dry run's answer is an object, so a schema too: any of them.
         AnyOfBuilder::new()
-            .item(Ref::from_schema_name("JsonSchema"))
-            .item(Ref::from_schema_name("SchemaDryRun"))
-            .into()
-    }
-}
-
-/// Any JSON value.
-fn any() -> Schema {
-    ObjectBuilder::new()
-        .schema_type(SchemaType::AnyValue)
-        .into()
-}
-
-impl PartialSchema for PutEntry {
-    fn schema() -> RefOr<Schema> {
-        closed(ObjectBuilder::new().schema_type(Type::Object))
-            .description(Some(
-                "Unknown members are refused. The value's JSON text (whitespace removed) may be \
-                 at most `CONFIG_MAX_VALUE_BYTES` (else `413`) and must meet the namespace's \
-                 schema (else `422`).",
-            ))
-            .property("value", any())
-            .required("value")
-            .property("message", message_schema())
-            .into()
-    }
-}
-
-impl PartialSchema for Rollback {
-    fn schema() -> RefOr<Schema> {
-        closed(ObjectBuilder::new().schema_type(Type::Object))
-            .property(
-                "version",
-                version().description(Some("The version whose value becomes the new version.")),
-            )
-            .required("version")
-            .property(
-                "message",
-                message_schema().description(Some("Defaults to `rollback to version N`.")),
-            )
-            .into()
-    }
-}
-
-/// The members every entry (and a dry run) carries after `version`/`revision`.
-fn entry_members(object: ObjectBuilder) -> ObjectBuilder {
-    object
-        .property("namespace", name_schema())
-        .required("namespace")
-        .property("key", key_schema())
-        .required("key")
-        .property("value", any())
-        .required("value")
-        .property("updated_at", date_time())
-        .required("updated_at")
-        .property(
-            "updated_by",
-            string().description(Some("The writer's subject, or `anonymous`.")),
-        )
-        .required("updated_by")
-        .property("message", message_schema())
-        .required("message")
-}
-
-impl PartialSchema for Entry {
-    fn schema() -> RefOr<Schema> {
-        let object = ObjectBuilder::new()
-            .schema_type(Type::Object)
-            .description(Some(
-                "`version` counts the writes of this key; `revision` orders every change in \
-                 the store. `value` is the JSON the client wrote, as written.",
-            ))
-            .property("version", version())
-            .required("version")
-            .property("revision", revision())
-            .required("revision");
-        entry_members(object)
-            .examples([serde_json::json!({
-                "version": 3, "revision": 42, "namespace": EXAMPLE_NAMESPACE,
-                "key": EXAMPLE_KEY, "value": "debug", "updated_at": "2025-01-01T00:00:00.000Z",
-                "updated_by": "alice", "message": null,
-            })])
-            .into()
-    }
-}
-
-impl PartialSchema for DryRunEntry {
-    fn schema() -> RefOr<Schema> {
-        let object = ObjectBuilder::new()
-            .schema_type(Type::Object)
-            .description(Some(
-                "What the write would store (no revision: nothing changed).",
-            ))
-            .property(
-                "dry_run",
-                ObjectBuilder::new()
-                    .schema_type(Type::Boolean)
-                    .enum_values(Some([true])),
-            )
-            .required("dry_run")
-            .property("created", ObjectBuilder::new().schema_type(Type::Boolean))
-            .required("created")
-            .property("version", version())
-            .required("version");
-        entry_members(object).into()
-    }
-}
-
-impl PartialSchema for EntryList {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::Object)
-            .property("namespace", name_schema())
-            .required("namespace")
-            .property("revision", revision())
-            .required("revision")
-            .property(
-                "entries",
-                ArrayBuilder::new().items(Ref::from_schema_name("Entry")),
-            )
-            .required("entries")
-            .into()
-    }
-}
-
-impl PartialSchema for History {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::Object)
-            .property("namespace", name_schema())
-            .required("namespace")
-            .property("key", key_schema())
-            .required("key")
-            .property(
-                "versions",
-                ArrayBuilder::new()
-                    .items(Ref::from_schema_name("Entry"))
-                    .min_items(Some(1))
-                    .description(Some(
-                        "Newest first; the last `CONFIG_HISTORY_LIMIT` (at least 100) versions.",
-                    )),
-            )
-            .required("versions")
-            .into()
-    }
-}
-
-impl PartialSchema for NamespaceList {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::Object)
-            .property(
-                "namespaces",
-                ArrayBuilder::new()
-                    .items(RefOr::T(name_schema()))
-                    .description(Some("Namespaces holding keys or a schema, sorted.")),
-            )
-            .required("namespaces")
+            .item(Ref::from_schema_name(JsonSchema::name()))
+            .item(Ref::from_schema_name(SchemaDryRun::name()))
             .into()
     }
 }
@@ -579,89 +356,29 @@ impl PartialSchema for JsonSchema {
     }
 }
 
-impl PartialSchema for SchemaDryRun {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::Object)
-            .property(
-                "dry_run",
-                ObjectBuilder::new()
-                    .schema_type(Type::Boolean)
-                    .enum_values(Some([true])),
-            )
-            .required("dry_run")
-            .property("namespace", name_schema())
-            .required("namespace")
-            .property("valid", ObjectBuilder::new().schema_type(Type::Boolean))
-            .required("valid")
-            .into()
+/// [`ConfigDeletion`]'s own schema, closed: a `put`'s entry carries its
+/// members too, so only "nothing else" tells a `delete`'s data apart in the
+/// `oneOf`. (The type itself stays open, so a newer service's extra member
+/// does not break an older SDK.)
+fn closed_deletion() -> RefOr<Schema> {
+    let mut deletion = ConfigDeletion::schema();
+    if let RefOr::T(Schema::Object(object)) = &mut deletion {
+        object.title = Some("delete".to_owned());
+        object.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
     }
-}
-
-impl PartialSchema for ClientList {
-    fn schema() -> RefOr<Schema> {
-        let client = ObjectBuilder::new()
-            .schema_type(Type::Object)
-            .property("client_id", name_schema())
-            .required("client_id")
-            .property(
-                "scope",
-                string()
-                    .enum_values(Some(["namespace", "all"]))
-                    .description(Some(
-                        "`namespace`: it watches this namespace; `all`: every namespace.",
-                    )),
-            )
-            .required("scope")
-            .property(
-                "revision",
-                revision().description(Some("The latest revision delivered to it.")),
-            )
-            .required("revision")
-            .property("delivered_at", date_time())
-            .required("delivered_at")
-            .property("in_sync", ObjectBuilder::new().schema_type(Type::Boolean))
-            .required("in_sync")
-            .property("status", string().enum_values(Some(["in_sync", "lagging"])))
-            .required("status");
-        ObjectBuilder::new()
-            .schema_type(Type::Object)
-            .description(Some(
-                "Propagation status: which watching client (`client_id`) has received which \
-                 revision, against the namespace's latest change.",
-            ))
-            .property("namespace", name_schema())
-            .required("namespace")
-            .property(
-                "revision",
-                revision().description(Some("The revision of the namespace's latest change.")),
-            )
-            .required("revision")
-            .property("clients", ArrayBuilder::new().items(client))
-            .required("clients")
-            .into()
-    }
+    deletion
 }
 
 impl PartialSchema for WatchEvent {
     fn schema() -> RefOr<Schema> {
-        let delete = closed(ObjectBuilder::new().schema_type(Type::Object))
-            .title(Some("delete"))
-            .property("version", version())
-            .required("version")
-            .property("revision", revision())
-            .required("revision")
-            .property("namespace", name_schema())
-            .required("namespace")
-            .property("key", key_schema())
-            .required("key");
+        let delete = closed_deletion();
         let reset = closed(ObjectBuilder::new().schema_type(Type::Object))
             .title(Some("reset"))
             .property("revision", revision())
             .required("revision");
         let put = AllOfBuilder::new()
             .title(Some("put"))
-            .item(Ref::from_schema_name("Entry"));
+            .item(Ref::from_schema_name(ConfigEntry::name()));
         ObjectBuilder::new()
             .schema_type(Type::Object)
             .description(Some(

@@ -13,6 +13,10 @@ use axum::{
     extract::{Path, State},
 };
 use mcp_shared::{
+    health::{
+        Explain, ExplainLastCheck, ExplainLease, ExplainThresholds, HealthSummary, InstanceHealth,
+        ServiceHealth,
+    },
     names::Name,
     openapi::{
         self as docs, BadRequest, InstancePath, NotFound, OPENAPI_PATH, ServicePath, StoreFailure,
@@ -25,10 +29,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     error::ApiError,
     hysteresis::Thresholds,
-    model::{
-        Explain, ExplainThresholds, InstanceHealth, LastCheck, Lease, ServiceHealth, Summary,
-        aggregate, worst,
-    },
+    model::{aggregate, worst},
     store::{InstanceView, Store},
 };
 
@@ -91,11 +92,11 @@ fn name(field: &'static str, value: String) -> Result<Name, ApiError> {
         are none).",
     responses(
         (status = 200, description = "Every service with at least one instance, by name.",
-            body = Summary),
+            body = HealthSummary),
         StoreFailure,
     ),
 )]
-async fn summary(State(state): State<AppState>) -> Result<Json<Summary>, ApiError> {
+async fn summary(State(state): State<AppState>) -> Result<Json<HealthSummary>, ApiError> {
     let services: Vec<_> = state
         .store
         .all_statuses()
@@ -103,7 +104,7 @@ async fn summary(State(state): State<AppState>) -> Result<Json<Summary>, ApiErro
         .into_iter()
         .map(|(name, statuses)| aggregate(name, &statuses))
         .collect();
-    Ok(Json(Summary {
+    Ok(Json(HealthSummary {
         status: worst(&services),
         services,
     }))
@@ -197,7 +198,7 @@ fn explanation(view: InstanceView, thresholds: Thresholds, now: u64) -> Explain 
         ..
     } = instance;
     let mut reasons = Vec::new();
-    let lease = lease_deadline_ms.map(|deadline| Lease {
+    let lease = lease_deadline_ms.map(|deadline| ExplainLease {
         expires_at: rfc3339_ms(deadline),
         remaining_ms: deadline.saturating_sub(now),
         alive: deadline > now,
@@ -260,7 +261,7 @@ fn explanation(view: InstanceView, thresholds: Thresholds, now: u64) -> Explain 
         status,
         revision,
         lease,
-        last_check: record.map(|r| LastCheck {
+        last_check: record.map(|r| ExplainLastCheck {
             status: r.status,
             output: r.output,
             last_checked_at: r.last_checked_at,

@@ -329,16 +329,22 @@ async fn services(client: &Client, json: bool, out: &mut dyn Write) -> anyhow::R
     if json {
         return print_json(out, &list);
     }
-    let mut table = Table::new(&["SERVICE", "INSTANCES", "PASSING"]);
+    let mut table = Table::new(&["SERVICE", "INSTANCES", "PASSING", "PROTECTED"]);
     for service in &list.services {
         table.row(vec![
             service.name.clone(),
             service.instances.to_string(),
             service.passing.to_string(),
+            yes_no(service.protected).to_owned(),
         ]);
     }
     table.write(out)?;
     Ok(())
+}
+
+/// `yes` or `no`, for a table cell.
+fn yes_no(value: bool) -> &'static str {
+    if value { "yes" } else { "no" }
 }
 
 async fn instances(
@@ -529,8 +535,8 @@ async fn config(
             for entry in &history.versions {
                 table.row(vec![
                     entry.version.to_string(),
-                    entry.updated_at.clone().unwrap_or_default(),
-                    entry.updated_by.clone().unwrap_or_default(),
+                    entry.updated_at.clone(),
+                    entry.updated_by.clone(),
                     compact(&entry.value, 40),
                     entry.message.clone().unwrap_or_default(),
                 ]);
@@ -673,7 +679,9 @@ async fn health(
             if json {
                 return print_json(out, &summary);
             }
-            let mut table = Table::new(&["SERVICE", "STATUS", "PASSING", "WARNING", "CRITICAL"]);
+            let mut table = Table::new(&[
+                "SERVICE", "STATUS", "PASSING", "WARNING", "CRITICAL", "UNKNOWN",
+            ]);
             for s in &summary.services {
                 table.row(vec![
                     s.name.clone(),
@@ -681,6 +689,7 @@ async fn health(
                     s.passing.to_string(),
                     s.warning.to_string(),
                     s.critical.to_string(),
+                    s.unknown.to_string(),
                 ]);
             }
             table.write(out)?;

@@ -80,7 +80,7 @@ async fn register_then_list_services_and_instances_as_aligned_tables() {
     .await
     .unwrap();
     let lines: Vec<&str> = services.lines().collect();
-    assert_eq!(lines[0], "SERVICE  INSTANCES  PASSING");
+    assert_eq!(lines[0], "SERVICE  INSTANCES  PASSING  PROTECTED");
     assert!(
         lines.iter().any(|l| l.starts_with("billing  1          ")),
         "{services}"
@@ -299,7 +299,9 @@ async fn health_lists_services_and_instances() {
         .await
         .unwrap();
     assert!(
-        summary.starts_with("SERVICE  STATUS   PASSING  WARNING  CRITICAL\necho     passing  1"),
+        summary.starts_with(
+            "SERVICE  STATUS   PASSING  WARNING  CRITICAL  UNKNOWN\necho     passing  1"
+        ),
         "{summary}"
     );
     stack.stop().await;

@@ -18,7 +18,7 @@ use mcp_shared::{
         ServicePath, StoreFailure, Unprocessable,
     },
     problem,
-    registry::{Instance, stored_tail},
+    registry::{Instance, InstanceList, InstanceSpec, ServiceList, stored_tail},
     time::{now_rfc3339, rfc3339_ms},
 };
 use tokio_util::sync::CancellationToken;
@@ -27,11 +27,10 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     error::ApiError,
     model::{
-        Blocking, InstanceList, InstanceQuery, Registration, ServiceList, WatchQuery,
-        parse_revision, parse_services_query,
+        Blocking, InstanceQuery, Registration, WatchQuery, parse_revision, parse_services_query,
     },
     openapi::WatchEvent,
-    store::Store,
+    store::{ServiceCounts, Store},
 };
 
 /// The header carrying the registry revision a response reflects.
@@ -106,7 +105,7 @@ fn with_index(revision: u64, response: impl IntoResponse) -> Response {
         replaces its definition. Its status starts `unknown` with a `check` (until health-svc \
         checks it), else `passing`.",
     params(InstancePath),
-    request_body(content = Registration, content_type = "application/json"),
+    request_body(content = InstanceSpec, content_type = "application/json"),
     responses(
         (status = 200, description = "Replaced an instance that was registered.", body = Instance,
             headers(("X-Mcp-Index" = u64, description = "The registry revision of the change."))),
@@ -249,7 +248,7 @@ async fn list_instances(
     let (revision, mut instances) = state.store.instances(&service).await?;
     instances.retain(|instance| query.matches(instance));
     let body = InstanceList {
-        service: service.as_str(),
+        service: service.into_string(),
         revision,
         instances,
     };
@@ -287,6 +286,7 @@ async fn list_services(
             .await?;
     }
     let (revision, services) = state.store.services().await?;
+    let services = services.into_iter().map(ServiceCounts::summary).collect();
     Ok(with_index(
         revision,
         Json(ServiceList { revision, services }),

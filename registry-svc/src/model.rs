@@ -1,7 +1,10 @@
-//! What goes over the wire: the registration body (validated field by field
-//! so every error names its field), the query parameters of the listings and
-//! the watch, and the listing bodies. The instance itself is
-//! [`mcp_shared::registry::Instance`], shared with health-svc and the gateway.
+//! What comes in over the wire: the registration body (validated field by
+//! field so every error names its field) and the query parameters of the
+//! listings and the watch. The bodies themselves (the instance, the
+//! registration as [`InstanceSpec`](mcp_shared::registry::InstanceSpec), the
+//! listings) are in [`mcp_shared::registry`], shared with health-svc, the
+//! gateway, the SDK and `mcpctl`; the limits the validation applies are
+//! [`mcp_shared::registry::limits`], which the documented schema states too.
 
 use std::{collections::BTreeMap, net::IpAddr, time::Duration};
 
@@ -10,33 +13,17 @@ use mcp_shared::{
     problem::FieldError,
     registry::{Check, CheckType, HealthStatus, Instance},
 };
-use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 
-/// Lease length when the body gives none.
-pub const DEFAULT_TTL_SECONDS: u32 = 30;
-/// Longest lease.
-pub const MAX_TTL_SECONDS: u64 = 3600;
-/// Most tags per instance.
-pub const MAX_TAGS: usize = 64;
-/// Longest tag.
-pub const MAX_TAG_LEN: usize = 128;
-/// Most metadata entries per instance.
-pub const MAX_METADATA: usize = 64;
-/// Longest metadata value.
-pub const MAX_METADATA_VALUE_LEN: usize = 512;
-/// Longest host name (DNS limit).
-pub const MAX_HOST_LEN: usize = 253;
-/// Longest HTTP check path.
-pub const MAX_CHECK_PATH_LEN: usize = 1024;
-/// Longest check interval.
-pub const MAX_CHECK_INTERVAL_SECONDS: u64 = 3600;
-/// Longest check timeout.
-pub const MAX_CHECK_TIMEOUT_MS: u64 = 60_000;
-/// Longest `deregister_critical_after_seconds` (a week).
-pub const MAX_DEREGISTER_AFTER_SECONDS: u64 = 7 * 24 * 3600;
+pub use mcp_shared::registry::limits::{
+    DEFAULT_CHECK_INTERVAL_SECONDS, DEFAULT_CHECK_TIMEOUT_MS, DEFAULT_TTL_SECONDS,
+    MAX_CHECK_INTERVAL_SECONDS, MAX_CHECK_PATH_LEN, MAX_CHECK_TIMEOUT_MS,
+    MAX_DEREGISTER_AFTER_SECONDS, MAX_HOST_LEN, MAX_METADATA, MAX_METADATA_VALUE_LEN, MAX_TAG_LEN,
+    MAX_TAGS, MAX_TTL_SECONDS,
+};
+
 /// Longest blocking-query wait; longer asks are cut to it.
 pub const MAX_WAIT: Duration = Duration::from_secs(300);
 
@@ -299,7 +286,7 @@ fn check(value: &Value, errors: &mut Errors) -> Option<Check> {
         _ => None,
     };
     let interval_seconds = match present(fields, "interval_seconds") {
-        None => Some(10),
+        None => Some(u64::from(DEFAULT_CHECK_INTERVAL_SECONDS)),
         Some(v) => integer(
             v,
             1,
@@ -309,7 +296,7 @@ fn check(value: &Value, errors: &mut Errors) -> Option<Check> {
         ),
     };
     let timeout_ms = match present(fields, "timeout_ms") {
-        None => Some(1000),
+        None => Some(u64::from(DEFAULT_CHECK_TIMEOUT_MS)),
         Some(v) => integer(v, 1, MAX_CHECK_TIMEOUT_MS, "check.timeout_ms", errors),
     };
     if let (Some(interval), Some(timeout)) = (interval_seconds, timeout_ms)
@@ -506,48 +493,6 @@ pub fn parse_revision(field: &str, value: &str) -> Result<u64, ApiError> {
         .map_err(|_| ApiError::bad_param(field, "must be a revision (a non-negative integer)"))
 }
 
-/// `GET /v1/services/{service}/instances`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct InstanceList<'a> {
-    /// The service.
-    pub service: &'a str,
-    /// The registry revision this list reflects.
-    pub revision: u64,
-    /// Its instances (filtered), by id.
-    pub instances: Vec<Instance>,
-}
-
-/// One service in `GET /v1/services`, with its instance counts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct ServiceSummary {
-    /// Service name.
-    pub name: String,
-    /// Instances registered.
-    pub instances: u64,
-    /// Instances `passing`.
-    pub passing: u64,
-    /// Instances `unknown` (not checked yet).
-    #[serde(skip)]
-    pub unknown: u64,
-    /// Instances `warning`.
-    #[serde(skip)]
-    pub warning: u64,
-    /// Instances `critical`.
-    #[serde(skip)]
-    pub critical: u64,
-    /// Whether mass-expiry protection holds back its expiries right now.
-    pub protected: bool,
-}
-
-/// `GET /v1/services`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ServiceList {
-    /// The registry revision this list reflects.
-    pub revision: u64,
-    /// Every service with at least one instance, by name.
-    pub services: Vec<ServiceSummary>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -585,5 +530,64 @@ mod tests {
         assert!(Blocking::parse(Some("x"), None).is_err());
         assert!(Blocking::parse(Some("1"), Some("soon")).is_err());
         assert!(matches!(Blocking::parse(None, Some("1s")), Ok(None)));
+    }
+
+    /// The SDK sends [`InstanceSpec`](mcp_shared::registry::InstanceSpec),
+    /// and the document describes the body with its schema, while the
+    /// service validates by hand: both read the same bodies the same way.
+    /// (Value limits such as a port of 0 or an http check without a path
+    /// are the validation's alone; the schema states them.)
+    #[test]
+    fn the_shared_spec_and_the_validation_agree_on_the_shape_of_a_body() {
+        use mcp_shared::registry::InstanceSpec;
+        let accepted = [
+            r#"{"host":"10.0.0.7","port":9000}"#,
+            r#"{"host":"echo.local","port":8080,"tags":["v2"],"metadata":{"zone":"a"},"ttl_seconds":30,
+                "check":{"type":"http","path":"/health","interval_seconds":5,"timeout_ms":1000,
+                "deregister_critical_after_seconds":60}}"#,
+            r#"{"host":"h","port":1,"tags":null,"metadata":null,"ttl_seconds":null,"check":null}"#,
+            r#"{"host":"h","port":1,"check":{"type":"tcp"}}"#,
+        ];
+        for body in accepted {
+            let spec: InstanceSpec =
+                serde_json::from_str(body).unwrap_or_else(|e| panic!("{body}: {e}"));
+            let registration = Registration::from_json(body.as_bytes())
+                .unwrap_or_else(|_| panic!("{body}: refused"));
+            assert_eq!(registration.host, spec.host, "{body}");
+            assert_eq!(registration.port, spec.port, "{body}");
+            assert_eq!(registration.tags, spec.tags, "{body}");
+            assert_eq!(registration.metadata, spec.metadata, "{body}");
+            assert_eq!(
+                registration.ttl_seconds,
+                spec.ttl_seconds.unwrap_or(DEFAULT_TTL_SECONDS),
+                "{body}"
+            );
+            assert_eq!(registration.check, spec.check, "{body}");
+        }
+        let refused = [
+            "[]",
+            r#""h""#,
+            "{}",
+            r#"{"port":1}"#,
+            r#"{"host":"h"}"#,
+            r#"{"host":"h","port":1,"zone":"a"}"#,
+            r#"{"host":"h","port":"80"}"#,
+            r#"{"host":"h","port":70000}"#,
+            r#"{"host":"h","port":1,"tags":"v2"}"#,
+            r#"{"host":"h","port":1,"metadata":{"a":1}}"#,
+            r#"{"host":"h","port":1,"ttl_seconds":"30s"}"#,
+            r#"{"host":"h","port":1,"check":{"type":"udp"}}"#,
+            r#"{"host":"h","port":1,"check":{"type":"tcp","retries":1}}"#,
+        ];
+        for body in refused {
+            assert!(
+                serde_json::from_str::<InstanceSpec>(body).is_err(),
+                "the spec takes {body}"
+            );
+            assert!(
+                Registration::from_json(body.as_bytes()).is_err(),
+                "the service takes {body}"
+            );
+        }
     }
 }

@@ -1,8 +1,10 @@
 //! The hand-written parts of registry-svc's OpenAPI document: what the
-//! derives cannot say because the types are parsed by hand (the registration
-//! body is validated field by field, the queries from raw pairs). Each
-//! schema is built from the same constants the validation uses, so the
-//! document and the checks cannot drift apart.
+//! derives cannot say because the types are parsed by hand (the queries from
+//! raw pairs) or are no body type (the SSE events). Each parameter is built
+//! from the same constants the validation uses, so the document and the
+//! checks cannot drift apart. The bodies' schemas are derived from the
+//! shared types in [`mcp_shared::registry`] (the registration body is
+//! [`InstanceSpec`](mcp_shared::registry::InstanceSpec)).
 //!
 //! The operations themselves are documented on the handlers in [`crate::api`]
 //! (`#[utoipa::path]`), and [`crate::api::routes`] builds the router and the
@@ -16,35 +18,14 @@ use utoipa::{
     openapi::{
         ArrayBuilder, ObjectBuilder, OneOfBuilder, Ref, RefOr, Required, Type,
         path::{Parameter, ParameterBuilder, ParameterIn, ParameterStyle},
-        schema::{Schema, SchemaType},
+        schema::Schema,
     },
 };
 
-use crate::model::{
-    Blocking, InstanceQuery, MAX_CHECK_INTERVAL_SECONDS, MAX_CHECK_PATH_LEN, MAX_CHECK_TIMEOUT_MS,
-    MAX_DEREGISTER_AFTER_SECONDS, MAX_HOST_LEN, MAX_METADATA, MAX_METADATA_VALUE_LEN, MAX_TAG_LEN,
-    MAX_TAGS, MAX_TTL_SECONDS, MAX_WAIT, Registration, WatchQuery,
-};
+use crate::model::{Blocking, InstanceQuery, MAX_WAIT, WatchQuery};
 
-/// Printable text: no control characters (what `valid_text` refuses).
-const PRINTABLE: &str = r"^[^\u0000-\u001F\u007F-\u009F]*$";
 /// The common forms of `wait` (the service takes any humantime duration).
 const WAIT: &str = "^[0-9]{1,9}(ms|s|m|h)?$";
-/// An HTTP check path: absolute, one leading `/`, no whitespace, `\` or
-/// control characters (what `valid_check_path` refuses).
-const CHECK_PATH: &str = r"^/(?!/)[^\s\\\u0000-\u001F\u007F-\u009F]*$";
-
-fn integer(min: u64, max: u64) -> ObjectBuilder {
-    ObjectBuilder::new()
-        .schema_type(Type::Integer)
-        .minimum(Some(min))
-        .maximum(Some(max))
-}
-
-/// `[type, "null"]`: optional members may be sent as `null` (= absent).
-fn or_null(schema_type: Type) -> SchemaType {
-    SchemaType::from_iter([schema_type, Type::Null])
-}
 
 fn query(name: &str, description: &str, schema: impl Into<RefOr<Schema>>) -> ParameterBuilder {
     ParameterBuilder::new()
@@ -152,138 +133,6 @@ impl IntoParams for WatchQuery {
                 .schema(Some(revision_schema()))
                 .build(),
         ]
-    }
-}
-
-fn check_schema(kind: &str) -> ObjectBuilder {
-    let mut check = ObjectBuilder::new()
-        .schema_type(Type::Object)
-        .title(Some(format!("{kind} check")))
-        .property(
-            "type",
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .enum_values(Some([kind])),
-        )
-        .required("type");
-    if kind == "http" {
-        check = check
-            .property(
-                "path",
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .description(Some(
-                        "Path on the instance's own host:port (no scheme or host).",
-                    ))
-                    .min_length(Some(1))
-                    .max_length(Some(MAX_CHECK_PATH_LEN))
-                    .pattern(Some(CHECK_PATH)),
-            )
-            .required("path");
-    }
-    check
-        .property(
-            "interval_seconds",
-            integer(1, MAX_CHECK_INTERVAL_SECONDS)
-                .schema_type(or_null(Type::Integer))
-                .description(Some("Seconds between checks (default 10).")),
-        )
-        .property(
-            "timeout_ms",
-            integer(1, MAX_CHECK_TIMEOUT_MS)
-                .schema_type(or_null(Type::Integer))
-                .description(Some(
-                    "Timeout of one check (default 1000); must be shorter than the interval.",
-                )),
-        )
-        .property(
-            "deregister_critical_after_seconds",
-            integer(1, MAX_DEREGISTER_AFTER_SECONDS)
-                .schema_type(or_null(Type::Integer))
-                .description(Some(
-                    "Remove the instance once it has been critical this long.",
-                )),
-        )
-        .additional_properties(Some(
-            utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
-        ))
-}
-
-impl PartialSchema for Registration {
-    fn schema() -> RefOr<Schema> {
-        let text = |max: usize, min: usize| {
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .min_length(Some(min))
-                .max_length(Some(max))
-                .pattern(Some(PRINTABLE))
-        };
-        ObjectBuilder::new()
-            .schema_type(Type::Object)
-            .description(Some(
-                "A registration. Members may be `null` (= absent); unknown members are refused. \
-                 Not expressible here: `check.timeout_ms` must be shorter than \
-                 `check.interval_seconds`.",
-            ))
-            .property(
-                "host",
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .description(Some("Host name or IP address to reach the instance at."))
-                    .min_length(Some(1))
-                    .max_length(Some(MAX_HOST_LEN))
-                    .examples(["10.0.0.7"]),
-            )
-            .required("host")
-            .property("port", integer(1, u64::from(u16::MAX)).examples([9000]))
-            .required("port")
-            .property(
-                "tags",
-                ArrayBuilder::new()
-                    .schema_type(or_null(Type::Array))
-                    .items(text(MAX_TAG_LEN, 1))
-                    .max_items(Some(MAX_TAGS))
-                    .description(Some("Free-form tags (`v2`, `canary`).")),
-            )
-            .property(
-                "metadata",
-                ObjectBuilder::new()
-                    .schema_type(or_null(Type::Object))
-                    .description(Some("Free-form string metadata; keys are names."))
-                    .max_properties(Some(MAX_METADATA))
-                    .property_names(Some(name_schema()))
-                    .additional_properties(Some(text(MAX_METADATA_VALUE_LEN, 0))),
-            )
-            .property(
-                "ttl_seconds",
-                integer(1, MAX_TTL_SECONDS)
-                    .schema_type(or_null(Type::Integer))
-                    .description(Some(
-                        "Lease length (default 30); a heartbeat renews it, and the instance is \
-                         removed (event `expired`) once it runs out.",
-                    )),
-            )
-            .property(
-                "check",
-                OneOfBuilder::new()
-                    .description(Some(
-                        "An active health check run by health-svc; without one the lease alone \
-                         decides and the instance is `passing`.",
-                    ))
-                    .item(check_schema("http"))
-                    .item(check_schema("tcp"))
-                    .item(ObjectBuilder::new().schema_type(Type::Null)),
-            )
-            .additional_properties(Some(
-                utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
-            ))
-            .into()
-    }
-}
-
-impl ToSchema for Registration {
-    fn name() -> Cow<'static, str> {
-        Cow::Borrowed("Registration")
     }
 }
 

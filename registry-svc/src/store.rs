@@ -19,12 +19,10 @@ use mcp_shared::{
     Redis, StoreError,
     events::{self, EventLog},
     names::Name,
-    registry::{self, HealthStatus, Instance, RegistryKeys},
+    registry::{self, HealthStatus, Instance, RegistryKeys, ServiceSummary},
     time::rfc3339_ms,
 };
 use redis::Script;
-
-use crate::model::ServiceSummary;
 
 static REGISTER: LazyLock<Script> =
     LazyLock::new(|| events::script(include_str!("lua/register.lua")));
@@ -74,6 +72,38 @@ pub struct Protection {
     pub window_ms: u64,
     /// Leases that ran out within this many ms of each other are judged together.
     pub settle_ms: u64,
+}
+
+/// One service's instance counts by status, as `services.lua` reads them:
+/// the API shows a [`ServiceSummary`] of them, the metrics every count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceCounts {
+    /// Service name.
+    pub name: String,
+    /// Instances registered.
+    pub instances: u64,
+    /// Instances `unknown` (not checked yet).
+    pub unknown: u64,
+    /// Instances `passing`.
+    pub passing: u64,
+    /// Instances `warning`.
+    pub warning: u64,
+    /// Instances `critical`.
+    pub critical: u64,
+    /// Whether mass-expiry protection holds back its expiries right now.
+    pub protected: bool,
+}
+
+impl ServiceCounts {
+    /// The service as `GET /v1/services` lists it.
+    pub fn summary(self) -> ServiceSummary {
+        ServiceSummary {
+            name: self.name,
+            instances: self.instances,
+            passing: self.passing,
+            protected: self.protected,
+        }
+    }
 }
 
 /// One reaper pass over one service.
@@ -231,7 +261,7 @@ impl Store {
     }
 
     /// The revision and every service with its counts (sorted by name).
-    pub async fn services(&self) -> Result<(u64, Vec<ServiceSummary>), StoreError> {
+    pub async fn services(&self) -> Result<(u64, Vec<ServiceCounts>), StoreError> {
         let inner = &self.inner;
         let mut invocation = SERVICES.prepare_invoke();
         invocation
@@ -245,7 +275,7 @@ impl Store {
         let mut services = Vec::with_capacity(reply.len() / 7);
         for row in reply.get(1..).unwrap_or_default().chunks_exact(7) {
             let count = |i: usize| row[i].parse().unwrap_or(0);
-            services.push(ServiceSummary {
+            services.push(ServiceCounts {
                 name: row[0].clone(),
                 instances: count(1),
                 unknown: count(2),

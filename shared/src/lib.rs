@@ -9,13 +9,22 @@
 //! - [`openapi`]: the OpenAPI 3.1 pieces every service's document shares.
 //! - [`store`]: the Redis handle: one self-healing connection, bounded commands, key prefix.
 //! - [`events`]: the revisioned event log in Redis and the watch/blocking-query machinery on it.
-//! - [`registry`]: the registry's Redis schema and wire types, read by health-svc and the gateway too.
+//! - [`registry`]: the registry's Redis schema and wire types (the bodies of registry-svc's API), read by health-svc and the gateway too.
+//! - [`config`]: the bodies of config-svc's API.
+//! - [`health`]: the bodies of health-svc's API.
 //! - [`telemetry`]: tracing subscriber and OTLP export.
 //! - [`metrics`]: the Prometheus recorder and the HTTP metrics layer.
 //! - [`server`]: the scaffold every service runs on (`/healthz`, `/readyz`, `/metrics`, shutdown).
 //! - [`time`]: timestamps on the wire.
+//!
+//! The API bodies in [`registry`], [`config`] and [`health`] are the types
+//! the services' OpenAPI documents are generated from (`utoipa::ToSchema`),
+//! and the ones the SDK (`mcp-client`) and `mcpctl` send and read: one
+//! definition per body, so services, documents and clients cannot drift.
 
+pub mod config;
 pub mod events;
+pub mod health;
 pub mod metrics;
 pub mod names;
 pub mod openapi;

@@ -1,6 +1,9 @@
 //! The registry's Redis schema and wire types, in one place because three
 //! services use them: registry-svc writes instances, health-svc writes check
-//! results into them, and the gateway routes from them.
+//! results into them, and the gateway routes from them. The bodies of
+//! registry-svc's API ([`InstanceSpec`], [`InstanceList`], [`ServiceList`])
+//! live here too, so the services' OpenAPI documents, the SDK and `mcpctl`
+//! share one definition of each.
 //!
 //! # Keys (under `{prefix}:`)
 //!
@@ -31,6 +34,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::store::Redis;
+
+mod bodies;
+pub mod limits;
+
+pub use bodies::{InstanceList, InstanceSpec, ServiceList, ServiceSummary};
 
 /// Name of the registry's event log (`{prefix}:reg:…`).
 pub const LOG_NAME: &str = "reg";
@@ -110,11 +118,11 @@ pub struct Check {
 }
 
 fn default_interval() -> u32 {
-    10
+    limits::DEFAULT_CHECK_INTERVAL_SECONDS
 }
 
 fn default_timeout_ms() -> u32 {
-    1000
+    limits::DEFAULT_CHECK_TIMEOUT_MS
 }
 
 /// A registered instance, as the API returns it.

@@ -11,13 +11,24 @@
 //!
 //! Requests go through a [`Probe`], which returns the status and the problem
 //! `detail` of the answer.
+//!
+//! And the three-way check that the bodies cannot drift (the services, their
+//! documents and the SDK all use the shared types of `mcp_shared::{registry,
+//! config, health}`):
+//!
+//! - [`assert_answer_schema`], [`assert_request_schema`],
+//!   [`assert_component_schema`]: the document describes a body with the
+//!   shared type's own schema (`ToSchema`), not a copy;
+//! - [`assert_body_is`]: a real answer of the service is exactly the shared
+//!   type, member for member (nothing the type lacks, nothing it adds).
 
 use std::{collections::BTreeSet, time::Duration};
 
 use mcp_shared::openapi::{OPENAPI_PATH, example_path, route_arguments};
 use reqwest::Method;
+use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
-use utoipa::openapi::OpenApi;
+use utoipa::{ToSchema, openapi::OpenApi};
 
 /// Methods a route could be given; HEAD is answered wherever GET is (axum).
 pub const METHODS: &[&str] = &["GET", "PUT", "POST", "DELETE", "PATCH"];
@@ -176,4 +187,80 @@ pub async fn assert_no_undocumented_method<'a>(
             assert_eq!(status, 405, "{method} {path} is routed but not documented");
         }
     }
+}
+
+/// Where `document` (as JSON) keeps its schemas.
+const SCHEMAS: &str = "#/components/schemas/";
+
+/// Asserts that `document` (as served, JSON) holds `T`'s schema under `T`'s
+/// name, and every schema `T` refers to under theirs, each exactly as
+/// `T`'s `ToSchema` builds it: the document is generated from the type.
+pub fn assert_component_schema<T: ToSchema>(document: &Value) {
+    let mut expected = vec![(T::name().into_owned(), T::schema())];
+    T::schemas(&mut expected);
+    for (name, schema) in expected {
+        let served = &document["components"]["schemas"][&name];
+        assert!(served.is_object(), "the document has no schema {name}");
+        assert_eq!(
+            served,
+            &serde_json::to_value(schema).unwrap(),
+            "schema {name} is not {}'s own",
+            T::name()
+        );
+    }
+}
+
+/// The `application/json` schema of one documented body.
+fn documented_schema<'a>(document: &'a Value, at: &[&str]) -> &'a Value {
+    let mut node = &document["paths"];
+    for step in at {
+        node = &node[*step];
+    }
+    let schema = &node["content"]["application/json"]["schema"];
+    assert!(schema.is_object(), "no JSON body documented at {at:?}");
+    schema
+}
+
+/// Asserts that `document` describes the `status` answer of `method path`
+/// (as documented: `get`, `/v1/services`) as a reference to `T`, and that
+/// the schema referred to is `T`'s own ([`assert_component_schema`]).
+pub fn assert_answer_schema<T: ToSchema>(document: &Value, method: &str, path: &str, status: u16) {
+    let status = status.to_string();
+    let schema = documented_schema(document, &[path, method, "responses", &status]);
+    assert_eq!(
+        schema["$ref"].as_str(),
+        Some(format!("{SCHEMAS}{}", T::name()).as_str()),
+        "{method} {path} answers {status} with {schema}, not {}",
+        T::name()
+    );
+    assert_component_schema::<T>(document);
+}
+
+/// Asserts that `document` describes the request body of `method path` as a
+/// reference to `T`, and that the schema referred to is `T`'s own.
+pub fn assert_request_schema<T: ToSchema>(document: &Value, method: &str, path: &str) {
+    let schema = documented_schema(document, &[path, method, "requestBody"]);
+    assert_eq!(
+        schema["$ref"].as_str(),
+        Some(format!("{SCHEMAS}{}", T::name()).as_str()),
+        "{method} {path} takes {schema}, not {}",
+        T::name()
+    );
+    assert_component_schema::<T>(document);
+}
+
+/// Asserts that `body` (a real answer of a service) is exactly a `T`: it
+/// deserializes into `T`, and `T` serializes back to the same JSON. A member
+/// the service sends that `T` lacks, or one `T` has (and sends) that the
+/// service does not, fails it; returns the `T`.
+pub fn assert_body_is<T: Serialize + DeserializeOwned>(body: &Value) -> T {
+    let name = std::any::type_name::<T>();
+    let typed: T = serde_json::from_value(body.clone())
+        .unwrap_or_else(|e| panic!("the answer is no {name}: {e}\n{body:#}"));
+    let back = serde_json::to_value(&typed).unwrap();
+    assert_eq!(
+        &back, body,
+        "the answer and the {name} it reads as differ (left: as {name}, right: as served)"
+    );
+    typed
 }
