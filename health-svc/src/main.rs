@@ -4,9 +4,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-#[global_allocator]
-static ALLOCATOR: mcp_shared::server::Allocator = mcp_shared::server::Allocator;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let settings = health_svc::Settings::parse();

@@ -34,13 +34,6 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::{problem, settings::CommonSettings, store::Redis};
 
-/// The allocator every service binary installs (`#[global_allocator]`):
-/// mimalloc rather than glibc's malloc. A proxied request makes dozens of
-/// short-lived allocations across hyper, axum and the policies; glibc's
-/// malloc, free and consolidation were about 12% of the gateway's CPU under
-/// load (`perf`; see bench/RESULTS.md).
-pub use mimalloc::MiMalloc as Allocator;
-
 /// The request id header, kept when the client sends one, made otherwise.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
