@@ -165,7 +165,9 @@ impl IntoParams for DryRunQuery {
                 "dry_run",
                 "Validate (schema, preconditions) and answer what would be written, without \
                  writing (`true`/`1`, or empty; `false`/`0` writes).",
-                ObjectBuilder::new().schema_type(Type::Boolean),
+                // The words the service takes, not `boolean`: an empty value
+                // (`?dry_run=`) also means true, and `boolean` would forbid it.
+                string().enum_values(Some(["true", "false", "1", "0", ""])),
             )
             .build(),
         ]
