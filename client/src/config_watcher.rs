@@ -10,12 +10,11 @@ use std::{marker::PhantomData, sync::Arc, time::Duration};
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tokio::{sync::watch, task::JoinHandle};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::watch;
 
 use crate::{
     Client, Error,
-    follow::{Followed, follow},
+    follow::{Followed, Following},
     model::{ConfigDeletion, ConfigEntry},
     sse::{EventStream, SseEvent},
 };
@@ -63,15 +62,13 @@ impl<T> Default for ConfigValue<T> {
 #[derive(Debug)]
 pub struct ConfigWatcher<T> {
     current: watch::Receiver<ConfigValue<T>>,
-    stop: CancellationToken,
-    task: Option<JoinHandle<()>>,
+    following: Following,
 }
 
 impl<T: DeserializeOwned + Send + Sync + 'static> ConfigWatcher<T> {
     /// Start watching `namespace`/`key`. Must be called inside a Tokio runtime.
     pub fn start(client: Client, namespace: &str, key: &str) -> Self {
         let (tx, current) = watch::channel(ConfigValue::default());
-        let stop = CancellationToken::new();
         let follower = KeyFollower {
             client,
             namespace: namespace.to_owned(),
@@ -80,11 +77,9 @@ impl<T: DeserializeOwned + Send + Sync + 'static> ConfigWatcher<T> {
             tx,
             _value: PhantomData,
         };
-        let task = tokio::spawn(follow(follower, stop.clone()));
         Self {
             current,
-            stop,
-            task: Some(task),
+            following: Following::spawn(follower),
         }
     }
 }
@@ -107,24 +102,12 @@ impl<T> ConfigWatcher<T> {
 
     /// Wait for the first fetch, at most `within`; true once synced.
     pub async fn synced(&self, within: Duration) -> bool {
-        let mut rx = self.current.clone();
-        tokio::time::timeout(within, rx.wait_for(|v| v.synced))
-            .await
-            .is_ok_and(|r| r.is_ok())
+        crate::follow::synced(&self.current, within, |v| v.synced).await
     }
 
-    /// Stop watching.
-    pub async fn stop(mut self) {
-        self.stop.cancel();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl<T> Drop for ConfigWatcher<T> {
-    fn drop(&mut self) {
-        self.stop.cancel();
+    /// Stop watching (dropping the watcher stops it too, without waiting).
+    pub async fn stop(self) {
+        self.following.stop().await;
     }
 }
 

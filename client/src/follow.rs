@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::{Error, backoff::Backoff, sse::EventStream, sse::SseEvent};
@@ -30,8 +31,53 @@ const BASE: Duration = Duration::from_millis(100);
 /// Longest retry delay.
 const CAP: Duration = Duration::from_secs(5);
 
+/// The background task of a watcher: [`follow`] until stopped or dropped.
+#[derive(Debug)]
+pub(crate) struct Following {
+    stop: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Following {
+    /// Start following. Must be called inside a Tokio runtime.
+    pub(crate) fn spawn<F: Followed + 'static>(followed: F) -> Self {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(follow(followed, stop.clone()));
+        Self {
+            stop,
+            task: Some(task),
+        }
+    }
+
+    /// Stop and wait for the task to end.
+    pub(crate) async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Wait until the followed state is `synced`, at most `within`; true once it is.
+pub(crate) async fn synced<T>(
+    state: &watch::Receiver<T>,
+    within: Duration,
+    synced: impl FnMut(&T) -> bool,
+) -> bool {
+    let mut rx = state.clone();
+    tokio::time::timeout(within, rx.wait_for(synced))
+        .await
+        .is_ok_and(|r| r.is_ok())
+}
+
 /// Run until `stop` fires.
-pub(crate) async fn follow<F: Followed>(mut followed: F, stop: CancellationToken) {
+async fn follow<F: Followed>(mut followed: F, stop: CancellationToken) {
     let mut backoff = Backoff::new(BASE, CAP);
     let mut resume: Option<u64> = None;
     while !stop.is_cancelled() {

@@ -5,12 +5,11 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use mcp_shared::registry::{HealthStatus, Instance, RegistryEvent, kinds};
-use tokio::{sync::watch, task::JoinHandle};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::watch;
 
 use crate::{
     Client, Error,
-    follow::{Followed, follow},
+    follow::{Followed, Following},
     model::InstanceQuery,
     sse::{EventStream, SseEvent},
 };
@@ -39,25 +38,21 @@ impl ServiceSnapshot {
 #[derive(Debug)]
 pub struct ServiceWatcher {
     snapshot: watch::Receiver<Arc<ServiceSnapshot>>,
-    stop: CancellationToken,
-    task: Option<JoinHandle<()>>,
+    following: Following,
 }
 
 impl ServiceWatcher {
     /// Start watching `service`. Must be called inside a Tokio runtime.
     pub fn start(client: Client, service: &str) -> Self {
         let (tx, snapshot) = watch::channel(Arc::new(ServiceSnapshot::default()));
-        let stop = CancellationToken::new();
         let cache = Cache {
             client,
             service: service.to_owned(),
             tx,
         };
-        let task = tokio::spawn(follow(cache, stop.clone()));
         Self {
             snapshot,
-            stop,
-            task: Some(task),
+            following: Following::spawn(cache),
         }
     }
 
@@ -78,24 +73,12 @@ impl ServiceWatcher {
 
     /// Wait for the first listing, at most `within`; true once synced.
     pub async fn synced(&self, within: Duration) -> bool {
-        let mut rx = self.snapshot.clone();
-        tokio::time::timeout(within, rx.wait_for(|s| s.synced))
-            .await
-            .is_ok_and(|r| r.is_ok())
+        crate::follow::synced(&self.snapshot, within, |s| s.synced).await
     }
 
-    /// Stop watching.
-    pub async fn stop(mut self) {
-        self.stop.cancel();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for ServiceWatcher {
-    fn drop(&mut self) {
-        self.stop.cancel();
+    /// Stop watching (dropping the watcher stops it too, without waiting).
+    pub async fn stop(self) {
+        self.following.stop().await;
     }
 }
 
