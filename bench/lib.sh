@@ -9,6 +9,13 @@ WORK=$(mktemp -d /tmp/mcp-bench.XXXXXX)
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 PIDS=()
 
+# Whatever a benchmark registers, the proxy and the probes connect to
+# loopback only and never look a name up (read by the gateway, registry-svc
+# and health-svc; the other binaries have no such setting and ignore them).
+# Address settings from the caller's shell are dropped for the same reason.
+export EGRESS_ALLOW_CIDRS=127.0.0.0/8 EGRESS_ALLOW_HOSTNAMES=false
+unset REGISTRY_URL CONFIG_URL HEALTH_URL JWT_JWKS_URL OTEL_EXPORTER_OTLP_ENDPOINT
+
 log() { printf '==> %s\n' "$*" >&2; }
 
 cleanup() {

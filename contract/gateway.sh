@@ -119,6 +119,12 @@ fuzz "$GATEWAY" "$OUT" "$RUN_TIMEOUT" \
 fuzz_elapsed=$(($(date +%s) - started))
 [ "$status" -eq 124 ] && echo "contract/gateway: schemathesis timed out after ${RUN_TIMEOUT}s" >&2
 
+# The fuzzer registered whatever hosts it invented: prove that neither the
+# probes nor the proxy connected anywhere but loopback.
+egress_status=0
+assert_loopback_only "$HEALTH" || egress_status=1
+assert_loopback_only "$GATEWAY" -H "Authorization: Bearer $TOKEN" || egress_status=1
+
 # --- the docs page in a headless browser ---------------------------------------
 
 browser_status=0
@@ -177,5 +183,10 @@ else
     echo "gateway schemathesis: FAILED (exit $status) in ${fuzz_elapsed}s; logs in $OUT"
 fi
 echo "gateway /docs in Chromium: $browser_note"
+if [ "$egress_status" -eq 0 ]; then
+    echo "egress: health-svc and the gateway connected to loopback only"
+else
+    echo "egress: FAILED: a connection outside loopback (see above)"
+fi
 echo "total: $(($(date +%s) - started_all))s"
-[ "$status" -eq 0 ] && [ "$browser_status" -eq 0 ]
+[ "$status" -eq 0 ] && [ "$browser_status" -eq 0 ] && [ "$egress_status" -eq 0 ]

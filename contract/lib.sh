@@ -116,18 +116,46 @@ start_redis() {
 
 # Start binary `$1` on a free loopback port under Redis prefix `$2`, with
 # the flags that follow; waits until it is ready and sets URL.
+#
+# Every binary that connects to registered addresses (registry-svc refuses
+# them early, health-svc probes them, the gateway proxies to them) is
+# confined to loopback with no DNS lookup of registered names: the fuzzer
+# registers whatever hosts it invents, and nothing may leave 127.0.0.0/8.
 URL=
+LOOPBACK_ONLY=(--egress-allow-cidrs 127.0.0.0/8 --egress-allow-hostnames false)
 start_binary() {
     local binary=$1 prefix=$2 port
     shift 2
     port=$(free_port)
+    local egress=()
+    [ "$binary" = config-svc ] || egress=("${LOOPBACK_ONLY[@]}")
     "$TARGET/debug/$binary" --addr "127.0.0.1:$port" \
         --redis-url "$REDIS_URL" --redis-prefix "$prefix" \
-        --log-format json --log-filter warn "$@" \
+        --log-format json --log-filter warn "${egress[@]}" "$@" \
         >>"$OUT/$binary.log" 2>&1 &
     pids+=($!)
     URL="http://127.0.0.1:$port"
     wait_for "$URL/readyz" || die "$binary did not become ready (see $OUT/$binary.log)"
+}
+
+# Fail unless every connection `$1` (a base URL; curl flags may follow)
+# made to a registered address went to loopback: its `*_connects_total`
+# counters have no `destination="other"` sample above zero. Prints what it saw.
+assert_loopback_only() {
+    local url=$1 metrics
+    shift
+    metrics=$(curl -fsS --max-time 5 "$@" "$url/metrics") || {
+        echo "$NAME: cannot read $url/metrics" >&2
+        return 1
+    }
+    local seen
+    seen=$(grep -E '^(health_probe|gateway_upstream)_connects_total|_refused_total' <<<"$metrics" || true)
+    echo "egress at $url: ${seen:-no connection to a registered address}" | tr '\n' ' ' >&2
+    echo >&2
+    if grep -E '_connects_total\{destination="other"\} [1-9]' <<<"$metrics" >/dev/null; then
+        echo "$NAME: $url connected outside loopback" >&2
+        return 1
+    fi
 }
 
 # --- fuzzing -----------------------------------------------------------------

@@ -57,6 +57,9 @@ pub enum GatewayError {
     /// The request body was over `MAX_BODY_BYTES`.
     #[error("request body too large")]
     TooLarge,
+    /// The egress rules refuse the instance's address (see `egress`).
+    #[error("egress refused: {0}")]
+    EgressRefused(String),
 }
 
 impl IntoResponse for GatewayError {
@@ -110,6 +113,10 @@ impl IntoResponse for GatewayError {
                 ),
             ),
             Self::TooLarge => Problem::too_large("the request body is over the size limit"),
+            Self::EgressRefused(detail) => Problem::new(
+                StatusCode::FORBIDDEN,
+                format!("the gateway does not connect there: {detail}"),
+            ),
         };
         problem.into_response()
     }

@@ -11,6 +11,7 @@
 //! - [`ratelimit`]: per-client GCRA, local (governor) or global (Redis).
 //! - [`proxy`]: routing, forwarding, timeouts, retries.
 //! - [`balance`] and [`circuit`]: instance choice and the per-instance breaker.
+//! - [`egress`]: the connector that keeps the proxy inside the egress rules.
 //! - [`routing`]: the in-memory routing table that follows the registry.
 //! - [`store`]: all the gateway's Redis access.
 //! - [`admin`]: `GET /admin/upstreams`.
@@ -24,6 +25,7 @@ pub mod auth;
 pub mod balance;
 pub mod circuit;
 pub mod docs;
+pub mod egress;
 pub mod error;
 pub mod jwt;
 pub mod normalize;
@@ -41,6 +43,7 @@ use axum::{Router, routing::get};
 use clap::{Parser, ValueEnum};
 use mcp_shared::{
     CommonSettings, Redis,
+    egress::{Egress, EgressSettings},
     events::{EventFeed, EventLog},
     openapi::OPENAPI_PATH,
     registry, server,
@@ -188,9 +191,37 @@ pub struct Settings {
     #[arg(long, env = "PROFILING_ENABLED", default_value_t = false, action = clap::ArgAction::Set)]
     pub profiling_enabled: bool,
 
+    /// Where `/svc` may connect (see `mcp_shared::egress`).
+    #[command(flatten)]
+    pub egress: EgressSettings,
+
     /// Settings every MCP binary shares.
     #[command(flatten)]
     pub common: CommonSettings,
+}
+
+/// The egress rules of `/svc`, with the control plane, Redis and the
+/// gateway's own listener protected. The control plane is reached through
+/// the same client, but only for `/api`, whose upstreams are the configured
+/// URLs: the rules apply to the addresses clients registered.
+async fn protected_egress(settings: &Settings, listener: &TcpListener) -> Egress {
+    let mut egress = Egress::from_settings(&settings.egress).await;
+    for (urls, what) in [
+        (&settings.registry_url, "registry-svc"),
+        (&settings.config_url, "config-svc"),
+        (&settings.health_url, "health-svc"),
+    ] {
+        for url in &urls.0 {
+            egress.protect_endpoint(url, what).await;
+        }
+    }
+    egress
+        .protect_endpoint(&settings.common.redis_url, "Redis")
+        .await;
+    if let Ok(own) = listener.local_addr() {
+        egress.protect(own, "the gateway itself");
+    }
+    egress
 }
 
 /// Events the registry's log keeps (only used by writers; the gateway reads).
@@ -264,6 +295,7 @@ pub async fn run(
         routes.clone(),
         control.clone(),
         Duration::from_millis(settings.upstream_timeout_ms),
+        Arc::new(protected_egress(&settings, &listener).await),
     );
 
     // The life of a request, top to bottom (inside the scaffold's request id,

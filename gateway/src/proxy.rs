@@ -48,12 +48,13 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
-use mcp_shared::{problem::PassThrough, server, telemetry};
+use mcp_shared::{egress::Egress, problem::PassThrough, server, telemetry};
 use tower::Service;
 use tracing::Instrument as _;
 
 use crate::{
     balance::{InFlight, Outcome, Unavailable, Upstream},
+    egress::{EgressConnector, refusal_of},
     error::GatewayError,
     routing::{ControlPlane, Routes},
 };
@@ -72,25 +73,35 @@ pub struct Proxy {
 }
 
 struct Inner {
-    client: Client<HttpConnector, Body>,
+    /// `/svc`: connections only where the egress rules allow.
+    client: Client<EgressConnector, Body>,
+    /// `/api`: the configured control-plane URLs, which the rules protect.
+    control_client: Client<HttpConnector, Body>,
     routes: Arc<Routes>,
     control: Arc<ControlPlane>,
     timeout: Duration,
 }
 
 impl Proxy {
-    /// A proxy over the routing table and the control plane, with one pooled HTTP/1 client.
-    pub fn new(routes: Arc<Routes>, control: Arc<ControlPlane>, timeout: Duration) -> Self {
+    /// A proxy over the routing table and the control plane, with one pooled
+    /// HTTP/1 client that opens connections only where `egress` allows.
+    pub fn new(
+        routes: Arc<Routes>,
+        control: Arc<ControlPlane>,
+        timeout: Duration,
+        egress: Arc<Egress>,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(timeout.min(Duration::from_secs(5))));
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .build(connector);
+            .pool_max_idle_per_host(256);
         Self {
             inner: Arc::new(Inner {
-                client,
+                client: builder.build(EgressConnector::new(connector.clone(), egress)),
+                control_client: builder.build(connector),
                 routes,
                 control,
                 timeout,
@@ -227,7 +238,12 @@ impl Inner {
             *outgoing.version_mut() = Version::HTTP_11;
             *outgoing.headers_mut() = attempt_headers;
 
-            let sent = tokio::time::timeout(header_timeout, self.client.request(outgoing))
+            let sending = if target.prefix == CONTROL_PLANE_PREFIX {
+                self.control_client.request(outgoing)
+            } else {
+                self.client.request(outgoing)
+            };
+            let sent = tokio::time::timeout(header_timeout, sending)
                 .instrument(span.clone())
                 .await;
             record_outcome(&span, &sent);
@@ -252,6 +268,16 @@ impl Inner {
                     return Err(GatewayError::Timeout(header_timeout));
                 }
                 Ok(Err(error)) if error.is_connect() => {
+                    // A refused address is the registration's fault, not the
+                    // instance's health: 403, and no breaker failure.
+                    if let Some(refusal) = refusal_of(&error) {
+                        let _ = lease.finish(Outcome::ClientError);
+                        tracing::warn!(upstream = %upstream.name, instance = %endpoint.id, %refusal, "egress refused");
+                        return Err(GatewayError::EgressRefused(format!(
+                            "`{}` instance `{}`: {refusal}",
+                            upstream.name, endpoint.id
+                        )));
+                    }
                     let _ = lease.finish(Outcome::ConnectError);
                     tracing::warn!(upstream = %upstream.name, instance = %endpoint.id, %error, "cannot connect to upstream");
                     if may_retry {

@@ -121,6 +121,9 @@ impl Process {
             .env(addr_var, format!("127.0.0.1:{port}"))
             .env("REDIS_URL", redis().url())
             .env("MCP_REDIS_PREFIX", redis_prefix)
+            // Loopback only, no DNS (ignored by config-svc, which connects nowhere).
+            .env("EGRESS_ALLOW_CIDRS", "127.0.0.0/8")
+            .env("EGRESS_ALLOW_HOSTNAMES", "false")
             .env("LOG_FORMAT", "json")
             .env(
                 "RUST_LOG",

@@ -56,6 +56,7 @@ async fn https_get(addr: std::net::SocketAddr, path: &str, auth: Option<&str>) -
 fn settings(cert: &str, key: &str) -> gateway::Settings {
     let mut args = vec!["gateway".to_owned()];
     args.extend(mcp_testkit::common_args(&redis().url(), &prefix()));
+    args.extend(mcp_testkit::egress_args());
     args.extend(
         [
             "--jwt-secret",

@@ -30,6 +30,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use clap::Parser;
 use mcp_shared::{
     CommonSettings, Redis,
+    egress::{Egress, EgressSettings},
     events::{EventFeed, EventLog},
     registry, server,
     settings::parse_duration,
@@ -84,6 +85,10 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub registry_events_max_len: u64,
 
+    /// Where probes may connect (see `mcp_shared::egress`).
+    #[command(flatten)]
+    pub egress: EgressSettings,
+
     /// Settings every MCP binary shares.
     #[command(flatten)]
     pub common: CommonSettings,
@@ -122,7 +127,13 @@ pub async fn run(
         |id| id.to_string(),
     );
     let (membership, live) = Membership::new(replica_id);
-    let prober = Prober::new().map_err(std::io::Error::other)?;
+    // Probes never reach Redis or this service itself (nor EGRESS_DENY_ADDRS).
+    let mut egress = Egress::from_settings(&settings.egress).await;
+    egress.protect_endpoint(&common.redis_url, "Redis").await;
+    if let Ok(own) = listener.local_addr() {
+        egress.protect(own, "health-svc");
+    }
+    let prober = Prober::new(Arc::new(egress)).map_err(std::io::Error::other)?;
     let checker = Arc::new(Checker::new(
         store.clone(),
         prober,

@@ -8,10 +8,20 @@
 //! followed (a 3xx is a failure), no proxy is used, at most
 //! [`MAX_BODY_BYTES`] of the body is read, and every probe opens a fresh
 //! connection (a pooled one would hide a listener that stopped accepting).
+//!
+//! Egress: every address a probe would connect to first passes the
+//! [`Egress`] rules (never the control plane, Redis or this listener, never
+//! link-local, the allow and deny lists); a refused one is not probed and
+//! the check fails with the reason as its output. Names are resolved here
+//! and every address checked (so a name cannot point past the rules); the
+//! probe then connects to the checked address and nothing else.
 
-use std::time::Duration;
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use mcp_shared::registry::{Check, CheckType};
+use mcp_shared::{
+    egress::Egress,
+    registry::{Check, CheckType},
+};
 use reqwest::{Client, Url, redirect};
 
 use crate::hysteresis::Outcome;
@@ -41,11 +51,13 @@ impl Probe {
 #[derive(Debug, Clone)]
 pub struct Prober {
     client: Client,
+    egress: Arc<Egress>,
 }
 
 impl Prober {
-    /// A prober with its HTTP client (no redirects, no proxy, no pooling, HTTP/1.1).
-    pub fn new() -> Result<Self, reqwest::Error> {
+    /// A prober with its HTTP client (no redirects, no proxy, no pooling,
+    /// HTTP/1.1), connecting only where `egress` allows.
+    pub fn new(egress: Arc<Egress>) -> Result<Self, reqwest::Error> {
         let client = Client::builder()
             .redirect(redirect::Policy::none())
             .no_proxy()
@@ -53,26 +65,68 @@ impl Prober {
             .http1_only()
             .user_agent(concat!("mcp-health-svc/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Self { client })
+        Ok(Self { client, egress })
     }
 
     /// Probe `host:port` as `check` says, within `timeout`.
+    ///
+    /// The address is resolved here, through the egress rules and with the
+    /// real port (so a protected endpoint is recognised behind a name), and
+    /// the probe connects to that address only: the client never resolves.
     pub async fn probe(&self, host: &str, port: u16, check: &Check, timeout: Duration) -> Probe {
+        let started = tokio::time::Instant::now();
+        let addr = match tokio::time::timeout(timeout, self.egress.resolve(host, port)).await {
+            Ok(Ok(addrs)) => match addrs.first() {
+                Some(addr) => *addr,
+                None => return Probe::fail(format!("`{host}` did not resolve")),
+            },
+            Ok(Err(error)) => {
+                return Probe::fail(match error.refusal() {
+                    Some(refusal) => {
+                        metrics::counter!("health_probes_refused_total").increment(1);
+                        format!("not probed: {refusal}")
+                    }
+                    None => format!("cannot resolve `{host}`: {error}"),
+                });
+            }
+            Err(_) => {
+                return Probe::fail(format!("resolving `{host}` timed out after {timeout:?}"));
+            }
+        };
+        // Where probes really go, so a run can prove it never left loopback
+        // (the contract scripts read this after fuzzing).
+        metrics::counter!("health_probe_connects_total", "destination" => destination(addr))
+            .increment(1);
+        let left = timeout.saturating_sub(started.elapsed());
         match check.kind {
-            CheckType::Tcp => tcp(host, port, timeout).await,
+            CheckType::Tcp => tcp(addr, host, port, left).await,
             CheckType::Http => {
                 let path = check.path.as_deref().unwrap_or("/");
                 match check_url(host, port, path) {
-                    Ok(url) => self.http(url, timeout).await,
+                    Ok(url) => self.http(url, addr, left).await,
                     Err(reason) => Probe::fail(format!("not probed: {reason}")),
                 }
             }
         }
     }
 
-    async fn http(&self, url: Url, timeout: Duration) -> Probe {
+    /// `GET url` sent to `addr` (the URL's host stays the `Host` header).
+    async fn http(&self, mut url: Url, addr: SocketAddr, timeout: Duration) -> Probe {
+        let host_header = match url.port() {
+            Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+            None => url.host_str().unwrap_or_default().to_owned(),
+        };
+        if url.set_ip_host(addr.ip()).is_err() {
+            return Probe::fail("not probed: cannot address the instance");
+        }
         let request = async {
-            let mut response = self.client.get(url).timeout(timeout).send().await?;
+            let mut response = self
+                .client
+                .get(url)
+                .header(reqwest::header::HOST, host_header)
+                .timeout(timeout)
+                .send()
+                .await?;
             let status = response.status();
             let mut body = Vec::new();
             while body.len() < MAX_BODY_BYTES {
@@ -106,8 +160,18 @@ impl Prober {
     }
 }
 
-async fn tcp(host: &str, port: u16, timeout: Duration) -> Probe {
-    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host, port))).await {
+/// `loopback` or `other`: the label of a probe's destination.
+pub fn destination(addr: SocketAddr) -> &'static str {
+    if addr.ip().is_loopback() {
+        "loopback"
+    } else {
+        "other"
+    }
+}
+
+/// Connect to `addr` (the resolved `host:port`) within `timeout`.
+async fn tcp(addr: SocketAddr, host: &str, port: u16, timeout: Duration) -> Probe {
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
         Ok(Ok(_stream)) => Probe {
             outcome: Outcome::Pass,
             output: format!("TCP connect to {host}:{port} succeeded"),

@@ -212,3 +212,84 @@ async fn a_deregistered_instance_is_no_longer_probed() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(server.hits("/gone").len(), hits, "probed after removal");
 }
+
+/// The output health-svc shows for `service`'s first instance, once its status is `status`.
+async fn output_once(
+    health: &mcp_testkit::TestService,
+    registry: &mut Registry,
+    service: &str,
+    status: HealthStatus,
+) -> String {
+    assert!(wait_status(registry, service, "i1", status, WITHIN).await);
+    let (_, body) = common::get_json(&health.at(&format!("/v1/services/{service}"))).await;
+    body["instances"][0]["output"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn probes_never_reach_protected_link_local_or_outside_addresses() {
+    let p = prefix();
+    // A real server plays config-svc holding a secret: health-svc is told it
+    // is protected (EGRESS_DENY_ADDRS), as compose and k8s tell it.
+    let secret = FakeServer::start().await;
+    let protected = format!("127.0.0.1:{}", secret.port());
+    let mut registry = Registry::new(&redis().url(), &p).await;
+    let health = start(&redis().url(), &p, &["--egress-deny-addrs", &protected]).await;
+
+    // A check aimed at the protected endpoint's secret path: never sent.
+    registry
+        .register(&instance(
+            "ssrf",
+            "i1",
+            secret.port(),
+            Some(http_check("/v1/namespaces/prod/keys/db-password")),
+        ))
+        .await;
+    let output = output_once(&health, &mut registry, "ssrf", HealthStatus::Critical).await;
+    assert!(output.starts_with("not probed:"), "{output}");
+    assert!(output.contains("EGRESS_DENY_ADDRS"), "{output}");
+    assert!(
+        secret
+            .hits("/v1/namespaces/prod/keys/db-password")
+            .is_empty()
+    );
+
+    // Redis, health-svc itself, link-local and (in tests) anything outside
+    // loopback or any host name: refused before any connect or DNS lookup.
+    let redis_port = redis().port();
+    let own_port = health.addr.port();
+    let refused: [(&str, &str, u16, &str); 5] = [
+        ("redis", "127.0.0.1", redis_port, "Redis"),
+        ("itself", "127.0.0.1", own_port, "health-svc"),
+        ("metadata", "169.254.169.254", 80, "link-local"),
+        ("outside", "10.0.0.7", 9000, "EGRESS_ALLOW_CIDRS"),
+        (
+            "named",
+            "db.internal.invalid",
+            5432,
+            "EGRESS_ALLOW_HOSTNAMES",
+        ),
+    ];
+    for (service, host, port, reason) in refused {
+        let mut target = instance(service, "i1", port, Some(tcp_check()));
+        target.host = host.to_owned();
+        registry.register(&target).await;
+        let output = output_once(&health, &mut registry, service, HealthStatus::Critical).await;
+        assert!(output.starts_with("not probed:"), "{service}: {output}");
+        assert!(output.contains(reason), "{service}: {output}");
+    }
+
+    // A loopback instance that is none of these is probed as usual.
+    let fine = FakeServer::start().await;
+    registry
+        .register(&instance(
+            "fine",
+            "i1",
+            fine.port(),
+            Some(http_check("/health")),
+        ))
+        .await;
+    assert!(wait_status(&mut registry, "fine", "i1", HealthStatus::Passing, WITHIN).await);
+}

@@ -82,10 +82,18 @@ impl Default for StackOptions {
 }
 
 impl StackOptions {
-    /// Everything on `127.0.0.1:0`, for tests.
+    /// Everything on `127.0.0.1:0`, for tests: the proxy and the probes
+    /// confined to loopback, and no DNS lookup of a registered name.
     pub fn ephemeral(redis_url: &str, redis_prefix: &str) -> Self {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let loopback_only: Vec<String> = mcp_shared::egress::EgressSettings::LOOPBACK_ONLY
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
         Self {
+            registry_args: loopback_only.clone(),
+            health_args: loopback_only.clone(),
+            gateway_args: loopback_only,
             redis_url: redis_url.to_owned(),
             start_redis: false,
             redis_prefix: redis_prefix.to_owned(),

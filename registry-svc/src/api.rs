@@ -3,6 +3,8 @@
 //! description (`#[utoipa::path]`); [`operations`] is the one list both the
 //! router and the document ([`openapi`]) are built from.
 
+use std::sync::Arc;
+
 use axum::{
     Json, Router,
     body::Bytes,
@@ -11,13 +13,14 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use mcp_shared::{
+    egress::Egress,
     events::{Event, EventFeed},
     names::Name,
     openapi::{
         self as docs, BadRequest, InstancePath, NotFound, OPENAPI_PATH, PayloadTooLarge,
         ServicePath, StoreFailure, Unprocessable,
     },
-    problem,
+    problem::{self, FieldError},
     registry::{Instance, InstanceList, InstanceSpec, ServiceList, stored_tail},
     time::{now_rfc3339, rfc3339_ms},
 };
@@ -45,6 +48,9 @@ pub struct AppState {
     pub feed: EventFeed,
     /// Fires on shutdown: blocking queries answer, watches end.
     pub shutdown: CancellationToken,
+    /// The egress rules: an address the proxy and the probes would refuse is
+    /// refused at registration already (422 on `host`).
+    pub egress: Arc<Egress>,
 }
 
 /// The registry's operations (under `/v1`): the one list the router and the
@@ -121,7 +127,18 @@ async fn register(
 ) -> Result<Response, ApiError> {
     let service = name("service", service)?;
     let id = name("id", id)?;
-    let mut instance = Registration::from_json(&body)?.into_instance(&service, &id, now_rfc3339());
+    let registration = Registration::from_json(&body)?;
+    // Only literals (and names when names are off): nothing is looked up here.
+    if let Err(refusal) = state
+        .egress
+        .check_host(&registration.host, registration.port)
+    {
+        return Err(ApiError::Invalid(vec![FieldError::new(
+            "host",
+            refusal.to_string(),
+        )]));
+    }
+    let mut instance = registration.into_instance(&service, &id, now_rfc3339());
     let tail = stored_tail(&instance).map_err(|e| {
         ApiError::Store(mcp_shared::StoreError::Corrupt(format!(
             "cannot encode instance: {e}"

@@ -21,11 +21,12 @@ pub mod openapi;
 pub mod reaper;
 pub mod store;
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use clap::Parser;
 use mcp_shared::{
     CommonSettings, Redis,
+    egress::{Egress, EgressSettings},
     events::{EventFeed, EventLog},
     registry, server,
     settings::parse_duration,
@@ -81,6 +82,11 @@ pub struct Settings {
     #[arg(long, env = "REGISTRY_CENSUS_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub census_interval: Duration,
 
+    /// Addresses refused at registration, as the gateway and health-svc refuse
+    /// to connect to them (see `mcp_shared::egress`).
+    #[command(flatten)]
+    pub egress: EgressSettings,
+
     /// Settings every MCP binary shares.
     #[command(flatten)]
     pub common: CommonSettings,
@@ -127,10 +133,16 @@ pub async fn run(
         tasks.clone(),
     ));
 
+    let mut egress = Egress::from_settings(&settings.egress).await;
+    egress.protect_endpoint(&common.redis_url, "Redis").await;
+    if let Ok(own) = listener.local_addr() {
+        egress.protect(own, "registry-svc");
+    }
     let state = api::AppState {
         store,
         feed,
         shutdown: tasks.clone(),
+        egress: Arc::new(egress),
     };
     let app = server::scaffold(api::routes(state), redis, common.max_body_bytes);
     let served = server::serve(listener, app, shutdown, common.shutdown_grace).await;

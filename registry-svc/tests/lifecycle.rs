@@ -19,7 +19,7 @@ async fn register_replace_list_filter_heartbeat_deregister() {
         &app,
         "echo",
         "echo-1",
-        json!({"host": "10.0.0.7", "port": 9000, "tags": ["v2", "canary"],
+        json!({"host": "127.0.0.7", "port": 9000, "tags": ["v2", "canary"],
                "metadata": {"zone": "a"}, "ttl_seconds": 30}),
     )
     .await;
@@ -40,7 +40,7 @@ async fn register_replace_list_filter_heartbeat_deregister() {
         &app,
         "echo",
         "echo-1",
-        json!({"host": "10.0.0.7", "port": 9001, "tags": ["v2"], "metadata": {"zone": "a"}}),
+        json!({"host": "127.0.0.7", "port": 9001, "tags": ["v2"], "metadata": {"zone": "a"}}),
     )
     .await;
     assert_eq!(status, 200);
@@ -52,7 +52,7 @@ async fn register_replace_list_filter_heartbeat_deregister() {
         &app,
         "echo",
         "echo-2",
-        json!({"host": "echo-2.local", "port": 9000, "tags": ["v1"], "metadata": {"zone": "b"}}),
+        json!({"host": "localhost", "port": 9000, "tags": ["v1"], "metadata": {"zone": "b"}}),
     )
     .await;
     assert_eq!(status, 201);
@@ -246,7 +246,7 @@ async fn null_optional_fields_count_as_absent() {
         &app,
         "nulls",
         "n-1",
-        json!({"host": "a.local", "port": 1, "tags": null, "metadata": null,
+        json!({"host": "127.0.0.1", "port": 1, "tags": null, "metadata": null,
                "ttl_seconds": null, "check": null}),
     )
     .await;

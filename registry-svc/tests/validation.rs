@@ -159,6 +159,29 @@ fn cases() -> Vec<Case> {
             check(json!({"type": "http", "path": "//evil/x"})),
             "check.path",
         ),
+        // The egress rules (tests run with loopback only and no names):
+        // refused at registration, as the proxy and the probes refuse them.
+        put(
+            "a link-local host (cloud metadata)",
+            host(json!("169.254.169.254")),
+            "host",
+        ),
+        put("an IPv6 link-local host", host(json!("fe80::1")), "host"),
+        put(
+            "a host outside the allow list",
+            host(json!("10.0.0.7")),
+            "host",
+        ),
+        put(
+            "a host name while names are off",
+            host(json!("db.internal.invalid")),
+            "host",
+        ),
+        put(
+            "the registry's Redis",
+            json!({"host": "127.0.0.1", "port": redis().port()}),
+            "host",
+        ),
         put(
             "tcp check with a path",
             check(json!({"type": "tcp", "path": "/x"})),

@@ -8,6 +8,7 @@
 //! - [`names`]: validated names (services, instance ids, namespaces, keys).
 //! - [`openapi`]: the OpenAPI 3.1 pieces every service's document shares.
 //! - [`store`]: the Redis handle: one self-healing connection, bounded commands, key prefix.
+//! - [`egress`]: the rules for connecting to registered addresses (the `/svc` proxy, health probes).
 //! - [`events`]: the revisioned event log in Redis and the watch/blocking-query machinery on it.
 //! - [`registry`]: the registry's Redis schema and wire types (the bodies of registry-svc's API), read by health-svc and the gateway too.
 //! - [`config`]: the bodies of config-svc's API.
@@ -23,6 +24,7 @@
 //! definition per body, so services, documents and clients cannot drift.
 
 pub mod config;
+pub mod egress;
 pub mod events;
 pub mod health;
 pub mod metrics;

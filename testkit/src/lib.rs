@@ -244,7 +244,73 @@ pub fn free_port() -> u16 {
 /// The redis-server shared by every test in this test binary.
 pub fn redis() -> &'static RedisServer {
     static SHARED: OnceLock<RedisServer> = OnceLock::new();
-    SHARED.get_or_init(RedisServer::start)
+    SHARED.get_or_init(|| {
+        guard_environment();
+        RedisServer::start()
+    })
+}
+
+/// Settings read from the environment (clap `env`) that name a place to
+/// connect to. A test parses settings with `try_parse_from`, which still
+/// fills unset flags from the environment: one of these exported in the
+/// shell (after `mcpctl up`, say) would send a test's traffic there.
+const ADDRESS_SETTINGS: &[&str] = &[
+    "REDIS_URL",
+    "REGISTRY_URL",
+    "CONFIG_URL",
+    "HEALTH_URL",
+    "JWT_JWKS_URL",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "MCP_GATEWAY_URL",
+    "ECHO_HOST",
+    "EGRESS_ALLOW_CIDRS",
+];
+
+/// Refuse to run tests while the environment points any address setting
+/// outside loopback: tests must never connect outside 127.0.0.0/8.
+pub fn guard_environment() {
+    for name in ADDRESS_SETTINGS {
+        let Ok(value) = std::env::var(name) else {
+            continue;
+        };
+        for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            assert!(
+                is_loopback_target(item),
+                "{name}={value} points outside loopback; tests only ever connect to 127.0.0.0/8: unset {name} before running them"
+            );
+        }
+    }
+}
+
+/// `http://127.0.0.1:8080/x`, `redis://:pw@localhost:1`, `[::1]:9`, `127.0.0.0/8`, `localhost`.
+fn is_loopback_target(item: &str) -> bool {
+    let loopback = |host: &str| {
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    };
+    // A CIDR (`EGRESS_ALLOW_CIDRS`) must lie inside the loopback range.
+    if !item.contains("://")
+        && let Ok(net) = mcp_shared::egress::parse_cidr(item)
+    {
+        return loopback(&net.network().to_string()) && loopback(&net.broadcast().to_string());
+    }
+    match mcp_shared::egress::endpoint_of(item) {
+        Some((host, _)) => loopback(host),
+        // A bare host (`ECHO_HOST`) has no port.
+        None => loopback(item.trim_start_matches('[').trim_end_matches(']')),
+    }
+}
+
+/// The egress flags of every test stack (gateway, registry-svc,
+/// health-svc): only loopback, and no DNS lookup of registered names. The
+/// lasting guard that no test makes a probe or the proxy leave 127.0.0.0/8.
+pub fn egress_args() -> Vec<String> {
+    mcp_shared::egress::EgressSettings::LOOPBACK_ONLY
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
 }
 
 /// A key prefix no other test uses.
@@ -374,5 +440,33 @@ where
             return false;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_target;
+
+    #[test]
+    fn only_loopback_targets_pass_the_guard() {
+        for ok in [
+            "http://127.0.0.1:8080/x",
+            "redis://:pw@localhost:1",
+            "[::1]:9",
+            "127.0.0.0/8",
+            "localhost",
+            "http://[::1]:80",
+        ] {
+            assert!(is_loopback_target(ok), "{ok}");
+        }
+        for bad in [
+            "http://10.0.0.7:8080",
+            "redis://redis:6379",
+            "echo.local",
+            "0.0.0.0/0",
+            "https://issuer.example/jwks",
+        ] {
+            assert!(!is_loopback_target(bad), "{bad}");
+        }
     }
 }

@@ -21,6 +21,9 @@ const SERVICES: [&str; 4] = ["registry-svc", "config-svc", "health-svc", "gatewa
 async fn start(name: &str, redis_url: &str) -> TestService {
     let mut args = vec![name.to_owned()];
     args.extend(common_args(redis_url, &prefix()));
+    if name != "config-svc" {
+        args.extend(mcp_testkit::egress_args());
+    }
     match name {
         "registry-svc" => {
             let s = registry_svc::Settings::try_parse_from(args).unwrap();

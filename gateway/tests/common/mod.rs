@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 pub async fn gateway(redis_url: &str, prefix: &str, extra: &[&str]) -> TestService {
     let mut args = vec!["gateway".to_owned()];
     args.extend(mcp_testkit::common_args(redis_url, prefix));
+    args.extend(mcp_testkit::egress_args());
     let has_key = extra.iter().any(|a| {
         a.starts_with("--jwt-public-key-file")
             || a.starts_with("--jwt-jwks-url")

@@ -264,6 +264,7 @@ impl Registry {
 pub fn settings(redis_url: &str, prefix: &str, extra: &[&str]) -> Settings {
     let mut args = vec!["health-svc".to_owned()];
     args.extend(common_args(redis_url, prefix));
+    args.extend(mcp_testkit::egress_args());
     args.extend(["--replica-heartbeat", "200ms", "--addr", "127.0.0.1:0"].map(str::to_owned));
     if !extra.contains(&"--replica-ttl") {
         args.extend(["--replica-ttl", "1s"].map(str::to_owned));

@@ -19,6 +19,7 @@ pub async fn replica(redis_url: &str, prefix: &str, extra: &[&str]) -> TestServi
         "127.0.0.1:0".into(),
     ];
     args.extend(mcp_testkit::common_args(redis_url, prefix));
+    args.extend(mcp_testkit::egress_args());
     if !extra.contains(&"--reap-interval") {
         args.extend(["--reap-interval".into(), "100ms".into()]);
     }

@@ -96,6 +96,9 @@ where
 fn args(name: &str, redis_url: &str, prefix: &str, extra: &[&str]) -> Vec<String> {
     let mut args = vec![name.to_owned()];
     args.extend(mcp_testkit::common_args(redis_url, prefix));
+    if name != "config-svc" {
+        args.extend(mcp_testkit::egress_args());
+    }
     args.extend(extra.iter().map(|s| (*s).to_owned()));
     args
 }
