@@ -25,7 +25,11 @@ if redis.call('HLEN', KEYS[3]) == 0 and redis.call('EXISTS', KEYS[4]) == 0 then
   redis.call('SREM', KEYS[5], ARGV[2])
 end
 redis.call('HSET', KEYS[6], ARGV[2], rev)
-redis.call('DECR', KEYS[7])
+-- Never below 0: after a partial data loss the counter may be gone while
+-- entries remain.
+if tonumber(redis.call('GET', KEYS[7]) or '0') > 0 then
+  redis.call('DECR', KEYS[7])
+end
 local data = '{"version":' .. current .. ',"revision":' .. rev .. ARGV[5]
 mcp_append(KEYS[2], ARGV[1], rev, 'delete', ARGV[2], data)
 return {'ok', current, rev}

@@ -23,6 +23,7 @@ use mcp_shared::{
         ConfigWrite, NamespaceList, SchemaDryRun, SyncStatus, WatchScope,
     },
     events::{Event, EventFeed, WatchResponse},
+    json,
     names::{Key, Name},
     openapi::{
         self as docs, BadRequest, NotFound, OPENAPI_PATH, PayloadTooLarge, StoreFailure,
@@ -94,8 +95,8 @@ impl AppState {
         Self {
             inner: Arc::new(Inner {
                 store,
+                schemas: SchemaCache::following(feed.clone()),
                 feed,
-                schemas: SchemaCache::default(),
                 propagation,
                 max_value_bytes,
                 shutdown,
@@ -295,6 +296,10 @@ fn body_error(e: serde_json::Error) -> ConfigError {
     ConfigError::Body(e.to_string())
 }
 
+fn too_deep(e: json::TooDeep) -> ConfigError {
+    ConfigError::invalid(e.field.clone(), e.message())
+}
+
 /// An answer that does not encode (it cannot happen: the types hold strings
 /// and numbers only) is a server fault, not a panic.
 fn encode_error(e: serde_json::Error) -> ConfigError {
@@ -304,10 +309,13 @@ fn encode_error(e: serde_json::Error) -> ConfigError {
 }
 
 /// Parse a JSON object body (serde would also take a struct from an array).
+/// Too deep a body is refused first (`json::check_depth`: a `RawValue`
+/// value skips serde_json's own recursion limit).
 fn object<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, ConfigError> {
     if body.trim_ascii_start().first() != Some(&b'{') {
         return Err(ConfigError::Body("expected a JSON object".to_owned()));
     }
+    json::check_depth(body, json::MAX_DEPTH).map_err(too_deep)?;
     serde_json::from_slice(body).map_err(body_error)
 }
 
@@ -973,6 +981,7 @@ async fn put_schema(
             limit: inner.max_value_bytes,
         });
     }
+    json::check_depth(text.as_bytes(), json::MAX_DEPTH).map_err(too_deep)?;
     let schema: Value = serde_json::from_str(&text).map_err(body_error)?;
     if !(schema.is_object() || schema.is_boolean()) {
         return Err(ConfigError::InvalidSchema(

@@ -5,6 +5,7 @@
 //! | key | type | content |
 //! |---|---|---|
 //! | `cfg:revision`, `cfg:events` | string, stream | the [`EventLog`]: events `put` (data = the entry) and `delete` (data = `{"version","revision","namespace","key"}`), scope = namespace |
+//! | `cfg:epoch` | string | the log's epoch (made by the first write into an empty Redis; see `mcp_shared::events`) |
 //! | `cfg:ns` | set | namespaces holding an entry or a schema |
 //! | `cfg:entries:{ns}` | hash | key → entry JSON (see [`crate::model`]) |
 //! | `cfg:hist:{ns}:{key}` | list | entry JSONs, newest first, capped at `CONFIG_HISTORY_LIMIT`; kept on delete |

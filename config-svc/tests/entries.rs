@@ -609,3 +609,54 @@ async fn metrics_count_writes_entries_and_watchers() {
     .await;
     assert!(scraped, "metrics exported");
 }
+
+#[tokio::test]
+async fn too_deep_values_and_schemas_are_refused_and_change_nothing() {
+    let server = redis();
+    let prefix = prefix();
+    let svc = start(&server.url(), &prefix, &[]).await;
+    let http = reqwest::Client::new();
+    put(&http, &svc, "deep", "k", json!(1)).await;
+    let before = server.snapshot(&prefix);
+    let array = format!(r#"{{"value": {}{}}}"#, "[".repeat(5_000), "]".repeat(5_000));
+    let object = format!(
+        r#"{{"value": {}1{}}}"#,
+        r#"{"a":"#.repeat(65),
+        "}".repeat(65)
+    );
+    for body in [array.clone(), object] {
+        let response = http
+            .put(key_url(&svc, "deep", "k"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let problem = problem(response, 400).await;
+        assert_eq!(problem["errors"][0]["field"], "value", "{problem}");
+        assert!(
+            problem["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("64 levels")
+        );
+    }
+    // A schema is a body too.
+    let response = http
+        .put(svc.at("/v1/namespaces/deep/schema"))
+        .header("content-type", "application/json")
+        .body(array.replace(r#"{"value": "#, r#"{"items": "#))
+        .send()
+        .await
+        .unwrap();
+    let problem = problem(response, 400).await;
+    assert_eq!(problem["errors"][0]["field"], "items", "{problem}");
+    assert_eq!(server.snapshot(&prefix), before);
+
+    // 10 levels are fine.
+    let value: Value =
+        serde_json::from_str(&format!("{}{}", "[".repeat(10), "]".repeat(10))).unwrap();
+    let response = put(&http, &svc, "deep", "k", value.clone()).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().await.unwrap()["value"], value);
+}

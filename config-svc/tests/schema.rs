@@ -179,3 +179,53 @@ async fn rollback_to_a_value_the_schema_now_forbids_is_422() {
         .unwrap();
     problem(rolled, 422).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pathological_pattern_answers_promptly_and_reads_go_on() {
+    let server = redis();
+    let prefix = prefix();
+    let svc = start(&server.url(), &prefix, &[]).await;
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .unwrap();
+    put(&http, &svc, "re-other", "plain", json!("x")).await;
+    // `^(a+)+$` runs on the linear engine; the backreference forces
+    // fancy-regex's backtracking engine, whose steps are capped.
+    let schema = json!({"type": "object", "properties": {
+        "a": {"type": "string", "pattern": "^(a+)+$"},
+        "b": {"type": "string", "pattern": r"^(a+)+\1$"}
+    }});
+    assert_eq!(put_schema(&http, &svc, "re", &schema).await.status(), 201);
+    let before = server.snapshot(&prefix);
+    let evil = format!("{}!", "a".repeat(30));
+    let values: Vec<Value> = (0..20).map(|_| json!({"a": evil, "b": evil})).collect();
+    let started = std::time::Instant::now();
+    let writes = values
+        .iter()
+        .map(|v| put(&http, &svc, "re", "evil", v.clone()));
+    let reads = (0..20).map(|_| http.get(key_url(&svc, "re-other", "plain")).send());
+    let (writes, reads) = tokio::join!(
+        futures_util::future::join_all(writes),
+        futures_util::future::join_all(reads)
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    for read in reads {
+        assert_eq!(read.unwrap().status(), 200);
+    }
+    for write in writes {
+        let body = problem(write, 422).await;
+        let fields: Vec<&str> = body["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["field"].as_str().unwrap())
+            .collect();
+        assert_eq!(fields, ["/value/a", "/value/b"], "{body}");
+    }
+    assert_eq!(server.snapshot(&prefix), before);
+}

@@ -230,6 +230,9 @@ pub async fn follow(
                         || !matches!(store.log().current_revision().await, Ok(now) if now < last)
                 }
                 received = events.recv() => match received {
+                    // Redis lost or replaced its data (the feed saw its
+                    // epoch change): the catalog may hold ghosts, reload.
+                    Ok(event) if event.is_reset() => false,
                     Ok(event) if event.revision <= last => true,
                     Ok(event) if event.revision == last + 1 => {
                         catalog.apply(&event);

@@ -198,7 +198,8 @@ impl Store {
     }
 
     /// Claim check slot `slot` of an instance. `None`: another replica has
-    /// it. `Some(record)`: ours, with the instance's last check result.
+    /// it, or the instance is gone (nothing is written for it then).
+    /// `Some(record)`: ours, with the instance's last check result.
     pub async fn claim(
         &self,
         keys: &TargetKeys,
@@ -210,6 +211,7 @@ impl Store {
         let mut invocation = self.claim_script.key(&keys.claim);
         invocation
             .key(&keys.health)
+            .key(&keys.instances)
             .arg(slot)
             .arg(expiry_ms)
             .arg(id);

@@ -64,9 +64,13 @@ impl Errors {
 }
 
 impl Registration {
-    /// Parse and validate a body. Not JSON (or not an object) → 400; any
+    /// Parse and validate a body. Not JSON (or not an object, or nested
+    /// deeper than `json::MAX_DEPTH`) → 400; any
     /// field wrong, missing or unknown → 422 listing each one.
     pub fn from_json(body: &[u8]) -> Result<Self, ApiError> {
+        // Too deep a body → 400 naming its member, before serde recurses.
+        mcp_shared::json::check_depth(body, mcp_shared::json::MAX_DEPTH)
+            .map_err(|e| ApiError::bad_param(e.field.clone(), e.message()))?;
         let value: Value =
             serde_json::from_slice(body).map_err(|e| ApiError::NotJson(e.to_string()))?;
         let Value::Object(fields) = value else {

@@ -73,6 +73,16 @@ fn cases() -> Vec<Case> {
             status: 400,
             ..put("", json!(null), "body")
         },
+        Case {
+            what: "metadata nested 5,000 deep",
+            body: Some(format!(
+                r#"{{"host": "a", "port": 80, "metadata": {}{}}}"#,
+                "[".repeat(5_000),
+                "]".repeat(5_000)
+            )),
+            status: 400,
+            ..put("", json!(null), "metadata")
+        },
         put("missing host", json!({"port": 80}), "host"),
         put("missing port", json!({"host": "a"}), "port"),
         put("host with a space", host(json!("a b")), "host"),

@@ -15,6 +15,21 @@
 //! A watcher that falls behind or resumes from `Last-Event-ID` replays from
 //! the stream itself; when the asked-for revision has been trimmed it gets a
 //! `reset` event carrying the current revision and must re-list.
+//!
+//! # Epoch: noticing that Redis lost or replaced its data
+//!
+//! Each log also has an epoch (`{prefix}:{name}:epoch`), an id the first
+//! write into an empty Redis creates (`SET NX` in the prelude) and that every
+//! event carries. After a `FLUSHALL`, a failover to an empty replica or a
+//! restore, the epoch is gone or different. The tail reads the epoch and the
+//! revision in the same pipeline as each `XREAD` (no extra round trip), and
+//! that read wakes at least every [`TAIL_BLOCK`] (1 s), so within about a
+//! second of the loss it broadcasts `reset`: SSE watchers get a `reset`
+//! event, blocking queries answer, and in-process followers (the gateway's
+//! routing table, health-svc's catalog) reload. A revision that went down
+//! counts as a loss too (a restore of an older snapshot keeps its epoch).
+//! An epoch that appears where there was none is adopted without a reset:
+//! it is the first write (or the first since an upgrade), not a loss.
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
@@ -34,8 +49,9 @@ pub const PRELUDE: &str = include_str!("../lua/events.lua");
 
 /// How many events one read takes from the stream.
 const PAGE: usize = 500;
-/// How long the tail blocks in one `XREAD` before it looks at shutdown again.
-const TAIL_BLOCK: Duration = Duration::from_secs(5);
+/// How long the tail blocks in one `XREAD`: the bound on how late it notices
+/// that the epoch changed (see the module docs), so at most 1 s.
+const TAIL_BLOCK: Duration = Duration::from_secs(1);
 /// SSE heartbeat comment interval (watchers and proxies see traffic at least this often).
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
 
@@ -46,7 +62,8 @@ pub fn script(body: &str) -> Script {
 
 /// The kind of the event that tells a reader to re-list: sent to an SSE
 /// watcher whose revision left the stream, and broadcast by the feed when
-/// Redis comes back with less history than it had (its data was lost).
+/// Redis lost or replaced its data (its epoch changed, or its revision went
+/// down).
 pub const RESET: &str = "reset";
 
 /// One change, as stored in the stream.
@@ -114,12 +131,38 @@ pub enum Replay {
     Reset(u64),
 }
 
+/// Where a log stands: its revision and its epoch (`None` while Redis holds
+/// no write of it).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Head {
+    /// The latest revision (0 before the first change).
+    pub revision: u64,
+    /// The epoch (see the module docs).
+    pub epoch: Option<String>,
+}
+
+impl Head {
+    /// Whether going from `self` (what a follower knew) to `now` means Redis
+    /// lost or replaced the data: the epoch vanished or changed, or the
+    /// revision went down.
+    pub fn lost_to(&self, now: &Head) -> bool {
+        let epoch_changed = match (&self.epoch, &now.epoch) {
+            (Some(known), Some(current)) => known != current,
+            (Some(_), None) => true,
+            // No epoch known: the first write (or an upgrade) made one.
+            (None, _) => false,
+        };
+        epoch_changed || now.revision < self.revision
+    }
+}
+
 /// A revision counter plus a capped stream in Redis.
 #[derive(Clone, Debug)]
 pub struct EventLog {
     redis: Redis,
     revision_key: String,
     stream_key: String,
+    epoch_key: String,
     max_len: u64,
 }
 
@@ -128,10 +171,13 @@ impl EventLog {
     pub fn new(redis: Redis, name: &str, max_len: u64) -> Self {
         let revision_key = redis.key(&[name, "revision"]);
         let stream_key = redis.key(&[name, "events"]);
+        // The prelude derives the same key from the revision key.
+        let epoch_key = redis.key(&[name, "epoch"]);
         Self {
             redis,
             revision_key,
             stream_key,
+            epoch_key,
             max_len,
         }
     }
@@ -144,6 +190,11 @@ impl EventLog {
     /// The stream's key (pass as a script KEY).
     pub fn stream_key(&self) -> &str {
         &self.stream_key
+    }
+
+    /// The epoch's key (scripts derive it from the revision key).
+    pub fn epoch_key(&self) -> &str {
+        &self.epoch_key
     }
 
     /// The cap on the stream (pass as a script ARG).
@@ -165,6 +216,21 @@ impl EventLog {
             .run(async move { redis::cmd("GET").arg(key).query_async(&mut conn).await })
             .await?;
         Ok(rev.unwrap_or(0))
+    }
+
+    /// The revision and the epoch, read together (one round trip).
+    pub async fn head(&self) -> Result<Head, StoreError> {
+        let mut conn = self.redis.conn();
+        let mut pipe = redis::pipe();
+        pipe.get(&self.revision_key).get(&self.epoch_key);
+        let (revision, epoch): (Option<u64>, Option<String>) = self
+            .redis
+            .run(async move { pipe.query_async(&mut conn).await })
+            .await?;
+        Ok(Head {
+            revision: revision.unwrap_or(0),
+            epoch,
+        })
     }
 
     /// Up to `count` events with a revision above `after`, oldest first.
@@ -205,10 +271,18 @@ impl EventLog {
     }
 }
 
+/// What the feed publishes on its `watch`: the revision seen last and how
+/// many resets it has broadcast (so a waiter wakes on a reset too).
+#[derive(Debug, Clone, Copy, Default)]
+struct Position {
+    revision: u64,
+    resets: u64,
+}
+
 struct FeedInner {
     log: EventLog,
     events: broadcast::Sender<Arc<Event>>,
-    revision: watch::Receiver<u64>,
+    position: watch::Receiver<Position>,
     watchers_gauge: &'static str,
 }
 
@@ -227,17 +301,17 @@ impl EventFeed {
         shutdown: CancellationToken,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (events, _) = broadcast::channel(4096);
-        let (revision_tx, revision) = watch::channel(0);
+        let (position_tx, position) = watch::channel(Position::default());
         let feed = Self {
             inner: Arc::new(FeedInner {
                 log: log.clone(),
                 events: events.clone(),
-                revision,
+                position,
                 watchers_gauge,
             }),
         };
         metrics::gauge!(watchers_gauge).set(0.0);
-        let task = tokio::spawn(tail(log, events, revision_tx, shutdown));
+        let task = tokio::spawn(tail(log, events, position_tx, shutdown));
         (feed, task)
     }
 
@@ -253,18 +327,30 @@ impl EventFeed {
 
     /// The latest revision this process has seen.
     pub fn revision(&self) -> u64 {
-        *self.inner.revision.borrow()
+        self.inner.position.borrow().revision
     }
 
-    /// Wait until the revision passes `index`, at most `wait` (or until shutdown).
-    /// Returns the revision seen last. The blocking-query primitive.
+    /// How many times this feed has broadcast a `reset` because Redis lost
+    /// or replaced its data (a follower that saw a different count reloads).
+    pub fn resets(&self) -> u64 {
+        self.inner.position.borrow().resets
+    }
+
+    /// Wait until the revision passes `index`, at most `wait` (or until
+    /// shutdown, or until the feed resets: the index belongs to a history
+    /// Redis no longer has). Returns the revision seen last. The
+    /// blocking-query primitive.
     pub async fn wait_past(&self, index: u64, wait: Duration, shutdown: &CancellationToken) -> u64 {
-        let mut rx = self.inner.revision.clone();
+        let mut rx = self.inner.position.clone();
+        let resets = rx.borrow().resets;
         tokio::select! {
             _ = shutdown.cancelled() => {}
-            _ = tokio::time::timeout(wait, rx.wait_for(|rev| *rev > index)) => {}
+            _ = tokio::time::timeout(
+                wait,
+                rx.wait_for(|p| p.revision > index || p.resets != resets),
+            ) => {}
         }
-        *rx.borrow()
+        rx.borrow().revision
     }
 
     /// Wait until an event after `index` matching `filter` arrives, at most
@@ -465,10 +551,11 @@ impl<F: Fn(&Event) -> bool> Watcher<F> {
 async fn tail(
     log: EventLog,
     events: broadcast::Sender<Arc<Event>>,
-    revision: watch::Sender<u64>,
+    position: watch::Sender<Position>,
     shutdown: CancellationToken,
 ) {
-    let mut last: Option<u64> = None;
+    // What this process knows: `None` until the first read.
+    let mut known: Option<Head> = None;
     let options = StreamReadOptions::default()
         .count(PAGE)
         .block(TAIL_BLOCK.as_millis() as usize);
@@ -480,65 +567,108 @@ async fn tail(
                 continue;
             }
         };
-        // (Re)start from the current revision. If Redis came back with less
-        // than we saw (its data was lost), follow the new history.
-        match log.current_revision().await {
-            Ok(current) => {
-                let from = match last {
-                    Some(seen) if seen <= current => seen,
-                    Some(seen) => {
-                        tracing::warn!(
-                            seen,
-                            current,
-                            stream = log.stream_key(),
-                            "redis came back with less history (its data was lost); readers must re-list"
-                        );
-                        let _ = events.send(Arc::new(Event::reset(current)));
-                        current
-                    }
-                    None => current,
-                };
-                last = Some(from);
-                revision.send_replace(from);
-            }
+        // (Re)start from the current revision; if Redis came back without
+        // the data we followed, follow the new history (a reset).
+        let head = match log.head().await {
+            Ok(head) => head,
             Err(_) => {
                 pause(&shutdown).await;
                 continue;
             }
-        }
+        };
+        let mut head = match known.take() {
+            Some(seen) if !seen.lost_to(&head) => Head {
+                revision: seen.revision,
+                epoch: head.epoch.or(seen.epoch),
+            },
+            Some(seen) => {
+                publish_reset(&log, &events, &position, &seen, &head);
+                head
+            }
+            None => {
+                position.send_modify(|p| p.revision = head.revision);
+                head
+            }
+        };
         loop {
-            let from = format!("{}-0", last.unwrap_or(0));
-            let mut command = redis::cmd("XREAD");
-            command
+            let from = format!("{}-0", head.revision);
+            // The epoch and the revision ride in the same pipeline as the
+            // XREAD and are read right after it returns: every wake (at least
+            // once per TAIL_BLOCK) checks for lost data at no extra round trip.
+            let mut pipe = redis::pipe();
+            pipe.cmd("XREAD")
                 .arg(&options)
                 .arg("STREAMS")
                 .arg(log.stream_key())
-                .arg(&from);
-            let read = command.query_async::<Option<StreamReadReply>>(&mut conn);
+                .arg(&from)
+                .get(log.revision_key())
+                .get(log.epoch_key());
+            let read = pipe
+                .query_async::<(Option<StreamReadReply>, Option<u64>, Option<String>)>(&mut conn);
             let reply = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 reply = read => reply,
             };
-            match reply {
-                Ok(Some(reply)) => {
-                    for entry in reply.keys.iter().flat_map(|k| k.ids.iter()) {
-                        if let Some(event) = Event::from_stream_id(entry) {
-                            last = Some(event.revision);
-                            revision.send_replace(event.revision);
-                            // No receivers is fine: nobody is watching.
-                            let _ = events.send(Arc::new(event));
-                        }
-                    }
-                }
-                Ok(None) => {}
+            let (reply, revision, epoch) = match reply {
+                Ok(reply) => reply,
                 Err(error) => {
                     tracing::warn!(%error, stream = log.stream_key(), "event tail lost redis; reconnecting");
                     break;
                 }
+            };
+            let now = Head {
+                revision: revision.unwrap_or(0),
+                epoch,
+            };
+            if head.lost_to(&now) {
+                // The events just read (if any) belong to the new history
+                // or to the lost one: readers re-list instead.
+                publish_reset(&log, &events, &position, &head, &now);
+                head = now;
+                continue;
+            }
+            if head.epoch.is_none() {
+                head.epoch = now.epoch;
+            }
+            for entry in reply
+                .iter()
+                .flat_map(|r| r.keys.iter())
+                .flat_map(|k| k.ids.iter())
+            {
+                if let Some(event) = Event::from_stream_id(entry) {
+                    head.revision = event.revision;
+                    position.send_modify(|p| p.revision = event.revision);
+                    // No receivers is fine: nobody is watching.
+                    let _ = events.send(Arc::new(event));
+                }
             }
         }
+        known = Some(head);
         pause(&shutdown).await;
     }
+}
+
+/// Tell every reader that Redis lost or replaced the data (`seen` → `now`).
+fn publish_reset(
+    log: &EventLog,
+    events: &broadcast::Sender<Arc<Event>>,
+    position: &watch::Sender<Position>,
+    seen: &Head,
+    now: &Head,
+) {
+    tracing::warn!(
+        seen_revision = seen.revision,
+        revision = now.revision,
+        seen_epoch = seen.epoch.as_deref().unwrap_or(""),
+        epoch = now.epoch.as_deref().unwrap_or(""),
+        stream = log.stream_key(),
+        "redis lost or replaced its data (epoch or revision changed); readers reload"
+    );
+    position.send_modify(|p| {
+        p.revision = now.revision;
+        p.resets += 1;
+    });
+    let _ = events.send(Arc::new(Event::reset(now.revision)));
 }
 
 async fn pause(shutdown: &CancellationToken) {

@@ -9,6 +9,7 @@
 //! - [`openapi`]: the OpenAPI 3.1 pieces every service's document shares.
 //! - [`store`]: the Redis handle: one self-healing connection, bounded commands, key prefix.
 //! - [`egress`]: the rules for connecting to registered addresses (the `/svc` proxy, health probes).
+//! - [`json`]: bounds on JSON request bodies (nesting depth), checked before parsing.
 //! - [`events`]: the revisioned event log in Redis and the watch/blocking-query machinery on it.
 //! - [`registry`]: the registry's Redis schema and wire types (the bodies of registry-svc's API), read by health-svc and the gateway too.
 //! - [`config`]: the bodies of config-svc's API.
@@ -27,6 +28,7 @@ pub mod config;
 pub mod egress;
 pub mod events;
 pub mod health;
+pub mod json;
 pub mod metrics;
 pub mod names;
 pub mod openapi;

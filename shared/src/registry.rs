@@ -10,6 +10,7 @@
 //! | key | type | content | written by |
 //! |---|---|---|---|
 //! | `reg:revision`, `reg:events` | string, stream | the registry's [`EventLog`](crate::events::EventLog) | registry-svc, health-svc |
+//! | `reg:epoch` | string | the log's epoch (see [`crate::events`]): made by the first write into an empty Redis | registry-svc, health-svc |
 //! | `reg:services` | set | names of services with at least one instance | registry-svc |
 //! | `reg:svc:{service}` | hash | instance id → stored instance JSON (below) | registry-svc; health-svc rewrites the status prefix |
 //! | `reg:leases` | sorted set | `{service}/{id}` → lease deadline (ms since epoch) | registry-svc |

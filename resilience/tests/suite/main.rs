@@ -5,6 +5,7 @@
 
 mod bad_upstreams;
 mod common;
+mod data_loss;
 mod redis_outage;
 mod replica_loss;
 mod rolling_restart;
