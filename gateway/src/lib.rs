@@ -212,7 +212,7 @@ pub async fn run(
     };
     let common = &settings.common;
     let redis = Redis::new(
-        &common.redis_url,
+        common.redis_url.expose(),
         common.redis_prefix.as_str(),
         common.redis_timeout,
     )
@@ -303,7 +303,7 @@ pub async fn run(
             )
             .await
         }
-        None => server::serve(listener, app, shutdown.clone(), common.shutdown_grace).await,
+        None => server::serve(listener, app, shutdown.clone(), common.connection_limits()).await,
     };
 
     // Stop and wait for the background tasks this function owns.

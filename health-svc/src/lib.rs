@@ -102,7 +102,7 @@ pub async fn run(
     }
     let common = &settings.common;
     let redis = Redis::new(
-        &common.redis_url,
+        common.redis_url.expose(),
         common.redis_prefix.as_str(),
         common.redis_timeout,
     )
@@ -155,7 +155,7 @@ pub async fn run(
 
     let state = api::AppState { store, thresholds };
     let app = server::scaffold(api::routes(state), redis, common.max_body_bytes);
-    let served = server::serve(listener, app, shutdown.clone(), common.shutdown_grace).await;
+    let served = server::serve(listener, app, shutdown.clone(), common.connection_limits()).await;
     shutdown.cancel();
     tasks.close();
     tasks.wait().await;

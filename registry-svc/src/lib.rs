@@ -102,7 +102,7 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let common = &settings.common;
     let redis = Redis::new(
-        &common.redis_url,
+        common.redis_url.expose(),
         common.redis_prefix.as_str(),
         common.redis_timeout,
     )
@@ -133,7 +133,7 @@ pub async fn run(
         shutdown: tasks.clone(),
     };
     let app = server::scaffold(api::routes(state), redis, common.max_body_bytes);
-    let served = server::serve(listener, app, shutdown, common.shutdown_grace).await;
+    let served = server::serve(listener, app, shutdown, common.connection_limits()).await;
     tasks.cancel();
     let _ = feed_task.await;
     let _ = reaper_task.await;
