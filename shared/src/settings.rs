@@ -329,6 +329,35 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::unwrap_used)]
+    fn parsed_settings_never_print_the_redis_password() {
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        struct Binary {
+            #[command(flatten)]
+            common: CommonSettings,
+        }
+        let parsed =
+            Binary::try_parse_from(["bin", "--redis-url", "redis://mcp:s3cret-pw@127.0.0.1:6379"])
+                .unwrap();
+        let debug = format!("{parsed:?}");
+        assert!(debug.contains("redis://mcp:***@127.0.0.1:6379"), "{debug}");
+        assert!(!debug.contains("s3cret-pw"), "{debug}");
+        assert_eq!(
+            parsed.common.connection_limits(),
+            crate::server::ConnectionLimits::default()
+        );
+
+        // A refused value is named redacted, in one line.
+        let error = Binary::try_parse_from(["bin", "--redis-url", "redis://mcp:s3cret-pw@h:port"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("redis://mcp:***@h:port"), "{error}");
+        assert!(!error.contains("s3cret-pw"), "{error}");
+        assert_eq!(error.trim_end().lines().count(), 1, "{error}");
+    }
+
+    #[test]
     fn url_lists_split_on_commas() {
         assert_eq!(
             parse_url_list("http://a:1/, http://b:2").unwrap_or_default(),
