@@ -27,7 +27,8 @@ NAME=contract/gateway
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 OUT="$TARGET/contract/gateway"
 RUN_TIMEOUT=${CONTRACT_TIMEOUT:-900}
-SECRET="contract-gateway-secret-$$-$RANDOM"
+# At least 32 bytes (the gateway refuses a shorter JWT_SECRET).
+SECRET="contract-gateway-secret-$$-$RANDOM-0123456789abcdef"
 
 # --- processes ---------------------------------------------------------------
 

@@ -75,7 +75,7 @@ pub async fn run(
         );
     }
     let redis = Redis::new(
-        &common.redis_url,
+        common.redis_url.expose(),
         common.redis_prefix.as_str(),
         common.redis_timeout,
     )
@@ -100,7 +100,7 @@ pub async fn run(
         tasks.clone(),
     );
     let app = server::scaffold(api::routes(state), redis, common.max_body_bytes);
-    let served = server::serve(listener, app, shutdown, common.shutdown_grace).await;
+    let served = server::serve(listener, app, shutdown, common.connection_limits()).await;
     tasks.cancel();
     let _ = tail.await;
     let _ = writer.await;

@@ -70,11 +70,45 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-fn parse_secret(value: &str) -> Result<Secret, String> {
-    if value.is_empty() {
-        return Err("must not be empty".to_owned());
+/// The shortest `JWT_SECRET` accepted: 32 bytes, HS256's output size
+/// (RFC 7518 §3.2: the key must be at least as long as the hash).
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
+/// The clap parser of the HS256 secret: at least [`MIN_JWT_SECRET_BYTES`]
+/// bytes. Its error names the setting and the length, never the value
+/// (clap's own error would print it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SecretParser;
+
+impl clap::builder::TypedValueParser for SecretParser {
+    type Value = Secret;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Secret, clap::Error> {
+        let name = arg.map_or_else(|| "--jwt-secret".to_owned(), ToString::to_string);
+        let refuse = |why: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value for '{name}': {why}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        let Some(text) = value.to_str() else {
+            return Err(refuse("not UTF-8".to_owned()));
+        };
+        if text.len() < MIN_JWT_SECRET_BYTES {
+            return Err(refuse(format!(
+                "an HS256 secret must be at least {MIN_JWT_SECRET_BYTES} bytes, got {} \
+                 (make one with `openssl rand -hex 32`)",
+                text.len()
+            )));
+        }
+        Ok(Secret(Arc::from(text)))
     }
-    Ok(Secret(Arc::from(value)))
 }
 
 /// A non-empty list of upstream base URLs (`http://host:port[/path]`).
@@ -121,8 +155,8 @@ pub struct Settings {
     #[arg(long, env = "HEALTH_URL", default_value = "http://127.0.0.1:8083", value_parser = parse_urls)]
     pub health_url: UrlList,
 
-    /// HS256 secret for bearer tokens.
-    #[arg(long, env = "JWT_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    /// HS256 secret for bearer tokens (at least 32 bytes, e.g. `openssl rand -hex 32`).
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true, value_parser = SecretParser)]
     pub jwt_secret: Option<Secret>,
 
     /// PEM public key (RSA, P-256 or Ed25519) for bearer tokens.
@@ -216,7 +250,7 @@ async fn protected_egress(settings: &Settings, listener: &TcpListener) -> Egress
         }
     }
     egress
-        .protect_endpoint(&settings.common.redis_url, "Redis")
+        .protect_endpoint(settings.common.redis_url.expose(), "Redis")
         .await;
     if let Ok(own) = listener.local_addr() {
         egress.protect(own, "the gateway itself");
@@ -243,7 +277,7 @@ pub async fn run(
     };
     let common = &settings.common;
     let redis = Redis::new(
-        &common.redis_url,
+        common.redis_url.expose(),
         common.redis_prefix.as_str(),
         common.redis_timeout,
     )
@@ -331,11 +365,11 @@ pub async fn run(
                 app,
                 config,
                 shutdown.clone(),
-                common.shutdown_grace,
+                common.connection_limits(),
             )
             .await
         }
-        None => server::serve(listener, app, shutdown.clone(), common.shutdown_grace).await,
+        None => server::serve(listener, app, shutdown.clone(), common.connection_limits()).await,
     };
 
     // Stop and wait for the background tasks this function owns.

@@ -1,16 +1,20 @@
 //! TLS termination (rustls, ring provider) when `TLS_CERT_FILE` and
 //! `TLS_KEY_FILE` are set.
 //!
-//! axum-server does the TLS accept loop and the graceful drain; this module
-//! only loads the PEM files with a clear error and maps the shutdown token
-//! onto axum-server's handle, so a TLS gateway drains on SIGTERM exactly as
-//! a plain one does.
+//! The connection handling is the shared one ([`server::serve_with`]): the
+//! same connection cap, header-read and idle timeouts, header size cap and
+//! graceful drain as a plain listener. This module only loads the PEM files
+//! with a clear error and does the TLS handshake, which counts against the
+//! header-read timeout (a client that connects and never finishes the
+//! handshake is a slowloris too).
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{path::Path, sync::Arc};
 
 use axum::Router;
-use axum_server::{Handle, tls_rustls::RustlsConfig};
-use tokio::net::TcpListener;
+use axum_server::tls_rustls::RustlsConfig;
+use mcp_shared::server::{self, ConnectionLimits, Handshake};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tokio_util::sync::CancellationToken;
 
 /// Read the certificate chain and private key (PEM).
@@ -24,26 +28,28 @@ pub async fn load(cert: &Path, key: &Path) -> std::io::Result<RustlsConfig> {
     })
 }
 
+/// The TLS handshake of an accepted connection (ALPN offers h2 and http/1.1,
+/// as axum-server's loader sets them).
+#[derive(Clone)]
+struct Tls(TlsAcceptor);
+
+impl Handshake for Tls {
+    type Io = TlsStream<TcpStream>;
+
+    async fn handshake(&self, tcp: TcpStream) -> std::io::Result<Self::Io> {
+        self.0.accept(tcp).await
+    }
+}
+
 /// Serve `app` over TLS on `listener` until `shutdown`, then drain in-flight
-/// requests for at most `grace`.
+/// requests for at most `limits.shutdown_grace`.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     config: RustlsConfig,
     shutdown: CancellationToken,
-    grace: Duration,
+    limits: ConnectionLimits,
 ) -> std::io::Result<()> {
-    let handle: Handle<SocketAddr> = Handle::new();
-    let drain = handle.clone();
-    let stop = shutdown.clone();
-    let watcher = tokio::spawn(async move {
-        stop.cancelled().await;
-        drain.graceful_shutdown(Some(grace));
-    });
-    let served = axum_server::from_tcp_rustls(listener.into_std()?, config)?
-        .handle(handle)
-        .serve(app.into_make_service_with_connect_info::<SocketAddr>())
-        .await;
-    watcher.abort();
-    served
+    let acceptor = TlsAcceptor::from(Arc::clone(&config.get_inner()));
+    server::serve_with(listener, app, shutdown, limits, Tls(acceptor)).await
 }

@@ -484,8 +484,32 @@ async fn no_key_source_stops_the_gateway_with_one_line_naming_the_settings() {
 
 #[test]
 fn the_secret_is_never_printed() {
-    let settings =
-        gateway::Settings::try_parse_from(["gateway", "--jwt-secret", "hunter2-very-secret"])
-            .unwrap();
+    let settings = gateway::Settings::try_parse_from([
+        "gateway",
+        "--jwt-secret",
+        "hunter2-very-secret-hunter2-very-secret",
+    ])
+    .unwrap();
     assert!(!format!("{settings:?}").contains("hunter2"));
+}
+
+#[test]
+fn a_jwt_secret_under_32_bytes_is_refused_with_one_clear_line() {
+    let short = "x".repeat(31);
+    let error = gateway::Settings::try_parse_from(["gateway", "--jwt-secret", &short])
+        .unwrap_err()
+        .to_string();
+    assert_eq!(error.trim_end().lines().count(), 1, "{error}");
+    assert!(
+        error.contains("--jwt-secret") && error.contains("JWT_SECRET"),
+        "names the setting: {error}"
+    );
+    assert!(error.contains("at least 32 bytes, got 31"), "{error}");
+    assert!(
+        !error.contains(&short),
+        "the value is never echoed: {error}"
+    );
+
+    let exactly = "x".repeat(32);
+    assert!(gateway::Settings::try_parse_from(["gateway", "--jwt-secret", &exactly]).is_ok());
 }

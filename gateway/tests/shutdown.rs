@@ -102,3 +102,21 @@ fn missing_jwt_key_stops_the_binary_with_one_line() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("JWT_SECRET"), "{stderr}");
 }
+
+#[test]
+fn a_jwt_secret_under_32_bytes_stops_the_binary_with_one_line() {
+    let output = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .env("GATEWAY_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("RUST_LOG", "off")
+        .env("JWT_SECRET", "0123456789abcdef0123456789abcde")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("JWT_SECRET") && stderr.contains("32"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("0123456789abcdef"), "{stderr}");
+}

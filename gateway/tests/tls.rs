@@ -1,6 +1,8 @@
 //! TLS termination: with `TLS_CERT_FILE`/`TLS_KEY_FILE` the gateway speaks
 //! HTTPS (checked with a real rustls client trusting the test certificate),
-//! and a bad key file stops start-up with one line naming the settings.
+//! a bad key file stops start-up with one line naming the settings, and a
+//! slowloris client (over TLS, or stalling the handshake) is closed within
+//! the header-read timeout.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -27,8 +29,10 @@ fn key_file(name: &str) -> String {
         .into_owned()
 }
 
-/// One HTTP/1.1 request over TLS; returns the raw response text.
-async fn https_get(addr: std::net::SocketAddr, path: &str, auth: Option<&str>) -> String {
+/// A TLS connection to the gateway, trusting the test CA.
+async fn tls_connect(
+    addr: std::net::SocketAddr,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let mut roots = RootCertStore::empty();
     roots
         .add(CertificateDer::from_pem_file(key_file("tls-ca.pem")).unwrap())
@@ -38,10 +42,15 @@ async fn https_get(addr: std::net::SocketAddr, path: &str, auth: Option<&str>) -
         .with_no_client_auth();
     let connector = TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut tls = connector
+    connector
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// One HTTP/1.1 request over TLS; returns the raw response text.
+async fn https_get(addr: std::net::SocketAddr, path: &str, auth: Option<&str>) -> String {
+    let mut tls = tls_connect(addr).await;
     let auth = auth
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
@@ -54,6 +63,10 @@ async fn https_get(addr: std::net::SocketAddr, path: &str, auth: Option<&str>) -
 }
 
 fn settings(cert: &str, key: &str) -> gateway::Settings {
+    settings_with(cert, key, &[])
+}
+
+fn settings_with(cert: &str, key: &str, extra: &[&str]) -> gateway::Settings {
     let mut args = vec!["gateway".to_owned()];
     args.extend(mcp_testkit::common_args(&redis().url(), &prefix()));
     args.extend(mcp_testkit::egress_args());
@@ -68,6 +81,7 @@ fn settings(cert: &str, key: &str) -> gateway::Settings {
         ]
         .map(str::to_owned),
     );
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
     gateway::Settings::try_parse_from(args).unwrap()
 }
 
@@ -118,4 +132,70 @@ async fn an_unreadable_key_stops_start_up_with_a_line_naming_the_settings() {
     .to_string();
     assert!(error.starts_with("TLS_CERT_FILE/TLS_KEY_FILE"), "{error}");
     assert!(!error.contains('\n'), "one line: {error}");
+}
+
+/// Read until the peer closes (end of stream or an error) or `bound` passes;
+/// true when it closed.
+async fn closed_within<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    bound: std::time::Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + bound;
+    let mut chunk = [0u8; 1024];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_slowloris_client_over_tls_is_closed_within_the_header_read_timeout() {
+    use std::time::{Duration, Instant};
+    let settings = settings_with(
+        &key_file("tls-cert.pem"),
+        &key_file("tls-key.pem"),
+        &["--http-header-read-timeout", "500ms"],
+    );
+    let gateway =
+        mcp_testkit::spawn(|listener, shutdown| gateway::run(settings, listener, shutdown)).await;
+    let up = mcp_testkit::eventually(Duration::from_secs(5), || async {
+        https_get(gateway.addr, "/healthz", None)
+            .await
+            .starts_with("HTTP/1.1 200")
+    })
+    .await;
+    assert!(up, "no HTTPS answer from the gateway");
+
+    // Handshake done, half a header block, then nothing.
+    let mut slow = tls_connect(gateway.addr).await;
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    slow.flush().await.unwrap();
+    let started = Instant::now();
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(3)).await,
+        "a slowloris TLS connection was held past 3 s"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Connected, handshake never started: the same clock.
+    let mut stalled = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    let started = Instant::now();
+    assert!(
+        closed_within(&mut stalled, Duration::from_secs(3)).await,
+        "a stalled TLS handshake was held past 3 s"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
 }

@@ -107,7 +107,7 @@ pub async fn run(
     }
     let common = &settings.common;
     let redis = Redis::new(
-        &common.redis_url,
+        common.redis_url.expose(),
         common.redis_prefix.as_str(),
         common.redis_timeout,
     )
@@ -129,7 +129,9 @@ pub async fn run(
     let (membership, live) = Membership::new(replica_id);
     // Probes never reach Redis or this service itself (nor EGRESS_DENY_ADDRS).
     let mut egress = Egress::from_settings(&settings.egress).await;
-    egress.protect_endpoint(&common.redis_url, "Redis").await;
+    egress
+        .protect_endpoint(common.redis_url.expose(), "Redis")
+        .await;
     if let Ok(own) = listener.local_addr() {
         egress.protect(own, "health-svc");
     }
@@ -166,7 +168,7 @@ pub async fn run(
 
     let state = api::AppState { store, thresholds };
     let app = server::scaffold(api::routes(state), redis, common.max_body_bytes);
-    let served = server::serve(listener, app, shutdown.clone(), common.shutdown_grace).await;
+    let served = server::serve(listener, app, shutdown.clone(), common.connection_limits()).await;
     shutdown.cancel();
     tasks.close();
     tasks.wait().await;

@@ -183,13 +183,16 @@ pub async fn start(options: StackOptions, progress: &dyn Fn(&str)) -> anyhow::Re
     } else if options.start_redis {
         progress(&format!(
             "no Redis at {}; starting redis-server (data in {})",
-            options.redis_url,
+            mcp_shared::settings::redact_redis_url(&options.redis_url),
             options.redis_dir.display()
         ));
         let process = RedisProcess::start(&options.redis_dir).await?;
         (process.url.clone(), Some(process))
     } else {
-        bail!("no Redis answers at {}", options.redis_url);
+        bail!(
+            "no Redis answers at {}",
+            mcp_shared::settings::redact_redis_url(&options.redis_url)
+        );
     };
 
     let jwt_secret = options.jwt_secret.clone().unwrap_or_else(generate_secret);

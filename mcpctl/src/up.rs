@@ -14,7 +14,12 @@ use crate::stack::{self, StackOptions};
 #[derive(Debug, Clone, Args)]
 pub struct UpArgs {
     /// Redis to use if one answers there; otherwise `redis-server` from PATH is started.
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        hide_env_values = true,
+        default_value = "redis://127.0.0.1:6379"
+    )]
     pub redis_url: String,
     /// Data directory of a started redis-server.
     #[arg(long, default_value = ".mcp/redis")]
@@ -68,7 +73,7 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
     println!("  gateway   {}", stack.gateway_url);
     println!(
         "  redis     {}{}",
-        stack.redis_url,
+        mcp_shared::settings::redact_redis_url(&stack.redis_url),
         if stack.redis_started {
             format!(" (started here, data in {})", args.redis_dir.display())
         } else {

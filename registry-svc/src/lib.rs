@@ -108,7 +108,7 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let common = &settings.common;
     let redis = Redis::new(
-        &common.redis_url,
+        common.redis_url.expose(),
         common.redis_prefix.as_str(),
         common.redis_timeout,
     )
@@ -134,7 +134,9 @@ pub async fn run(
     ));
 
     let mut egress = Egress::from_settings(&settings.egress).await;
-    egress.protect_endpoint(&common.redis_url, "Redis").await;
+    egress
+        .protect_endpoint(common.redis_url.expose(), "Redis")
+        .await;
     if let Ok(own) = listener.local_addr() {
         egress.protect(own, "registry-svc");
     }
@@ -145,7 +147,7 @@ pub async fn run(
         egress: Arc::new(egress),
     };
     let app = server::scaffold(api::routes(state), redis, common.max_body_bytes);
-    let served = server::serve(listener, app, shutdown, common.shutdown_grace).await;
+    let served = server::serve(listener, app, shutdown, common.connection_limits()).await;
     tasks.cancel();
     let _ = feed_task.await;
     let _ = reaper_task.await;

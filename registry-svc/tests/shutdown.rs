@@ -1,5 +1,6 @@
 //! The real binary: SIGTERM lets an in-flight blocking query finish, then
-//! the process exits 0.
+//! the process exits 0; the password of `REDIS_URL` never shows in `--help`,
+//! a start-up error or a log line.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{
@@ -77,4 +78,88 @@ async fn sigterm_finishes_an_in_flight_blocking_query_and_exits_zero() {
     }
     assert!(exited, "registry-svc did not exit after SIGTERM");
     assert_eq!(status.unwrap().code(), Some(0));
+}
+
+const REDIS_PASSWORD: &str = "pw-never-printed-7f3a";
+
+#[test]
+fn the_redis_password_never_shows_in_help_or_a_start_up_error() {
+    let help = Command::new(env!("CARGO_BIN_EXE_registry-svc"))
+        .arg("--help")
+        .env(
+            "REDIS_URL",
+            format!("redis://mcp:{REDIS_PASSWORD}@127.0.0.1:6379"),
+        )
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("[env: REDIS_URL]"), "{text}");
+    assert!(!text.contains(REDIS_PASSWORD), "{text}");
+
+    // A URL the driver refuses: one line naming the setting, password redacted.
+    let bad = Command::new(env!("CARGO_BIN_EXE_registry-svc"))
+        .env(
+            "REDIS_URL",
+            format!("redis://mcp:{REDIS_PASSWORD}@127.0.0.1:notaport"),
+        )
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.contains("--redis-url") && first.contains("redis://mcp:***@127.0.0.1:notaport"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(REDIS_PASSWORD), "{stderr}");
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_is_logged_without_its_password() {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    // Nothing listens on `dead`: every Redis command fails and is logged.
+    let dead = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_registry-svc"))
+        .env("REGISTRY_ADDR", format!("127.0.0.1:{port}"))
+        .env(
+            "REDIS_URL",
+            format!("redis://mcp:{REDIS_PASSWORD}@127.0.0.1:{dead}"),
+        )
+        .env("MCP_REDIS_PREFIX", prefix())
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "debug")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let unready = eventually(Duration::from_secs(10), || async {
+        client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 503)
+    })
+    .await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let waited = tokio::task::spawn_blocking(move || child.wait_with_output());
+    let output = match tokio::time::timeout(Duration::from_secs(30), waited).await {
+        Ok(joined) => joined.unwrap().unwrap(),
+        Err(_) => panic!("registry-svc did not exit after SIGTERM"),
+    };
+    assert!(unready, "registry-svc did not answer /readyz 503");
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(logs.contains("listening"), "no logs captured: {logs}");
+    assert!(!logs.contains(REDIS_PASSWORD), "{logs}");
 }

@@ -3,9 +3,9 @@
 //! Every field reads a flag or an environment variable, and a bad value stops
 //! the process at start with one clap error line naming the setting.
 
-use std::time::Duration;
+use std::{ffi::OsStr, fmt, sync::Arc, time::Duration};
 
-use clap::{Args, ValueEnum};
+use clap::{Args, ValueEnum, error::ErrorKind};
 
 use crate::names::Name;
 
@@ -21,9 +21,10 @@ pub enum LogFormat {
 /// Settings shared by every MCP binary.
 #[derive(Debug, Clone, Args)]
 pub struct CommonSettings {
-    /// Redis to keep all state in (`redis://[user:pass@]host:port[/db]`).
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", value_parser = parse_redis_url)]
-    pub redis_url: String,
+    /// Redis to keep all state in (`redis://[user:pass@]host:port[/db]`; the
+    /// password is never shown: not here, not in logs, not in errors).
+    #[arg(long, env = "REDIS_URL", hide_env_values = true, default_value = "redis://127.0.0.1:6379", value_parser = RedisUrlParser)]
+    pub redis_url: RedisUrl,
 
     /// Prefix of every Redis key, so several stacks or tests can share one Redis.
     #[arg(long = "redis-prefix", env = "MCP_REDIS_PREFIX", default_value = "mcp")]
@@ -57,13 +58,166 @@ pub struct CommonSettings {
     /// How long a graceful shutdown waits for in-flight requests.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "25s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+
+    /// How long a client may take to send a request's header block (counted
+    /// from the connection, TLS handshake included, or from the first byte
+    /// of a later request on a kept-alive connection); then it is closed.
+    #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
+    pub http_header_read_timeout: Duration,
+
+    /// How long a kept-alive connection with no request in flight stays open.
+    #[arg(long, env = "HTTP_IDLE_TIMEOUT", default_value = "75s", value_parser = parse_timeout)]
+    pub http_idle_timeout: Duration,
+
+    /// Largest request header block, in bytes (at least 8192); a larger one
+    /// gets 431 and the connection is closed.
+    #[arg(long, env = "HTTP_MAX_HEADER_BYTES", default_value_t = 64 * 1024, value_parser = parse_max_header_bytes)]
+    pub http_max_header_bytes: usize,
+
+    /// Most connections served at once; further ones wait in the listen
+    /// backlog until one closes.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = parse_max_connections)]
+    pub http_max_connections: usize,
+}
+
+impl CommonSettings {
+    /// The connection limits of this binary's listener (the `HTTP_*` settings).
+    pub fn connection_limits(&self) -> crate::server::ConnectionLimits {
+        crate::server::ConnectionLimits {
+            header_read_timeout: self.http_header_read_timeout,
+            idle_timeout: self.http_idle_timeout,
+            max_header_bytes: self.http_max_header_bytes,
+            max_connections: self.http_max_connections,
+            shutdown_grace: self.shutdown_grace,
+        }
+    }
+}
+
+/// A Redis URL whose password never reaches a log line, an error or `--help`:
+/// `Display` and `Debug` show `redis://user:***@host:port` (and `pass=***`
+/// in the query of a `unix://` URL). [`RedisUrl::expose`] is the one way to
+/// the full text, for the Redis client.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(Arc<str>);
+
+impl RedisUrl {
+    /// Check `value` as a Redis URL the driver accepts.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        redis::Client::open(value)
+            .map(|_| Self(Arc::from(value)))
+            .map_err(|e| format!("not a Redis URL ({e}); expected redis://host:port"))
+    }
+
+    /// The full URL, password included: for the Redis client only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact_redis_url(&self.0))
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedisUrl({:?})", redact_redis_url(&self.0))
+    }
+}
+
+/// `url` with its password replaced by `***`: the userinfo password
+/// (`redis://user:***@host`) and a `pass=`/`password=` query value. Works on
+/// any text, parseable or not, so an invalid value can be named in an error.
+pub fn redact_redis_url(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(at) => url.split_at(at + 3),
+        None => ("", url),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let mut out = String::with_capacity(url.len());
+    out.push_str(scheme);
+    match authority.rfind('@') {
+        Some(at) => {
+            let (userinfo, host) = authority.split_at(at);
+            match userinfo.find(':') {
+                Some(colon) => {
+                    out.push_str(&userinfo[..colon]);
+                    out.push_str(":***");
+                }
+                // `redis://secret@host`: a lone userinfo may be a password too.
+                None if !userinfo.is_empty() => out.push_str("***"),
+                None => {}
+            }
+            out.push_str(host);
+        }
+        None => out.push_str(authority),
+    }
+    match tail.find('?') {
+        Some(q) => {
+            out.push_str(&tail[..=q]);
+            let (query, fragment) = match tail[q + 1..].find('#') {
+                Some(h) => tail[q + 1..].split_at(h),
+                None => (&tail[q + 1..], ""),
+            };
+            for (i, pair) in query.split('&').enumerate() {
+                if i > 0 {
+                    out.push('&');
+                }
+                match pair.split_once('=') {
+                    Some((key, _)) if key == "pass" || key == "password" => {
+                        out.push_str(key);
+                        out.push_str("=***");
+                    }
+                    _ => out.push_str(pair),
+                }
+            }
+            out.push_str(fragment);
+        }
+        None => out.push_str(tail),
+    }
+    out
+}
+
+/// The clap parser of [`RedisUrl`]: like a plain value parser, except that
+/// a refused value is named redacted (clap's own error would print it whole).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RedisUrlParser;
+
+impl clap::builder::TypedValueParser for RedisUrlParser {
+    type Value = RedisUrl;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<RedisUrl, clap::Error> {
+        let name = arg.map_or_else(|| "--redis-url".to_owned(), ToString::to_string);
+        let Some(text) = value.to_str() else {
+            return Err(clap::Error::raw(
+                ErrorKind::InvalidUtf8,
+                format!("invalid value for '{name}': not UTF-8\n"),
+            )
+            .with_cmd(cmd));
+        };
+        RedisUrl::parse(text).map_err(|e| {
+            clap::Error::raw(
+                ErrorKind::ValueValidation,
+                format!(
+                    "invalid value '{}' for '{name}': {e}\n",
+                    redact_redis_url(text)
+                ),
+            )
+            .with_cmd(cmd)
+        })
+    }
 }
 
 /// Accept a `redis://`, `rediss://` or `unix://` URL that the driver can use.
-pub fn parse_redis_url(value: &str) -> Result<String, String> {
-    redis::Client::open(value)
-        .map(|_| value.to_owned())
-        .map_err(|e| format!("not a Redis URL ({e}); expected redis://host:port"))
+pub fn parse_redis_url(value: &str) -> Result<RedisUrl, String> {
+    RedisUrl::parse(value)
 }
 
 /// Accept an `http://` or `https://` URL (trailing `/` removed).
@@ -108,6 +262,35 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
     humantime::parse_duration(value).map_err(|e| format!("not a duration ({e}); e.g. 500ms, 30s"))
 }
 
+/// A timeout: a humane duration (see [`parse_duration`]) above zero.
+pub fn parse_timeout(value: &str) -> Result<Duration, String> {
+    match parse_duration(value)? {
+        d if d.is_zero() => Err("must be above zero".to_owned()),
+        d => Ok(d),
+    }
+}
+
+/// The cap on a request's header block: at least 8192 bytes (hyper's
+/// smallest read buffer), at most 16 MiB.
+pub fn parse_max_header_bytes(value: &str) -> Result<usize, String> {
+    let bytes: usize = value
+        .parse()
+        .map_err(|_| "expected a number of bytes, e.g. 65536".to_owned())?;
+    if !(8192..=16 * 1024 * 1024).contains(&bytes) {
+        return Err("must be between 8192 and 16777216".to_owned());
+    }
+    Ok(bytes)
+}
+
+/// The cap on concurrent connections: at least 1.
+pub fn parse_max_connections(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(0) | Err(_) => Err("expected a number of connections above zero".to_owned()),
+        // tokio's semaphore holds at most `usize::MAX >> 3` permits.
+        Ok(n) => Ok(n.min(tokio::sync::Semaphore::MAX_PERMITS)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +299,62 @@ mod tests {
     fn redis_url_must_parse() {
         assert!(parse_redis_url("redis://127.0.0.1:6379").is_ok());
         assert!(parse_redis_url("not-a-url").is_err());
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn redis_passwords_are_redacted() {
+        let cases = [
+            (
+                "redis://user:s3cret@host:6379/2",
+                "redis://user:***@host:6379/2",
+            ),
+            ("redis://:s3cret@host", "redis://:***@host"),
+            ("rediss://s3cret@host:6380", "rediss://***@host:6380"),
+            ("redis://host:6379", "redis://host:6379"),
+            (
+                "unix:///run/redis.sock?db=1&pass=s3cret",
+                "unix:///run/redis.sock?db=1&pass=***",
+            ),
+            ("redis://u:p@ss:w0rd@host", "redis://u:***@host"),
+            ("not-a-url", "not-a-url"),
+        ];
+        for (url, redacted) in cases {
+            assert_eq!(redact_redis_url(url), redacted, "{url}");
+        }
+        let url = RedisUrl::parse("redis://user:s3cret@127.0.0.1:6379").unwrap();
+        assert_eq!(url.to_string(), "redis://user:***@127.0.0.1:6379");
+        assert!(!format!("{url:?}").contains("s3cret"));
+        assert_eq!(url.expose(), "redis://user:s3cret@127.0.0.1:6379");
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn parsed_settings_never_print_the_redis_password() {
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        struct Binary {
+            #[command(flatten)]
+            common: CommonSettings,
+        }
+        let parsed =
+            Binary::try_parse_from(["bin", "--redis-url", "redis://mcp:s3cret-pw@127.0.0.1:6379"])
+                .unwrap();
+        let debug = format!("{parsed:?}");
+        assert!(debug.contains("redis://mcp:***@127.0.0.1:6379"), "{debug}");
+        assert!(!debug.contains("s3cret-pw"), "{debug}");
+        assert_eq!(
+            parsed.common.connection_limits(),
+            crate::server::ConnectionLimits::default()
+        );
+
+        // A refused value is named redacted, in one line.
+        let error = Binary::try_parse_from(["bin", "--redis-url", "redis://mcp:s3cret-pw@h:port"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("redis://mcp:***@h:port"), "{error}");
+        assert!(!error.contains("s3cret-pw"), "{error}");
+        assert_eq!(error.trim_end().lines().count(), 1, "{error}");
     }
 
     #[test]

@@ -1,14 +1,22 @@
 //! The server scaffold every service runs on, tested against a real
 //! redis-server and real HTTP: health, readiness through a Redis outage,
 //! metrics by route template, problem+json for unknown routes and
-//! rejections, and graceful shutdown with a request in flight.
+//! rejections, graceful shutdown with a request in flight, and the
+//! connection limits (slowloris, header size, idle keep-alive, connection cap).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::{Duration, Instant};
 
 use axum::{Json, Router, extract::Path, routing::get};
-use mcp_shared::{Redis, server};
+use mcp_shared::{
+    Redis,
+    server::{self, ConnectionLimits},
+};
 use mcp_testkit::{RedisServer, TestService, eventually, prefix, redis};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
 
 async fn slow() -> &'static str {
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -24,6 +32,14 @@ async fn echo(Json(v): Json<serde_json::Value>) -> Json<serde_json::Value> {
 }
 
 async fn spawn_app(redis_url: String) -> TestService {
+    let limits = ConnectionLimits {
+        shutdown_grace: Duration::from_secs(5),
+        ..ConnectionLimits::default()
+    };
+    spawn_limited(redis_url, limits).await
+}
+
+async fn spawn_limited(redis_url: String, limits: ConnectionLimits) -> TestService {
     mcp_testkit::spawn(move |listener, shutdown| async move {
         let redis = Redis::new(&redis_url, &prefix(), Duration::from_secs(1)).unwrap();
         let routes = Router::new()
@@ -31,7 +47,7 @@ async fn spawn_app(redis_url: String) -> TestService {
             .route("/items/{id}", get(item))
             .route("/echo", axum::routing::post(echo));
         let app = server::scaffold(routes, redis, 1024);
-        server::serve(listener, app, shutdown, Duration::from_secs(5)).await
+        server::serve(listener, app, shutdown, limits).await
     })
     .await
 }
@@ -195,4 +211,193 @@ async fn shutdown_lets_an_in_flight_request_finish() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), "done");
     stopped.await.unwrap().unwrap();
+}
+
+/// Read from `stream` until the server closes it or `bound` passes: what
+/// was read, and whether it closed (end of stream or reset).
+async fn read_until_closed(stream: &mut TcpStream, bound: Duration) -> (Vec<u8>, bool) {
+    let deadline = tokio::time::Instant::now() + bound;
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (seen, true),
+            Ok(Ok(n)) => seen.extend_from_slice(&chunk[..n]),
+            Err(_) => return (seen, false),
+        }
+    }
+}
+
+/// Read from `stream` until `seen` holds `marker` (bounded by `bound`).
+async fn read_until(stream: &mut TcpStream, marker: &str, bound: Duration) -> String {
+    let deadline = tokio::time::Instant::now() + bound;
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains(marker) {
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => seen.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+fn short(header_read_timeout_ms: u64, idle_timeout_ms: u64) -> ConnectionLimits {
+    ConnectionLimits {
+        header_read_timeout: Duration::from_millis(header_read_timeout_ms),
+        idle_timeout: Duration::from_millis(idle_timeout_ms),
+        shutdown_grace: Duration::from_secs(2),
+        ..ConnectionLimits::default()
+    }
+}
+
+const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+
+#[tokio::test]
+async fn a_slowloris_connection_is_closed_within_the_header_read_timeout() {
+    let app = spawn_limited(redis().url(), short(500, 30_000)).await;
+
+    // Half a header block, then nothing: closed at the header-read timeout.
+    let mut slow = TcpStream::connect(app.addr).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let (_, closed) = read_until_closed(&mut slow, Duration::from_secs(3)).await;
+    assert!(closed, "a slowloris connection was held past 3 s");
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "closed too early: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "closed late: {:?}",
+        started.elapsed()
+    );
+
+    // Connected, never a byte (not even enough to pick HTTP/1 or HTTP/2): the same.
+    let mut silent = TcpStream::connect(app.addr).await.unwrap();
+    let started = Instant::now();
+    let (_, closed) = read_until_closed(&mut silent, Duration::from_secs(3)).await;
+    assert!(closed, "a silent connection was held past 3 s");
+    assert!(started.elapsed() < Duration::from_millis(1500));
+
+    // A prompt client on a kept-alive connection is served twice.
+    let mut prompt = TcpStream::connect(app.addr).await.unwrap();
+    for _ in 0..2 {
+        prompt.write_all(HEALTHZ).await.unwrap();
+        let answer = read_until(&mut prompt, "\"ok\"}", Duration::from_secs(3)).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_header_block_is_refused_with_431() {
+    let limits = ConnectionLimits {
+        max_header_bytes: 16 * 1024,
+        ..short(5_000, 30_000)
+    };
+    let app = spawn_limited(redis().url(), limits).await;
+
+    let mut big = TcpStream::connect(app.addr).await.unwrap();
+    let request = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(40 * 1024)
+    );
+    // The server may close before reading it all: a failed write is fine.
+    let _ = big.write_all(request.as_bytes()).await;
+    let (answer, closed) = read_until_closed(&mut big, Duration::from_secs(3)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    assert!(closed, "the connection must close after 431");
+
+    // Under the cap: served.
+    let fits = reqwest::Client::new()
+        .get(app.at("/healthz"))
+        .header("x-big", "a".repeat(8 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fits.status(), 200);
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
+    // The idle timeout (400 ms) is well under the header-read one (5 s), so
+    // the close below is the idle clock's.
+    let app = spawn_limited(redis().url(), short(5_000, 400)).await;
+    let mut kept = TcpStream::connect(app.addr).await.unwrap();
+    kept.write_all(HEALTHZ).await.unwrap();
+    let answer = read_until(&mut kept, "\"ok\"}", Duration::from_secs(3)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let started = Instant::now();
+    let (rest, closed) = read_until_closed(&mut kept, Duration::from_secs(3)).await;
+    assert!(closed, "an idle keep-alive connection was held past 3 s");
+    assert!(rest.is_empty(), "nothing more is sent before the close");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "closed too early: {:?}",
+        started.elapsed()
+    );
+
+    // HTTP/2: the connection ends once no stream is open for the idle timeout.
+    let tcp = TcpStream::connect(app.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let connection = tokio::spawn(connection);
+    let request = axum::http::Request::get("/healthz")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    use http_body_util::BodyExt as _;
+    response.into_body().collect().await.unwrap();
+    let started = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(3), connection).await;
+    assert!(ended.is_ok(), "an idle HTTP/2 connection was held past 3 s");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_wait_for_a_free_slot() {
+    let limits = ConnectionLimits {
+        max_connections: 2,
+        ..short(10_000, 30_000)
+    };
+    let app = spawn_limited(redis().url(), limits).await;
+
+    // Two kept-alive connections, each served once, hold both slots.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(app.addr).await.unwrap();
+        stream.write_all(HEALTHZ).await.unwrap();
+        let answer = read_until(&mut stream, "\"ok\"}", Duration::from_secs(3)).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        held.push(stream);
+    }
+
+    // The third connects (the kernel's backlog) but is not served...
+    let mut third = TcpStream::connect(app.addr).await.unwrap();
+    third.write_all(HEALTHZ).await.unwrap();
+    let waiting = read_until(&mut third, "\"ok\"}", Duration::from_millis(500)).await;
+    assert!(waiting.is_empty(), "served past the cap: {waiting}");
+
+    // ...until one of the two closes.
+    drop(held.pop());
+    let answer = read_until(&mut third, "\"ok\"}", Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_response_slower_than_both_timeouts_is_not_cut() {
+    // `/slow` takes 800 ms: longer than either timeout, but in flight throughout.
+    let app = spawn_limited(redis().url(), short(300, 300)).await;
+    let response = reqwest::get(app.at("/slow")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "done");
 }

@@ -130,7 +130,10 @@ async fn a_request_span_continues_traceparent_parents_its_redis_spans_and_its_lo
             listener,
             server::scaffold(routes, store, 1024),
             shutdown,
-            Duration::from_secs(1),
+            server::ConnectionLimits {
+                shutdown_grace: Duration::from_secs(1),
+                ..server::ConnectionLimits::default()
+            },
         )
     })
     .await;
