@@ -3,7 +3,8 @@
 
 Usage: smoke.py GATEWAY_URL JWT_SECRET
 
-Checks /readyz, /healthz and /metrics of the gateway, that /api needs a token,
+Checks /readyz, /healthz and /metrics of the gateway (401 without a token, 200
+with a `metrics:read` one), that /api needs a token,
 then with an HS256 token minted from JWT_SECRET: registers an instance, writes
 and reads a config key, and finds the instance in discovery.
 
@@ -77,13 +78,20 @@ def main():
     base, secret = sys.argv[1].rstrip("/"), sys.argv[2]
     failures, skips = [], []
 
-    # The gateway itself.
-    for path, want in (("/readyz", 200), ("/healthz", 200), ("/metrics", 200)):
-        status, _, body = call(base, "GET", path)
+    # The gateway itself; its /metrics needs a token with `metrics:read`.
+    scraper = mint_token(secret, "metrics:read", subject="ci-prometheus")
+    for path, token, want in (
+        ("/readyz", None, 200),
+        ("/healthz", None, 200),
+        ("/metrics", None, 401),
+        ("/metrics", scraper, 200),
+    ):
+        status, _, body = call(base, "GET", path, token)
+        what = f"GET {path}" + (" with a metrics:read token" if token else "")
         if status != want:
-            failures.append(f"GET {path}: expected {want}, got {status}: {body}")
+            failures.append(f"{what}: expected {want}, got {status}: {body}")
         else:
-            print(f"  ok   GET {path}: {status}")
+            print(f"  ok   {what}: {status}")
 
     token = mint_token(secret, "registry:read registry:write config:read config:write")
 

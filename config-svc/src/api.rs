@@ -23,6 +23,7 @@ use mcp_shared::{
         ConfigWrite, NamespaceList, SchemaDryRun, SyncStatus, WatchScope,
     },
     events::{Event, EventFeed, WatchResponse},
+    http::Blocking,
     json,
     names::{Key, Name},
     openapi::{
@@ -30,7 +31,6 @@ use mcp_shared::{
         Unprocessable,
     },
     problem::{self, FieldError},
-    settings::parse_duration,
     time::{now_rfc3339, rfc3339_ms},
 };
 use serde_json::Value;
@@ -41,9 +41,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     error::ConfigError,
     model::{
-        MAX_MESSAGE_LEN, MAX_SUBJECT_LEN, MAX_WAIT, Precondition, PutBody, RESERVED_SUFFIXES,
-        ReadQuery, StoredEntry, WatchQuery, WriteQuery, compact_json, delete_tail, entry_json,
-        entry_tail, etag, event_is_for, parse_etag, stored_version,
+        MAX_MESSAGE_LEN, MAX_SUBJECT_LEN, Precondition, PutBody, RESERVED_SUFFIXES, ReadQuery,
+        StoredEntry, WatchQuery, WriteQuery, compact_json, delete_tail, entry_json, entry_tail,
+        etag, event_is_for, parse_etag, stored_version,
     },
     openapi::{
         BlockingQuery, DeleteHeaders, DryRunQuery, EntryOrDryRun, JsonSchema, KeyPath, ListQuery,
@@ -319,22 +319,12 @@ fn object<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, ConfigErro
     serde_json::from_slice(body).map_err(body_error)
 }
 
-/// `?index=&wait=`: `None` for a plain read (`wait` is checked all the same).
+/// `?index=&wait=`: `None` for a plain read, `index=0` included (`wait` is
+/// checked all the same); the rules are the shared ones of [`Blocking`].
 fn blocking(query: &ReadQuery) -> Result<Option<(u64, Duration)>, ConfigError> {
-    let wait = match query.wait.as_deref() {
-        None | Some("") => MAX_WAIT,
-        Some(w) if w.bytes().all(|b| b.is_ascii_digit()) => {
-            Duration::from_secs(w.parse().unwrap_or(u64::MAX))
-        }
-        Some(w) => parse_duration(w).map_err(|e| ConfigError::invalid("wait", e))?,
-    };
-    let Some(index) = query.index.as_deref() else {
-        return Ok(None);
-    };
-    let index = index.parse().map_err(|_| {
-        ConfigError::invalid("index", "must be a revision (a non-negative integer)")
-    })?;
-    Ok(Some((index, wait.min(MAX_WAIT))))
+    Blocking::from_values(query.index.as_deref(), query.wait.as_deref())
+        .map(|blocking| blocking.map(|b| (b.index, b.wait)))
+        .map_err(|e| ConfigError::invalid(e.field, e.message))
 }
 
 fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ConfigError> {

@@ -19,8 +19,6 @@ use mcp_shared::names::{Key, Name};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-/// How long a blocking query waits at most (DESIGN.md: 5 minutes).
-pub const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 /// The longest `updated_by` kept (longer subjects are cut).
 pub const MAX_SUBJECT_LEN: usize = 256;
 /// Key suffixes that address sub-resources (`…/history`, `…/rollback`).
@@ -235,7 +233,7 @@ pub fn compact_json(text: &str) -> Cow<'_, str> {
 pub struct ReadQuery {
     /// Wait until a change after this revision.
     pub index: Option<String>,
-    /// How long to wait (`30s`, `5m`, or seconds); at most 5 minutes.
+    /// How long to wait (`30s`, `5m`, or seconds); read by [`mcp_shared::http::Blocking`].
     pub wait: Option<String>,
     /// Only keys starting with this (list only).
     pub prefix: Option<String>,

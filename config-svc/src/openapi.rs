@@ -28,15 +28,12 @@ use utoipa::{
     },
 };
 
-use crate::model::{MAX_SUBJECT_LEN, MAX_WAIT};
+use crate::model::MAX_SUBJECT_LEN;
 
 /// A list prefix: what a key may hold, cut anywhere (or nothing).
 const PREFIX_PATTERN: &str = "^[A-Za-z0-9._/-]*$";
 /// An entity tag holding a version (`"3"`).
 const ETAG_PATTERN: &str = r#"^"[0-9]{1,19}"$"#;
-/// The common forms of `wait` (the service takes any humantime duration);
-/// empty is the default.
-const WAIT_PATTERN: &str = "^([0-9]{1,9}(ms|s|m|h)?)?$";
 
 fn string() -> ObjectBuilder {
     ObjectBuilder::new().schema_type(Type::String)
@@ -109,29 +106,10 @@ pub struct BlockingQuery;
 
 impl IntoParams for BlockingQuery {
     fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
-        let max_wait = MAX_WAIT.as_secs();
-        vec![
-            query(
-                "index",
-                "Blocking query: answer once a change passes this revision (the `X-Mcp-Index` \
-                 of an earlier answer), or when `wait` runs out.",
-                revision(),
-            )
-            .build(),
-            query(
-                "wait",
-                &format!(
-                    "Blocking query: the longest to hold the request, as `30s`, `500ms`, `5m` \
-                     or bare seconds (any humantime duration such as `1m 30s` is accepted too); \
-                     capped at (and, with `index` alone or `wait` empty, defaulting to) \
-                     {max_wait} s. Without `index` it has no effect."
-                ),
-                string()
-                    .pattern(Some(WAIT_PATTERN))
-                    .examples(["30s", "500ms", "5"]),
-            )
-            .build(),
-        ]
+        mcp_shared::http::parameters(
+            "Blocking query: answer once a change passes this revision (the `X-Mcp-Index` \
+             of an earlier answer), or when `wait` runs out.",
+        )
     }
 }
 

@@ -340,6 +340,46 @@ async fn blocking_get_returns_when_the_key_changes() {
     assert!(next > index);
 }
 
+#[tokio::test]
+async fn index_zero_answers_at_once_and_an_empty_wait_is_the_default() {
+    let svc = start(&redis().url(), &prefix(), &[]).await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    // A namespace nothing was ever written to: index 0 would otherwise wait
+    // the whole default wait. It never blocks (as in Consul).
+    let started = std::time::Instant::now();
+    let listed = http
+        .get(svc.at("/v1/namespaces/quiet/keys?index=0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    put(&http, &svc, "app", "k", json!(1)).await;
+    put(&http, &svc, "app", "k", json!(2)).await;
+    // An empty `wait` is the default (registry-svc reads it the same way);
+    // behind the revision it answers at once. `%77ait` is `wait`.
+    for query in ["index=1&wait=", "index=1&%77ait=1s"] {
+        let read = http
+            .get(format!("{}?{query}", key_url(&svc, "app", "k")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(read.status(), 200, "{query}");
+    }
+    let bad = http
+        .get(format!("{}?index=1&%77ait=soon", key_url(&svc, "app", "k")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let problem: Value = bad.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["field"], "wait", "{problem}");
+}
+
 /// (method, path, header, body, status, field named in the problem)
 type Case<'a> = (
     &'a str,

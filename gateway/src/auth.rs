@@ -4,7 +4,10 @@
 //! [`Verifier`] accepts (401 otherwise) and the scope its route needs (403
 //! otherwise). Client-sent `X-Auth-*` headers are dropped first, so only the
 //! gateway ever sets `X-Auth-Subject` and `X-Auth-Scopes`. The verified
-//! [`Principal`] rides on in the request's extensions for the rate limiter.
+//! [`Principal`] rides on in the request's extensions for the rate limiter
+//! and the proxy, which sets `X-Auth-*` on the upstream request only after
+//! it removed the hop-by-hop headers: set here, a client's
+//! `Connection: x-auth-subject` would have the proxy remove them again.
 //!
 //! Runs after path normalisation, so the scope is decided on the same
 //! canonical path the proxy routes on.
@@ -26,7 +29,7 @@ use tower::{Layer, Service};
 
 use crate::{
     error::GatewayError,
-    jwt::{AuthFailure, Verifier},
+    jwt::{AuthFailure, Identity, Verifier},
 };
 
 /// Set by the gateway: the token's `sub`.
@@ -39,6 +42,8 @@ pub const X_AUTH_SCOPES: HeaderName = HeaderName::from_static("x-auth-scopes");
 pub struct Principal {
     /// The token's `sub`, when it has one.
     pub subject: Option<Arc<str>>,
+    /// The verified token, with the `X-Auth-*` values the proxy forwards.
+    pub identity: Arc<Identity>,
 }
 
 /// What a route needs beyond a valid token.
@@ -53,10 +58,14 @@ pub enum Requirement {
 impl Requirement {
     /// The requirement of `method` on (normalised) `path`: `GET`/`HEAD` on
     /// `/api/v1/{area}/…` need `{area}:read`, other methods `{area}:write`;
-    /// `/admin/…` needs `admin`.
+    /// `/admin/…` needs `admin`; the gateway's own `/metrics` needs
+    /// `metrics:read` (see `admin::guard_metrics`).
     pub fn of(method: &Method, path: &str) -> Self {
         if path.starts_with("/admin/") || path == "/admin" {
             return Self::Scope("admin");
+        }
+        if path == "/metrics" {
+            return Self::Scope("metrics:read");
         }
         let Some(rest) = path.strip_prefix("/api/v1/") else {
             return Self::Token;
@@ -133,18 +142,26 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let verifier = self.verifier.clone();
         Box::pin(async move {
-            match authorize(&verifier, &mut request).await {
+            match check(&verifier, &mut request).await {
                 Ok(()) => inner.call(request).await,
-                Err(error) => {
-                    if let GatewayError::Unauthorized(failure) = &error {
-                        metrics::counter!("gateway_auth_failures_total", "reason" => failure.reason())
-                            .increment(1);
-                    }
-                    Ok(error.into_response())
-                }
+                Err(refusal) => Ok(refusal),
             }
         })
     }
+}
+
+/// Authenticate and authorize `request` as [`AuthLayer`] does, for a route
+/// outside its stack (the gateway's `/metrics`): the refusal is the
+/// problem+json response to send, and a 401 is counted in
+/// `gateway_auth_failures_total`.
+pub async fn check(verifier: &Verifier, request: &mut Request) -> Result<(), Response> {
+    authorize(verifier, request).await.map_err(|error| {
+        if let GatewayError::Unauthorized(failure) = &error {
+            metrics::counter!("gateway_auth_failures_total", "reason" => failure.reason())
+                .increment(1);
+        }
+        error.into_response()
+    })
 }
 
 async fn authorize(verifier: &Verifier, request: &mut Request) -> Result<(), GatewayError> {
@@ -160,13 +177,10 @@ async fn authorize(verifier: &Verifier, request: &mut Request) -> Result<(), Gat
     {
         return Err(GatewayError::Forbidden(needed));
     }
-    let headers = request.headers_mut();
-    if let Some(subject) = &identity.subject_header {
-        headers.insert(X_AUTH_SUBJECT, subject.clone());
-    }
-    headers.insert(X_AUTH_SCOPES, identity.scopes_header.clone());
+    // No `X-Auth-*` header is set here: the proxy sets them (see the module docs).
     request.extensions_mut().insert(Principal {
         subject: identity.subject.clone(),
+        identity,
     });
     Ok(())
 }
@@ -217,6 +231,11 @@ mod tests {
             Requirement::of(&Method::POST, "/svc/echo/x"),
             Requirement::Token
         );
+        assert_eq!(
+            Requirement::of(&Method::GET, "/metrics"),
+            Requirement::Scope("metrics:read")
+        );
+        assert!(Requirement::Scope("metrics:read").allows("admin"));
         assert!(Requirement::Scope("config:read").allows("registry:read admin"));
         assert!(!Requirement::Scope("config:read").allows("config:write"));
     }

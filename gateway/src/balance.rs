@@ -7,10 +7,23 @@
 //! instances it costs O(1) and does not stampede onto one fresh instance.
 //! An instance whose circuit is open is skipped; when every one is, the
 //! request fails at once with the time until the first trial.
+//!
+//! Metrics: `gateway_upstream_requests_total{upstream,outcome}` is counted
+//! per upstream (not per instance) in [`UpstreamCounters`] that every
+//! endpoint of one upstream shares, and lives only while an endpoint of it
+//! does (see [`UpstreamCounters::render`]); the per-instance
+//! `gateway_circuit_state` is rendered from the live routing table (see
+//! `admin::render_metrics`). Neither goes through the `metrics` crate, whose
+//! Prometheus recorder keeps every series it ever saw: a registry that churns
+//! through instance ids (or service names) would grow it without bound.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicUsize, Ordering},
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    sync::{
+        Arc, Mutex, OnceLock, Weak,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
 };
 
 use axum::http::{HeaderValue, uri::Authority};
@@ -36,33 +49,30 @@ pub enum Outcome {
     ConnectError,
     /// No response headers in time.
     Timeout,
+    /// A blocking query got no response headers within its `wait` plus the
+    /// upstream timeout (counted as a timeout, but no breaker failure: the
+    /// client chose how long the upstream may hold it).
+    LongPollTimeout,
     /// The exchange broke after connecting.
     Error,
 }
 
-impl Outcome {
-    const ALL: [Outcome; 8] = [
-        Self::Success,
-        Self::Redirect,
-        Self::ClientError,
-        Self::ServerError,
-        Self::DependencyDown,
-        Self::ConnectError,
-        Self::Timeout,
-        Self::Error,
-    ];
+/// How many [`Outcome`]s there are.
+const OUTCOMES: usize = 9;
 
-    fn label(self) -> &'static str {
-        match self {
-            Self::Success => "2xx",
-            Self::Redirect => "3xx",
-            Self::ClientError => "4xx",
-            Self::ServerError | Self::DependencyDown => "5xx",
-            Self::ConnectError => "connect_error",
-            Self::Timeout => "timeout",
-            Self::Error => "error",
-        }
-    }
+impl Outcome {
+    /// The label of each outcome, in declaration order (the counter index).
+    const LABELS: [&'static str; OUTCOMES] = [
+        "2xx",
+        "3xx",
+        "4xx",
+        "5xx",
+        "5xx",
+        "connect_error",
+        "timeout",
+        "timeout",
+        "error",
+    ];
 
     /// The outcome of a response status.
     pub fn of_status(status: u16) -> Self {
@@ -74,13 +84,110 @@ impl Outcome {
         }
     }
 
-    /// Whether the breaker counts it as a failure.
+    /// Whether the breaker counts it as a failure: what says the instance
+    /// is broken, never what a client can cause on its own (a 4xx, a long
+    /// poll held as asked, a 503 of the control plane's shared Redis).
     pub fn is_failure(self) -> bool {
         matches!(
             self,
             Self::ServerError | Self::ConnectError | Self::Timeout | Self::Error
         )
     }
+}
+
+/// `gateway_upstream_requests_total` of one upstream, by outcome: shared by
+/// its endpoints, so counting is one relaxed atomic add.
+#[derive(Debug, Default)]
+pub struct UpstreamCounters {
+    by_outcome: [AtomicU64; OUTCOMES],
+}
+
+/// Every upstream's counters, by name, held weakly: an entry dies with the
+/// last endpoint of its upstream (the instance left the table and no request
+/// holds it), so the series count follows the live table, not its history.
+/// Written by hand: the `metrics` crate's Prometheus exporter cannot remove
+/// a series. Touched only when an endpoint is built and at a scrape, never
+/// per request.
+fn upstream_counters() -> &'static Mutex<HashMap<Box<str>, Weak<UpstreamCounters>>> {
+    static ALL: OnceLock<Mutex<HashMap<Box<str>, Weak<UpstreamCounters>>>> = OnceLock::new();
+    ALL.get_or_init(Mutex::default)
+}
+
+impl UpstreamCounters {
+    /// The counters of `upstream`, shared with its other live endpoints.
+    pub fn of(upstream: &str) -> Arc<Self> {
+        let mut all = match upstream_counters().lock() {
+            Ok(all) => all,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(counters) = all.get(upstream).and_then(Weak::upgrade) {
+            return counters;
+        }
+        // A new upstream (or one that came back): forget the dead first, so
+        // the map stays as small as the live set plus what died since.
+        all.retain(|_, counters| counters.strong_count() > 0);
+        let counters = Arc::new(Self::default());
+        all.insert(upstream.into(), Arc::downgrade(&counters));
+        counters
+    }
+
+    fn count(&self, outcome: Outcome) {
+        self.by_outcome[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Append `gateway_upstream_requests_total` of every live upstream to `out`
+    /// (Prometheus text format), dropping the dead ones.
+    pub fn render(out: &mut String) {
+        let mut all = match upstream_counters().lock() {
+            Ok(all) => all,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        all.retain(|_, counters| counters.strong_count() > 0);
+        let mut live: Vec<(&str, Arc<Self>)> = all
+            .iter()
+            .filter_map(|(name, counters)| Some((&**name, counters.upgrade()?)))
+            .collect();
+        live.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        out.push_str(
+            "# HELP gateway_upstream_requests_total Requests the gateway sent upstream, by outcome.\n\
+             # TYPE gateway_upstream_requests_total counter\n",
+        );
+        for (name, counters) in live {
+            // Outcomes sharing a label (5xx, timeout) are summed into one series.
+            let mut sums: Vec<(&str, u64)> = Vec::with_capacity(OUTCOMES);
+            for (index, label) in Outcome::LABELS.iter().enumerate() {
+                let value = counters.by_outcome[index].load(Ordering::Relaxed);
+                match sums.iter_mut().find(|(l, _)| l == label) {
+                    Some((_, sum)) => *sum += value,
+                    None => sums.push((label, value)),
+                }
+            }
+            for (label, value) in sums {
+                let _ = writeln!(
+                    out,
+                    "gateway_upstream_requests_total{{upstream=\"{}\",outcome=\"{label}\"}} {value}",
+                    escape_label(name)
+                );
+            }
+        }
+    }
+}
+
+/// A Prometheus label value with `\`, `"` and newlines escaped.
+pub fn escape_label(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains(['\\', '"', '\n']) {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    let mut escaped = String::with_capacity(value.len() + 2);
+    for c in value.chars() {
+        match c {
+            '\\' => escaped.push_str("\\\\"),
+            '"' => escaped.push_str("\\\""),
+            '\n' => escaped.push_str("\\n"),
+            c => escaped.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(escaped)
 }
 
 /// One instance of an upstream: where it is, its breaker, its load.
@@ -97,8 +204,8 @@ pub struct Endpoint {
     /// The instance's circuit breaker.
     pub breaker: CircuitBreaker,
     in_flight: AtomicUsize,
-    /// Prebuilt counters, one per [`Outcome`], so counting allocates nothing.
-    counters: [metrics::Counter; 8],
+    /// The upstream's request counters (shared with its other endpoints).
+    counters: Arc<UpstreamCounters>,
 }
 
 impl Endpoint {
@@ -111,21 +218,14 @@ impl Endpoint {
         breaker: BreakerSettings,
     ) -> Option<Self> {
         let host_header = HeaderValue::from_str(authority.as_str()).ok()?;
-        let counters = Outcome::ALL.map(|outcome| {
-            metrics::counter!(
-                "gateway_upstream_requests_total",
-                "upstream" => upstream.to_owned(),
-                "outcome" => outcome.label()
-            )
-        });
         Some(Self {
-            breaker: CircuitBreaker::new(breaker, upstream, &id),
+            counters: UpstreamCounters::of(upstream),
+            breaker: CircuitBreaker::new(breaker),
             id,
             authority,
             base_path,
             host_header,
             in_flight: AtomicUsize::new(0),
-            counters,
         })
     }
 
@@ -135,7 +235,7 @@ impl Endpoint {
     }
 
     fn count(&self, outcome: Outcome) {
-        self.counters[outcome as usize].increment(1);
+        self.counters.count(outcome);
     }
 }
 
@@ -299,5 +399,61 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_says_the_instance_is_broken_is_a_breaker_failure() {
+        for outcome in [
+            Outcome::Success,
+            Outcome::Redirect,
+            Outcome::ClientError,
+            Outcome::DependencyDown,
+            Outcome::LongPollTimeout,
+        ] {
+            assert!(!outcome.is_failure(), "{outcome:?}");
+        }
+        for outcome in [
+            Outcome::ServerError,
+            Outcome::ConnectError,
+            Outcome::Timeout,
+            Outcome::Error,
+        ] {
+            assert!(outcome.is_failure(), "{outcome:?}");
+        }
+        for status in [400, 404, 408, 429, 499] {
+            assert!(!Outcome::of_status(status).is_failure(), "{status}");
+        }
+    }
+
+    #[test]
+    fn upstream_counters_live_as_long_as_an_endpoint_of_theirs() {
+        let name = "counters-test-upstream";
+        let first = UpstreamCounters::of(name);
+        let second = UpstreamCounters::of(name);
+        assert!(
+            Arc::ptr_eq(&first, &second),
+            "one upstream, one set of counters"
+        );
+        first.count(Outcome::Success);
+        let mut text = String::new();
+        UpstreamCounters::render(&mut text);
+        assert!(text.contains(&format!(
+            "gateway_upstream_requests_total{{upstream=\"{name}\",outcome=\"2xx\"}} 1\n"
+        )));
+        drop((first, second));
+        let mut text = String::new();
+        UpstreamCounters::render(&mut text);
+        assert!(!text.contains(name), "{text}");
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label("a-b.c"), "a-b.c");
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

@@ -10,6 +10,10 @@
 //! relaxed load; transitions use compare-and-swap so exactly one request
 //! wins the trial. A trial whose request is dropped before it has an
 //! outcome (the client went away) hands the trial on to the next request.
+//!
+//! The breaker reports to no metric itself: `gateway_circuit_state` is read
+//! from the live routing table at each scrape (`admin::render_metrics`), so
+//! an instance that left the table leaves no series behind.
 
 use std::{
     sync::{
@@ -49,11 +53,12 @@ impl CircuitState {
         }
     }
 
-    fn gauge_value(self) -> f64 {
+    /// The value of `gateway_circuit_state`: 0 closed, 1 open, 2 half-open.
+    pub fn gauge_value(self) -> u8 {
         match self {
-            Self::Closed => 0.0,
-            Self::Open => 1.0,
-            Self::HalfOpen => 2.0,
+            Self::Closed => 0,
+            Self::Open => 1,
+            Self::HalfOpen => 2,
         }
     }
 }
@@ -84,25 +89,16 @@ pub struct CircuitBreaker {
     failures: AtomicU32,
     opened_at_ms: AtomicU64,
     settings: BreakerSettings,
-    /// `gateway_circuit_state{upstream,instance}`: 0 closed, 1 open, 2 half-open.
-    gauge: metrics::Gauge,
 }
 
 impl CircuitBreaker {
-    /// A closed breaker reporting to the gauge labelled `upstream`/`instance_id`.
-    pub fn new(settings: BreakerSettings, upstream: &str, instance: &str) -> Self {
-        let gauge = metrics::gauge!(
-            "gateway_circuit_state",
-            "upstream" => upstream.to_owned(),
-            "instance_id" => instance.to_owned()
-        );
-        gauge.set(0.0);
+    /// A closed breaker.
+    pub fn new(settings: BreakerSettings) -> Self {
         Self {
             state: AtomicU8::new(CLOSED),
             failures: AtomicU32::new(0),
             opened_at_ms: AtomicU64::new(0),
             settings,
-            gauge,
         }
     }
 
@@ -136,10 +132,7 @@ impl CircuitBreaker {
                     Ordering::AcqRel,
                     Ordering::Acquire,
                 ) {
-                    Ok(_) => {
-                        self.gauge.set(CircuitState::HalfOpen.gauge_value());
-                        Ok(Admission::Trial)
-                    }
+                    Ok(_) => Ok(Admission::Trial),
                     // Another request won the trial.
                     Err(_) => Err(self.open_for_ms()),
                 }
@@ -173,7 +166,6 @@ impl CircuitBreaker {
                 .compare_exchange(CLOSED, OPEN, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
-                self.gauge.set(CircuitState::Open.gauge_value());
                 tracing::warn!(failures, "circuit opened");
             }
         }
@@ -190,7 +182,6 @@ impl CircuitBreaker {
                 now_ms().saturating_sub(self.open_for_ms()),
                 Ordering::Release,
             );
-            self.gauge.set(CircuitState::Open.gauge_value());
         }
     }
 
@@ -202,7 +193,6 @@ impl CircuitBreaker {
         };
         let from = self.state.swap(value, Ordering::AcqRel);
         if from != value {
-            self.gauge.set(to.gauge_value());
             tracing::info!(to = to.as_str(), "circuit changed state");
         }
     }
@@ -217,14 +207,10 @@ mod tests {
     use super::*;
 
     fn breaker(open_for: Duration) -> CircuitBreaker {
-        CircuitBreaker::new(
-            BreakerSettings {
-                failure_threshold: 2,
-                open_for,
-            },
-            "t",
-            "t",
-        )
+        CircuitBreaker::new(BreakerSettings {
+            failure_threshold: 2,
+            open_for,
+        })
     }
 
     #[test]

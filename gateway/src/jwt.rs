@@ -7,12 +7,23 @@
 //! `alg` that no source owns (`none`, HS256 against an RSA key) fails before
 //! any crypto runs. Decoding keys and validation rules are built once, at
 //! start or at a JWKS fetch, never per request.
+//!
+//! The JWKS is fetched again every `JWT_JWKS_REFRESH` ([`Verifier::refresh_jwks`])
+//! and on an unknown `kid`. A fetch that drops or changes a key bumps the
+//! key-set generation, and a verified token cached under an older generation
+//! is verified again: a key the issuer withdrew stops validating within one
+//! refresh, cached tokens included.
 
 use std::{
     collections::HashMap,
-    sync::{Arc, RwLock},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
+
+use tokio_util::sync::CancellationToken;
 
 use axum::http::HeaderValue;
 
@@ -133,10 +144,12 @@ pub struct Identity {
     pub scopes_header: HeaderValue,
     /// Seconds since the epoch after which the token is expired (`exp` + leeway).
     valid_until: u64,
+    /// The JWKS generation it was verified under (see [`Jwks::generation`]).
+    key_generation: u64,
 }
 
 impl Identity {
-    fn new(claims: Claims, leeway: u64) -> Result<Self, AuthFailure> {
+    fn new(claims: Claims, leeway: u64, key_generation: u64) -> Result<Self, AuthFailure> {
         let scope = claims.scope.unwrap_or_default();
         let subject_header = match &claims.sub {
             // A subject with control characters cannot travel in a header: reject it.
@@ -153,6 +166,7 @@ impl Identity {
             valid_until: claims
                 .exp
                 .map_or(0, |exp| (exp.max(0.0) as u64).saturating_add(leeway)),
+            key_generation,
         })
     }
 }
@@ -160,9 +174,10 @@ impl Identity {
 /// Verified tokens, so a client that sends the same token again costs a
 /// hash lookup, not a base64 + JSON + signature check (Envoy's `jwt_authn`
 /// has the same cache). An entry is used only while its `exp` (plus the
-/// leeway) has not passed, which is the only rule that can turn a verified
-/// token invalid; a JWKS key removed later is honoured by tokens verified
-/// with it until they expire, as in Envoy. Failures are never cached.
+/// leeway) has not passed and the JWKS has not dropped or changed a key
+/// since it was verified (its key generation is the current one), so a
+/// withdrawn key stops validating cached tokens too. Failures are never
+/// cached.
 ///
 /// Written by hand: a bounded map is all it needs (it is emptied when full,
 /// which only costs re-verifications), not a cache crate.
@@ -182,11 +197,13 @@ impl TokenCache {
         }
     }
 
-    fn get(&self, token: &str, now: u64) -> Option<Arc<Identity>> {
+    fn get(&self, token: &str, now: u64, key_generation: u64) -> Option<Arc<Identity>> {
         let entries = self.entries.read().ok()?;
         entries
             .get(token)
-            .filter(|identity| now <= identity.valid_until)
+            .filter(|identity| {
+                now <= identity.valid_until && identity.key_generation == key_generation
+            })
             .cloned()
     }
 
@@ -314,10 +331,14 @@ impl Verifier {
             }
             None => None,
         };
-        let jwks = settings
-            .jwt_jwks_url
-            .as_ref()
-            .map(|url| Jwks::new(url.clone(), settings.jwt_jwks_min_refetch, rules.clone()));
+        let jwks = settings.jwt_jwks_url.as_ref().map(|url| {
+            Jwks::new(
+                url.clone(),
+                settings.jwt_jwks_min_refetch,
+                settings.jwt_jwks_refresh,
+                rules.clone(),
+            )
+        });
         if hmac.is_none() && pem.is_none() && jwks.is_none() {
             return Err(
                 "no JWT key configured: set JWT_SECRET, JWT_PUBLIC_KEY_FILE or JWT_JWKS_URL"
@@ -340,16 +361,38 @@ impl Verifier {
         })
     }
 
+    /// Fetch the JWKS every `JWT_JWKS_REFRESH` until `shutdown` (at once
+    /// when no JWKS is configured). A failed fetch keeps the last key set:
+    /// an issuer that is down must not log everyone out.
+    pub async fn refresh_jwks(self: Arc<Self>, shutdown: CancellationToken) {
+        let Some(jwks) = &self.jwks else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(jwks.refresh) => {}
+            }
+            if let Err(error) = jwks.fetch().await {
+                tracing::warn!(%error, url = %jwks.url, "JWKS refresh failed; keeping the cached keys");
+            }
+        }
+    }
+
     /// The identity of a valid `token`: from the cache of verified tokens
-    /// when it is there and not expired, else verified (and then cached).
+    /// when it is there, not expired and verified under the current key set,
+    /// else verified (and then cached).
     pub async fn identify(&self, token: &str) -> Result<Arc<Identity>, AuthFailure> {
         let now = unix_now();
-        if let Some(identity) = self.cache.get(token, now) {
+        // Read before verifying: a key-set change during the verification
+        // leaves this entry on the older generation, so it is checked again.
+        let generation = self.jwks.as_ref().map_or(0, Jwks::generation);
+        if let Some(identity) = self.cache.get(token, now, generation) {
             return Ok(identity);
         }
         match self.verify(token).await {
             Ok(claims) => {
-                let identity = Arc::new(Identity::new(claims, self.leeway)?);
+                let identity = Arc::new(Identity::new(claims, self.leeway, generation)?);
                 if now <= identity.valid_until {
                     self.cache.insert(token, identity.clone());
                 }
@@ -470,13 +513,19 @@ fn pem_key(
     }
 }
 
-/// A JWKS cache: keys by `kid`, refetched on an unknown `kid` at most once
-/// per `min_refetch`, served from cache while the JWKS host is down.
+/// A JWKS cache: keys by `kid`, refetched every `refresh` and on an unknown
+/// `kid` (at most once per `min_refetch`), served from cache while the JWKS
+/// host is down.
 pub struct Jwks {
     url: String,
     http: reqwest::Client,
     rules: Rules,
     keys: RwLock<Arc<KeySet>>,
+    /// Bumped when a fetch drops or changes a key (not when one is only
+    /// added): cached tokens of an older generation are verified again.
+    generation: AtomicU64,
+    /// How often the whole set is fetched again.
+    refresh: Duration,
     /// When the last refetch for an unknown `kid` started; the async lock
     /// also makes concurrent unknown-`kid` requests share one fetch.
     last_refetch: tokio::sync::Mutex<Option<Instant>>,
@@ -487,6 +536,8 @@ pub struct Jwks {
 struct KeySet {
     by_kid: HashMap<String, Arc<KeyEntry>>,
     without_kid: Vec<Arc<KeyEntry>>,
+    /// The JWKS document these keys came from, to tell what a fetch changed.
+    source: JwkSet,
 }
 
 impl KeySet {
@@ -509,7 +560,7 @@ impl KeySet {
 }
 
 impl Jwks {
-    fn new(url: String, min_refetch: Duration, rules: Rules) -> Self {
+    fn new(url: String, min_refetch: Duration, refresh: Duration, rules: Rules) -> Self {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(3))
             .build()
@@ -519,9 +570,16 @@ impl Jwks {
             http,
             rules,
             keys: RwLock::new(Arc::new(KeySet::default())),
+            generation: AtomicU64::new(0),
+            refresh,
             last_refetch: tokio::sync::Mutex::new(None),
             min_refetch,
         }
+    }
+
+    /// The current key-set generation (one atomic load).
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     fn cached(&self) -> Arc<KeySet> {
@@ -557,7 +615,8 @@ impl Jwks {
             .ok_or(AuthFailure::UnknownKey)
     }
 
-    /// Fetch the key set and replace the cache (kept as is on failure).
+    /// Fetch the key set and replace the cache (kept as is on failure, and
+    /// when nothing changed); a key dropped or changed bumps the generation.
     async fn fetch(&self) -> Result<(), String> {
         let set: JwkSet = self
             .http
@@ -569,6 +628,17 @@ impl Jwks {
             .json()
             .await
             .map_err(|e| e.to_string())?;
+        let previous = self.cached();
+        if previous.source == set {
+            return Ok(());
+        }
+        // Only a key that is gone (or whose parameters changed) can turn a
+        // verified token invalid; a key merely added cannot.
+        let withdrawn = previous
+            .source
+            .keys
+            .iter()
+            .any(|old| !set.keys.contains(old));
         let mut keys = KeySet::default();
         for jwk in &set.keys {
             let algorithm = match jwk.common.key_algorithm.map(Algorithm::try_from) {
@@ -604,10 +674,17 @@ impl Jwks {
                 None => keys.without_kid.push(entry),
             }
         }
+        keys.source = set;
         let keys = Arc::new(keys);
         match self.keys.write() {
             Ok(mut guard) => *guard = keys,
             Err(poisoned) => *poisoned.into_inner() = keys,
+        }
+        // After the swap: a request that reads the new generation verifies
+        // with the new keys.
+        if withdrawn {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            tracing::info!(url = %self.url, "JWKS dropped or changed a key; cached tokens are verified again");
         }
         Ok(())
     }

@@ -111,6 +111,14 @@ impl clap::builder::TypedValueParser for SecretParser {
     }
 }
 
+/// A duration above zero (a zero refresh period would fetch without pause).
+fn parse_refresh(value: &str) -> Result<Duration, String> {
+    match parse_duration(value)? {
+        Duration::ZERO => Err("must be above zero".to_owned()),
+        period => Ok(period),
+    }
+}
+
 /// A non-empty list of upstream base URLs (`http://host:port[/path]`).
 #[derive(Debug, Clone)]
 pub struct UrlList(pub Vec<String>);
@@ -168,9 +176,14 @@ pub struct Settings {
     #[arg(long, env = "JWT_ALGORITHM", value_parser = jwt::parse_asymmetric_algorithm)]
     pub jwt_algorithm: Option<jsonwebtoken::Algorithm>,
 
-    /// JWKS URL to take public keys from (cached; refetched on an unknown `kid`).
+    /// JWKS URL to take public keys from (cached; refetched every `JWT_JWKS_REFRESH` and on an unknown `kid`).
     #[arg(long, env = "JWT_JWKS_URL", value_parser = parse_http_url)]
     pub jwt_jwks_url: Option<String>,
+
+    /// How often the JWKS is fetched again; a key the issuer removed is
+    /// refused (cached tokens included) within this time.
+    #[arg(long, env = "JWT_JWKS_REFRESH", default_value = "5m", value_parser = parse_refresh)]
+    pub jwt_jwks_refresh: Duration,
 
     /// Least time between two JWKS fetches caused by unknown `kid`s.
     #[arg(long, env = "JWT_JWKS_MIN_REFETCH", default_value = "30s", value_parser = parse_duration)]
@@ -209,7 +222,7 @@ pub struct Settings {
     pub cb_open_seconds: u64,
 
     /// Time an upstream has to send its response headers (bodies stream without limit;
-    /// a request with `?wait=` gets that long on top).
+    /// a blocking query (`?index=N`) gets its `wait`, 5 min by default, on top).
     #[arg(long, env = "UPSTREAM_TIMEOUT_MS", default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub upstream_timeout_ms: u64,
 
@@ -321,6 +334,7 @@ pub async fn run(
         settings.rate_limit_burst,
         store,
     ));
+    let jwks_task = tokio::spawn(verifier.clone().refresh_jwks(shutdown.clone()));
     let retain_task = tokio::spawn(ratelimit::forget_idle_clients(
         limiter.clone(),
         shutdown.clone(),
@@ -330,13 +344,19 @@ pub async fn run(
         control.clone(),
         Duration::from_millis(settings.upstream_timeout_ms),
         Arc::new(protected_egress(&settings, &listener).await),
+        tls.is_some(),
     );
+    let metrics = admin::MetricsState {
+        verifier: verifier.clone(),
+        routes: routes.clone(),
+        control: control.clone(),
+    };
 
     // The life of a request, top to bottom (inside the scaffold's request id,
     // trace span, metrics, problem+json and body limit).
     let policies = ServiceBuilder::new()
         .layer(normalize::NormalizePathLayer)
-        .layer(auth::AuthLayer::new(verifier))
+        .layer(auth::AuthLayer::new(verifier.clone()))
         .layer(ratelimit::RateLimitLayer::new(limiter));
     let gated = Router::new()
         .route("/admin/upstreams", get(admin::upstreams))
@@ -357,7 +377,10 @@ pub async fn run(
             mcp_shared::openapi::serve(&openapi::document()),
         )
         .merge(docs::routes());
-    let app = server::scaffold(gated.merge(public), redis, common.max_body_bytes);
+    // The scaffold's `/metrics` needs a token here (see `admin::guard_metrics`).
+    let app = server::scaffold(gated.merge(public), redis, common.max_body_bytes).layer(
+        axum::middleware::from_fn_with_state(metrics, admin::guard_metrics),
+    );
     let served = match tls {
         Some(config) => {
             tls::serve(
@@ -374,6 +397,6 @@ pub async fn run(
 
     // Stop and wait for the background tasks this function owns.
     shutdown.cancel();
-    let _ = tokio::join!(feed_task, follow_task, retain_task);
+    let _ = tokio::join!(feed_task, follow_task, retain_task, jwks_task);
     served
 }

@@ -11,6 +11,9 @@
 //! `/metrics` and `/openapi.json` are not reachable through the gateway and
 //! are left out.
 //!
+//! The gateway's `/metrics` needs a bearer token with `metrics:read` (or
+//! `admin`), unlike the services'.
+//!
 //! Every operation behind the gateway's stack carries the `bearer` (JWT)
 //! security requirement with the scope [`crate::auth::Requirement`] asks
 //! for, and the answers the gateway itself may give before or instead of
@@ -421,6 +424,25 @@ fn is_proxied(path: &str) -> bool {
 /// gateway's stack may give.
 fn gate(document: &mut OpenApi) {
     for (path, item) in &mut document.paths.paths {
+        if path == "/metrics" {
+            // The gateway's own `/metrics` needs a token (`admin::guard_metrics`),
+            // outside the stack: no rate limit, only its 401 and 403.
+            for (method, operation) in operations_mut(item) {
+                let method = method.parse().unwrap_or_default();
+                if let Requirement::Scope(scope) = Requirement::of(&method, path) {
+                    operation.security = Some(vec![SecurityRequirement::new(BEARER, [scope])]);
+                }
+                for (status, response) in gateway_responses(false) {
+                    if status == "401" || status == "403" {
+                        operation
+                            .responses
+                            .responses
+                            .insert(status.to_owned(), RefOr::T(response));
+                    }
+                }
+            }
+            continue;
+        }
         if !is_gated(path) {
             continue;
         }

@@ -4,9 +4,11 @@
 //! `/api/v1/{area}/{rest}` goes to `{area}`'s control-plane upstream at
 //! `/v1/{rest}`, `/svc/{service}/{rest}` to a passing instance of `service`
 //! at `/{rest}`; query strings are kept. Hop-by-hop headers are dropped both
-//! ways, `X-Forwarded-For/-Proto/-Host` are set, the client's
-//! `Authorization` stays at the gateway (upstreams get
-//! `X-Auth-Subject`/`X-Auth-Scopes` instead).
+//! ways, the client's `Authorization` stays at the gateway, and only then
+//! are `X-Forwarded-For/-Proto/-Host` and `X-Auth-Subject`/`X-Auth-Scopes`
+//! (from the verified [`Principal`]) set, so no header a client names in
+//! `Connection` can remove them. `X-Forwarded-Proto` is `https` when the
+//! gateway terminates TLS.
 //!
 //! Tracing: while traces are exported, each attempt is a client span (the
 //! OpenTelemetry HTTP client attributes: `http.request.method`, `url.full`,
@@ -17,10 +19,15 @@
 //!
 //! Bodies stream both ways (SSE, blocking queries, uploads) without
 //! buffering. `UPSTREAM_TIMEOUT_MS` bounds only the wait for response
-//! headers, and a request with `?wait=` (a blocking query) gets that wait on
-//! top. Failures: connect error → 502, timeout → 504, every circuit open →
-//! 503 with `Retry-After`; an idempotent request without a body is retried
-//! once on another instance after a connect error.
+//! headers, and a blocking query gets its `wait` on top, read by the
+//! services' own parser ([`Blocking`]: percent-decoded, the default wait
+//! when `wait` is absent, none for `index=0`). Failures: connect error →
+//! 502, timeout → 504, every circuit open → 503 with `Retry-After`; an
+//! idempotent request without a body is retried once on another instance
+//! after a connect error. Breaker failures are connect errors, broken
+//! exchanges, 5xx and timeouts of ordinary requests; a client's 4xx and a
+//! blocking query that outlives its time are not (see [`Outcome`]), so no
+//! client can open a circuit for everyone with requests of its own making.
 
 use std::{
     convert::Infallible,
@@ -48,11 +55,12 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
-use mcp_shared::{egress::Egress, problem::PassThrough, server, telemetry};
+use mcp_shared::{egress::Egress, http::Blocking, problem::PassThrough, server, telemetry};
 use tower::Service;
 use tracing::Instrument as _;
 
 use crate::{
+    auth::{Principal, X_AUTH_SCOPES, X_AUTH_SUBJECT},
     balance::{InFlight, Outcome, Unavailable, Upstream},
     egress::{EgressConnector, refusal_of},
     error::GatewayError,
@@ -62,9 +70,6 @@ use crate::{
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-
-/// Longest `wait` a blocking query may ask for (as the services cap it).
-const MAX_WAIT: Duration = Duration::from_secs(300);
 
 /// The forwarding service (cheap to clone).
 #[derive(Clone)]
@@ -80,16 +85,21 @@ struct Inner {
     routes: Arc<Routes>,
     control: Arc<ControlPlane>,
     timeout: Duration,
+    /// `X-Forwarded-Proto`: `https` when the gateway terminates TLS.
+    forwarded_proto: HeaderValue,
 }
 
 impl Proxy {
     /// A proxy over the routing table and the control plane, with one pooled
-    /// HTTP/1 client that opens connections only where `egress` allows.
+    /// HTTP/1 client that opens connections only where `egress` allows;
+    /// `tls` says whether clients reach the gateway over TLS (one
+    /// listener, so it is known at construction, not per request).
     pub fn new(
         routes: Arc<Routes>,
         control: Arc<ControlPlane>,
         timeout: Duration,
         egress: Arc<Egress>,
+        tls: bool,
     ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -105,6 +115,7 @@ impl Proxy {
                 routes,
                 control,
                 timeout,
+                forwarded_proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
             }),
         }
     }
@@ -173,7 +184,15 @@ impl Inner {
         let (mut parts, body) = request.into_parts();
         let target = self.resolve(parts.uri.path())?;
         let upstream = target.upstream.clone();
-        let header_timeout = self.timeout + wait_of(parts.uri.query()).unwrap_or_default();
+        // Only the control plane's blocking queries are known to hold a
+        // request; a `/svc` upstream gets `UPSTREAM_TIMEOUT_MS` whatever its
+        // query says, so `?index=1` cannot stretch any request to 5 minutes.
+        let long_poll = if target.prefix == CONTROL_PLANE_PREFIX {
+            wait_of(parts.uri.query())
+        } else {
+            None
+        };
+        let header_timeout = self.timeout + long_poll.unwrap_or_default();
 
         let mut headers = std::mem::take(&mut parts.headers);
         let peer = parts
@@ -182,8 +201,12 @@ impl Inner {
             .map(|ConnectInfo(addr)| *addr);
         prepare_request_headers(
             &mut headers,
-            peer,
-            parts.uri.authority().map(|a| a.as_str()),
+            Forwarded {
+                peer,
+                uri_host: parts.uri.authority().map(|a| a.as_str()),
+                proto: &self.forwarded_proto,
+                principal: parts.extensions.get::<Principal>(),
+            },
         );
 
         // Only a request without a body can be sent twice (it is not buffered).
@@ -263,7 +286,14 @@ impl Inner {
                     return Ok(pass_through(response, in_flight));
                 }
                 Err(_) => {
-                    let _ = lease.finish(Outcome::Timeout);
+                    // A blocking query that outlives its wait says nothing
+                    // about the instance's health: the client chose the wait.
+                    let outcome = if long_poll.is_some() {
+                        Outcome::LongPollTimeout
+                    } else {
+                        Outcome::Timeout
+                    };
+                    let _ = lease.finish(outcome);
                     tracing::warn!(upstream = %upstream.name, instance = %endpoint.id, ?header_timeout, "upstream timed out");
                     return Err(GatewayError::Timeout(header_timeout));
                 }
@@ -394,17 +424,11 @@ fn upstream_uri(
         .map_err(|_| GatewayError::BadPath("the path is not a valid URI path"))
 }
 
-/// `?wait=30s` (or `wait=30`, seconds) of a blocking query, capped at 5 minutes.
+/// The `wait` of a blocking query, as the services read it (default
+/// included); `None` when the request does not block. A query the services
+/// will refuse (400 at once) needs no extra time.
 fn wait_of(query: Option<&str>) -> Option<Duration> {
-    let value = query?
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("wait="))?;
-    let wait = if value.bytes().all(|b| b.is_ascii_digit()) {
-        Duration::from_secs(value.parse().ok()?)
-    } else {
-        humantime::parse_duration(value).ok()?
-    };
-    Some(wait.min(MAX_WAIT))
+    Blocking::parse(query).ok().flatten().map(|b| b.wait)
 }
 
 fn is_idempotent(method: &Method) -> bool {
@@ -449,22 +473,45 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn prepare_request_headers(
-    headers: &mut HeaderMap,
+/// What the proxy tells the upstream about the client's request.
+struct Forwarded<'a> {
+    /// The client's address.
     peer: Option<SocketAddr>,
-    uri_host: Option<&str>,
-) {
+    /// The authority of an absolute-form request target, when there is one.
+    uri_host: Option<&'a str>,
+    /// `http` or `https`.
+    proto: &'a HeaderValue,
+    /// The verified token (none only in unit tests: the proxy is behind auth).
+    principal: Option<&'a Principal>,
+}
+
+/// The upstream request's headers: the hop-by-hop ones and the token go,
+/// then the gateway's own are set. The order matters: a header inserted
+/// before [`strip_hop_by_hop`] could be removed by a client that names it in
+/// `Connection` (`Connection: keep-alive, x-auth-subject`).
+fn prepare_request_headers(headers: &mut HeaderMap, forwarded: Forwarded<'_>) {
     strip_hop_by_hop(headers);
     // The token stays here: upstreams trust X-Auth-* from the gateway instead.
     headers.remove(header::AUTHORIZATION);
-    let host = headers
-        .remove(header::HOST)
-        .or_else(|| uri_host.and_then(|h| HeaderValue::from_str(h).ok()));
+    // From here on, only insertions.
+    if let Some(principal) = forwarded.principal {
+        let identity = &principal.identity;
+        match &identity.subject_header {
+            Some(subject) => headers.insert(X_AUTH_SUBJECT, subject.clone()),
+            None => headers.remove(X_AUTH_SUBJECT),
+        };
+        headers.insert(X_AUTH_SCOPES, identity.scopes_header.clone());
+    }
+    let host = headers.remove(header::HOST).or_else(|| {
+        forwarded
+            .uri_host
+            .and_then(|h| HeaderValue::from_str(h).ok())
+    });
     if let Some(host) = host {
         headers.insert(X_FORWARDED_HOST, host);
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    if let Some(peer) = peer {
+    headers.insert(X_FORWARDED_PROTO, forwarded.proto.clone());
+    if let Some(peer) = forwarded.peer {
         let ip = peer.ip().to_string();
         let value = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
             Some(previous) => format!("{previous}, {ip}"),
@@ -534,15 +581,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn wait_is_read_from_the_query() {
+    fn wait_is_read_as_the_services_read_it() {
+        use mcp_shared::http::{DEFAULT_WAIT, MAX_WAIT};
         assert_eq!(
             wait_of(Some("index=3&wait=30s")),
             Some(Duration::from_secs(30))
         );
-        assert_eq!(wait_of(Some("wait=10")), Some(Duration::from_secs(10)));
-        assert_eq!(wait_of(Some("wait=1h")), Some(MAX_WAIT));
-        assert_eq!(wait_of(Some("index=3")), None);
+        assert_eq!(
+            wait_of(Some("index=3&%77ait=10")),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(wait_of(Some("index=3&wait=1h")), Some(MAX_WAIT));
+        // No `wait`: the services hold it for the default wait.
+        assert_eq!(wait_of(Some("index=3")), Some(DEFAULT_WAIT));
+        // Not blocking: no `index`, `index=0`, or a query the services refuse.
+        assert_eq!(wait_of(Some("wait=10")), None);
+        assert_eq!(wait_of(Some("index=0&wait=10")), None);
+        assert_eq!(wait_of(Some("index=3&wait=soon")), None);
         assert_eq!(wait_of(None), None);
+    }
+
+    #[test]
+    fn gateway_headers_are_set_after_the_hop_by_hop_ones_go() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static(
+                "keep-alive, x-auth-subject, x-auth-scopes, x-forwarded-for, x-forwarded-proto",
+            ),
+        );
+        headers.insert(header::HOST, HeaderValue::from_static("gw.example"));
+        let proto = HeaderValue::from_static("https");
+        prepare_request_headers(
+            &mut headers,
+            Forwarded {
+                peer: Some(SocketAddr::from(([127, 0, 0, 9], 5000))),
+                uri_host: None,
+                proto: &proto,
+                principal: None,
+            },
+        );
+        assert_eq!(headers[X_FORWARDED_PROTO], "https");
+        assert_eq!(headers[X_FORWARDED_FOR], "127.0.0.9");
+        assert_eq!(headers[X_FORWARDED_HOST], "gw.example");
+        assert!(!headers.contains_key(header::CONNECTION));
     }
 
     #[test]

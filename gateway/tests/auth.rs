@@ -168,7 +168,11 @@ async fn every_bad_token_is_401_invalid_token() {
         assert_eq!(challenge, r#"Bearer error="invalid_token""#, "{name}");
         assert_eq!(content_type, "application/problem+json", "{name}");
     }
-    let metrics = reqwest::get(gw.at("/metrics"))
+    // The good token has `admin`, which reads the gateway's `/metrics`.
+    let metrics = client()
+        .get(gw.at("/metrics"))
+        .header("authorization", bearer(&hs(good.clone())))
+        .send()
         .await
         .unwrap()
         .text()
@@ -364,6 +368,72 @@ async fn jwks_keys_verify_refetch_on_unknown_kid_and_survive_the_host_going_down
         status_and_challenge(&url, Some(&bearer(&unknown))).await.0,
         401
     );
+}
+
+#[tokio::test]
+async fn a_key_removed_from_the_jwks_is_refused_within_one_refresh_cached_tokens_included() {
+    let upstream = echo("registry").await;
+    let private =
+        EncodingKey::from_rsa_pem(&std::fs::read(key_file("rsa_private.pem")).unwrap()).unwrap();
+    let ec_private =
+        EncodingKey::from_ec_pem(&std::fs::read(key_file("ec_private.pem")).unwrap()).unwrap();
+    let mut rsa_jwk = Jwk::from_encoding_key(&private, Algorithm::RS256).unwrap();
+    rsa_jwk.common.key_id = Some("old".into());
+    let mut ec_jwk = Jwk::from_encoding_key(&ec_private, Algorithm::ES256).unwrap();
+    ec_jwk.common.key_id = Some("new".into());
+    // The issuer withdraws `old` (a leaked key) and keeps `new`.
+    let withdrawn = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (w, old, new) = (withdrawn.clone(), rsa_jwk.clone(), ec_jwk.clone());
+    let jwks = common::upstream(Router::new().route(
+        "/jwks.json",
+        get(move || {
+            let keys = if w.load(std::sync::atomic::Ordering::SeqCst) {
+                vec![new.clone()]
+            } else {
+                vec![old.clone(), new.clone()]
+            };
+            async move { Json(json!({ "keys": keys })) }
+        }),
+    ))
+    .await;
+    let gw = gateway(
+        &redis().url(),
+        &prefix(),
+        &[
+            "--registry-url",
+            &upstream.url,
+            "--jwt-jwks-url",
+            &jwks.at("/jwks.json"),
+            "--jwt-jwks-refresh",
+            "200ms",
+            // No refetch on an unknown kid in this test: the refresh alone must do it.
+            "--jwt-jwks-min-refetch",
+            "1h",
+        ],
+    )
+    .await;
+    let url = gw.at("/api/v1/registry/services");
+    let claims = json!({"sub": "carol", "scope": "admin", "exp": now() + 600});
+    let leaked = bearer(&sign(Algorithm::RS256, &private, Some("old"), &claims));
+    let kept = bearer(&sign(Algorithm::ES256, &ec_private, Some("new"), &claims));
+    // Verified, then served from the verified-token cache.
+    for _ in 0..2 {
+        assert_eq!(status_and_challenge(&url, Some(&leaked)).await.0, 200);
+        assert_eq!(status_and_challenge(&url, Some(&kept)).await.0, 200);
+    }
+
+    withdrawn.store(true, std::sync::atomic::Ordering::SeqCst);
+    let refused = mcp_testkit::eventually(Duration::from_secs(3), || async {
+        status_and_challenge(&url, Some(&leaked)).await.0 == 401
+    })
+    .await;
+    assert!(refused, "a token of a withdrawn key is still accepted");
+    let (status, challenge, content_type) = status_and_challenge(&url, Some(&leaked)).await;
+    assert_eq!(status, 401);
+    assert_eq!(challenge, r#"Bearer error="invalid_token""#);
+    assert_eq!(content_type, "application/problem+json");
+    // The key that stayed still verifies.
+    assert_eq!(status_and_challenge(&url, Some(&kept)).await.0, 200);
 }
 
 #[tokio::test]

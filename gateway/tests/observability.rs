@@ -195,7 +195,13 @@ impl Process {
     }
 
     async fn metrics(&self) -> String {
-        let response = reqwest::get(self.at("/metrics")).await.unwrap();
+        // The gateway's `/metrics` needs `metrics:read`; the services' are open.
+        let response = reqwest::Client::new()
+            .get(self.at("/metrics"))
+            .header("authorization", bearer("metrics:read"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200, "{} /metrics", self.name);
         response.text().await.unwrap()
     }

@@ -154,6 +154,21 @@ async fn gated_operations_require_a_bearer_token_and_document_the_gateways_answe
             .any(|p| path.starts_with(p));
         for (method, operation) in item.as_object().unwrap() {
             let at = format!("{method} {path}");
+            if path == "/metrics" {
+                // The gateway's own metrics need `metrics:read`, outside the stack.
+                assert_eq!(
+                    operation["security"],
+                    serde_json::json!([{ "bearer": ["metrics:read"] }]),
+                    "{at}"
+                );
+                for status in ["401", "403"] {
+                    assert!(
+                        operation["responses"][status].is_object(),
+                        "{at}: no {status}"
+                    );
+                }
+                continue;
+            }
             if !gated {
                 assert!(operation["security"].is_null(), "{at} needs no token");
                 continue;

@@ -60,7 +60,10 @@ async fn a_burst_over_the_limit_gets_429_with_rate_limit_headers() {
         call(&url, &token("bob", "registry:read")).await.status(),
         200
     );
-    let metrics = reqwest::get(gw.at("/metrics"))
+    let metrics = client()
+        .get(gw.at("/metrics"))
+        .header("authorization", bearer(&token("scraper", "metrics:read")))
+        .send()
         .await
         .unwrap()
         .text()
@@ -130,7 +133,10 @@ async fn redis_mode_fails_open_when_redis_is_down() {
     for _ in 0..3 {
         assert_eq!(call(&url, &dave).await.status(), 200, "fails open");
     }
-    let metrics = reqwest::get(gw.at("/metrics"))
+    let metrics = client()
+        .get(gw.at("/metrics"))
+        .header("authorization", bearer(&token("scraper", "metrics:read")))
+        .send()
         .await
         .unwrap()
         .text()

@@ -29,10 +29,8 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     error::ApiError,
-    model::{
-        Blocking, InstanceQuery, Registration, WatchQuery, parse_revision, parse_services_query,
-    },
-    openapi::WatchEvent,
+    model::{InstanceQuery, Registration, WatchQuery, parse_revision, parse_services_query},
+    openapi::{BlockingQuery, WatchEvent},
     store::{ServiceCounts, Store},
 };
 
@@ -279,7 +277,7 @@ async fn list_instances(
     summary = "List services with their instance counts",
     description = "With `index` it is a blocking query: the answer waits until the registry \
         revision passes it, or `wait` runs out.",
-    params(Blocking),
+    params(BlockingQuery),
     responses(
         (status = 200, description = "Every service with at least one instance.",
             body = ServiceList,

@@ -6,7 +6,7 @@
 //! gateway, the SDK and `mcpctl`; the limits the validation applies are
 //! [`mcp_shared::registry::limits`], which the documented schema states too.
 
-use std::{collections::BTreeMap, net::IpAddr, time::Duration};
+use std::{collections::BTreeMap, net::IpAddr};
 
 use mcp_shared::{
     names::Name,
@@ -24,8 +24,7 @@ pub use mcp_shared::registry::limits::{
     MAX_TAGS, MAX_TTL_SECONDS,
 };
 
-/// Longest blocking-query wait; longer asks are cut to it.
-pub const MAX_WAIT: Duration = Duration::from_secs(300);
+pub use mcp_shared::http::Blocking;
 
 const BODY_FIELDS: &[&str] = &["host", "port", "tags", "metadata", "ttl_seconds", "check"];
 const CHECK_FIELDS: &[&str] = &[
@@ -340,42 +339,6 @@ fn valid_check_path(path: &str) -> bool {
         && !path.chars().any(|c| c.is_control() || c.is_whitespace())
 }
 
-/// `?index=N&wait=D`: answer once the revision passes N, at most after D.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Blocking {
-    /// The revision the client already has.
-    pub index: u64,
-    /// How long to hold the request at most.
-    pub wait: Duration,
-}
-
-impl Blocking {
-    /// From the raw `index` and `wait` values. `wait` alone is no blocking
-    /// query; `index` alone waits the longest ([`MAX_WAIT`]).
-    fn parse(index: Option<&str>, wait: Option<&str>) -> Result<Option<Self>, ApiError> {
-        let wait = wait.map(parse_wait).transpose()?;
-        let Some(index) = index else {
-            return Ok(None);
-        };
-        let index = index.parse().map_err(|_| {
-            ApiError::bad_param("index", "must be a revision (a non-negative integer)")
-        })?;
-        Ok(Some(Self {
-            index,
-            wait: wait.unwrap_or(MAX_WAIT).min(MAX_WAIT),
-        }))
-    }
-}
-
-/// `30s`, `500ms`, `5m`, or a bare number of seconds.
-fn parse_wait(value: &str) -> Result<Duration, ApiError> {
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Ok(Duration::from_secs(seconds));
-    }
-    humantime::parse_duration(value)
-        .map_err(|_| ApiError::bad_param("wait", "must be a duration such as 30s, 500ms or 5m"))
-}
-
 fn parse_bool(field: &str, value: &str) -> Result<bool, ApiError> {
     match value {
         "true" | "1" => Ok(true),
@@ -422,7 +385,7 @@ impl InstanceQuery {
                 },
             }
         }
-        query.blocking = Blocking::parse(index, wait)?;
+        query.blocking = blocking(index, wait)?;
         Ok(query)
     }
 
@@ -452,7 +415,13 @@ pub fn parse_services_query(pairs: &[(String, String)]) -> Result<Option<Blockin
             }
         }
     }
-    Blocking::parse(index, wait)
+    blocking(index, wait)
+}
+
+/// The blocking query of the decoded `index` and `wait` (the shared rules:
+/// `index=0` answers at once, an absent or empty `wait` is the default).
+fn blocking(index: Option<&str>, wait: Option<&str>) -> Result<Option<Blocking>, ApiError> {
+    Blocking::from_values(index, wait).map_err(|e| ApiError::bad_param(e.field, e.message))
 }
 
 /// The query of `GET /v1/watch`.
@@ -526,14 +495,32 @@ mod tests {
     }
 
     #[test]
-    fn wait_takes_units_or_seconds_and_is_capped() {
-        let b = Blocking::parse(Some("3"), Some("10m"));
-        assert!(matches!(b, Ok(Some(Blocking { index: 3, wait })) if wait == MAX_WAIT));
-        let b = Blocking::parse(Some("3"), Some("2"));
-        assert!(matches!(b, Ok(Some(Blocking { wait, .. })) if wait == Duration::from_secs(2)));
-        assert!(Blocking::parse(Some("x"), None).is_err());
-        assert!(Blocking::parse(Some("1"), Some("soon")).is_err());
-        assert!(matches!(Blocking::parse(None, Some("1s")), Ok(None)));
+    fn blocking_queries_follow_the_shared_rules() {
+        let pairs = |q: &[(&str, &str)]| -> Vec<(String, String)> {
+            q.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let b = parse_services_query(&pairs(&[("index", "3"), ("wait", "10m")]));
+        assert!(
+            matches!(b, Ok(Some(Blocking { index: 3, wait })) if wait == mcp_shared::http::MAX_WAIT)
+        );
+        let b = parse_services_query(&pairs(&[("index", "3"), ("wait", "")]));
+        assert!(matches!(b, Ok(Some(Blocking { wait, .. })) if wait == mcp_shared::http::MAX_WAIT));
+        let b = parse_services_query(&pairs(&[("index", "3"), ("wait", "2")]));
+        assert!(
+            matches!(b, Ok(Some(Blocking { wait, .. })) if wait == std::time::Duration::from_secs(2))
+        );
+        assert!(matches!(
+            parse_services_query(&pairs(&[("index", "0")])),
+            Ok(None)
+        ));
+        assert!(parse_services_query(&pairs(&[("index", "x")])).is_err());
+        assert!(parse_services_query(&pairs(&[("index", "1"), ("wait", "soon")])).is_err());
+        assert!(matches!(
+            parse_services_query(&pairs(&[("wait", "1s")])),
+            Ok(None)
+        ));
     }
 
     /// The SDK sends [`InstanceSpec`](mcp_shared::registry::InstanceSpec),

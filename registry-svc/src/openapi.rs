@@ -22,10 +22,7 @@ use utoipa::{
     },
 };
 
-use crate::model::{Blocking, InstanceQuery, MAX_WAIT, WatchQuery};
-
-/// The common forms of `wait` (the service takes any humantime duration).
-const WAIT: &str = "^[0-9]{1,9}(ms|s|m|h)?$";
+use crate::model::{InstanceQuery, WatchQuery};
 
 fn query(name: &str, description: &str, schema: impl Into<RefOr<Schema>>) -> ParameterBuilder {
     ParameterBuilder::new()
@@ -42,32 +39,15 @@ fn revision_schema() -> ObjectBuilder {
         .minimum(Some(0))
 }
 
-impl IntoParams for Blocking {
+/// `?index=&wait=`: a blocking query (the shared parser's parameters).
+pub struct BlockingQuery;
+
+impl IntoParams for BlockingQuery {
     fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
-        let max_wait = MAX_WAIT.as_secs();
-        vec![
-            query(
-                "index",
-                "Blocking query: answer once the registry revision passes this one (the \
-                 `X-Mcp-Index` of an earlier answer), or when `wait` runs out.",
-                revision_schema(),
-            )
-            .build(),
-            query(
-                "wait",
-                &format!(
-                    "Blocking query: the longest to hold the request, as `30s`, `500ms`, `5m` \
-                     or bare seconds (any humantime duration such as `1m 30s` is accepted too); \
-                     capped at (and, with `index` alone, defaulting to) {max_wait} s. Without \
-                     `index` it has no effect."
-                ),
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .pattern(Some(WAIT))
-                    .examples(["30s", "500ms", "5"]),
-            )
-            .build(),
-        ]
+        mcp_shared::http::parameters(
+            "Blocking query: answer once the registry revision passes this one (the \
+             `X-Mcp-Index` of an earlier answer), or when `wait` runs out.",
+        )
     }
 }
 
@@ -106,7 +86,7 @@ impl IntoParams for InstanceQuery {
             .explode(Some(true))
             .build(),
         ];
-        parameters.extend(Blocking::into_params(parameter_in));
+        parameters.extend(BlockingQuery::into_params(parameter_in));
         parameters
     }
 }

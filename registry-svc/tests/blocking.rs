@@ -59,6 +59,8 @@ async fn blocking_services_listing_wakes_on_any_change() {
     let prefix = prefix();
     let a = replica(&redis().url(), &prefix, &[]).await;
     let b = replica(&redis().url(), &prefix, &[]).await;
+    // Index 0 never blocks: start from a registry that has a revision.
+    assert_eq!(register(&b, "zz-seed", "s-1", body(30)).await.0, 201);
     let (_, listed) = get(&a, "/v1/services").await;
     let index = listed["revision"].as_u64().unwrap();
     let parked = tokio::spawn({
@@ -104,4 +106,77 @@ async fn blocking_query_behind_the_revision_answers_at_once() {
     assert_eq!(response.status(), 200);
     let listed: serde_json::Value = response.json().await.unwrap();
     assert_eq!(listed["instances"][0]["id"], "p-1");
+}
+
+#[tokio::test]
+async fn index_zero_answers_at_once_even_where_nothing_ever_changed() {
+    let app = replica(&redis().url(), &prefix(), &[]).await;
+    // No event of this service exists: a blocking query on index 0 would
+    // wait the whole default wait; index 0 never blocks (as in Consul).
+    let started = std::time::Instant::now();
+    let response = client()
+        .get(app.at("/v1/services/never-seen/instances?index=0"))
+        .timeout(Duration::from_secs(3))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let response = client()
+        .get(app.at("/v1/services?index=0&wait=60s"))
+        .timeout(Duration::from_secs(3))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn an_empty_wait_means_the_default_and_names_are_percent_decoded() {
+    let app = replica(&redis().url(), &prefix(), &[]).await;
+    assert_eq!(register(&app, "dflt", "d-1", body(30)).await.0, 201);
+    assert_eq!(register(&app, "dflt", "d-2", body(30)).await.0, 201);
+    // `wait=` is the default wait (the same rule as config-svc), not a 400;
+    // behind the revision it answers at once.
+    let response = client()
+        .get(app.at("/v1/services/dflt/instances?index=1&wait="))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // `%77ait` is `wait`: checked like it.
+    let response = client()
+        .get(app.at("/v1/services/dflt/instances?index=1&%77ait=soon"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let problem: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["field"], "wait", "{problem}");
+    // And it holds the request like `wait` does.
+    let index = index_of(
+        &client()
+            .get(app.at("/v1/services/dflt/instances"))
+            .send()
+            .await
+            .unwrap(),
+    );
+    let started = std::time::Instant::now();
+    let response = client()
+        .get(app.at(&format!(
+            "/v1/services/dflt/instances?index={index}&%77ait=300ms"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
 }

@@ -5,6 +5,7 @@
 //!
 //! - [`settings`]: the common settings (Redis, prefix, logging, OTLP), parsed by clap.
 //! - [`problem`]: RFC 9457 problem+json, the one error shape on the wire.
+//! - [`http`]: request pieces read the same way everywhere: the blocking query (`?index=&wait=`).
 //! - [`names`]: validated names (services, instance ids, namespaces, keys).
 //! - [`openapi`]: the OpenAPI 3.1 pieces every service's document shares.
 //! - [`store`]: the Redis handle: one self-healing connection, bounded commands, key prefix.
@@ -28,6 +29,7 @@ pub mod config;
 pub mod egress;
 pub mod events;
 pub mod health;
+pub mod http;
 pub mod json;
 pub mod metrics;
 pub mod names;

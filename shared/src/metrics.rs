@@ -42,12 +42,19 @@ pub fn handle() -> &'static PrometheusHandle {
 
 /// `GET /metrics`: the Prometheus text exposition.
 pub async fn render() -> Response {
+    exposition(handle().render())
+}
+
+/// `text` (Prometheus text format) as a `/metrics` answer; for a binary that
+/// adds series of its own to [`handle`]'s rendering (the gateway renders its
+/// per-instance series from its routing table, so they end with it).
+pub fn exposition(text: String) -> Response {
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        handle().render(),
+        text,
     )
         .into_response()
 }

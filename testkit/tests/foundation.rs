@@ -119,7 +119,19 @@ async fn every_service_serves_metrics_and_problem_json_404s() {
         let body: serde_json::Value = missing.json().await.unwrap();
         assert_eq!(body["status"], 404, "{name}");
 
-        let metrics = reqwest::get(service.at("/metrics")).await.unwrap();
+        // The gateway's `/metrics` needs `metrics:read`; the services' are open.
+        let metrics = reqwest::Client::new()
+            .get(service.at("/metrics"))
+            .header(
+                "authorization",
+                format!(
+                    "Bearer {}",
+                    mcp_testkit::token(JWT_SECRET, "scraper", "metrics:read")
+                ),
+            )
+            .send()
+            .await
+            .unwrap();
         assert_eq!(metrics.status(), 200, "{name}");
         let content_type = metrics
             .headers()
