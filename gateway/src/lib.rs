@@ -42,6 +42,7 @@ use clap::{Parser, ValueEnum};
 use mcp_shared::{
     CommonSettings, Redis,
     events::{EventFeed, EventLog},
+    internal::InternalSettings,
     openapi::OPENAPI_PATH,
     registry, server,
     settings::{parse_duration, parse_http_url, parse_url_list},
@@ -188,6 +189,10 @@ pub struct Settings {
     #[arg(long, env = "PROFILING_ENABLED", default_value_t = false, action = clap::ArgAction::Set)]
     pub profiling_enabled: bool,
 
+    /// The secret the internal credential for the control plane is signed with (required).
+    #[command(flatten)]
+    pub internal: InternalSettings,
+
     /// Settings every MCP binary shares.
     #[command(flatten)]
     pub common: CommonSettings,
@@ -210,6 +215,8 @@ pub async fn run(
         (Some(cert), Some(key)) => Some(tls::load(cert, key).await?),
         _ => None,
     };
+    // Without the secret no control-plane service would take a forwarded request.
+    let internal = Arc::new(settings.internal.key().map_err(std::io::Error::other)?);
     let common = &settings.common;
     let redis = Redis::new(
         &common.redis_url,
@@ -263,6 +270,7 @@ pub async fn run(
     let proxy = proxy::Proxy::new(
         routes.clone(),
         control.clone(),
+        internal,
         Duration::from_millis(settings.upstream_timeout_ms),
     );
 

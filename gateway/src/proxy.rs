@@ -6,7 +6,9 @@
 //! at `/{rest}`; query strings are kept. Hop-by-hop headers are dropped both
 //! ways, `X-Forwarded-For/-Proto/-Host` are set, the client's
 //! `Authorization` stays at the gateway (upstreams get
-//! `X-Auth-Subject`/`X-Auth-Scopes` instead).
+//! `X-Auth-Subject`/`X-Auth-Scopes` instead, and the control plane the
+//! internal credential the gateway mints per request:
+//! [`mcp_shared::internal`]).
 //!
 //! Tracing: while traces are exported, each attempt is a client span (the
 //! OpenTelemetry HTTP client attributes: `http.request.method`, `url.full`,
@@ -48,11 +50,12 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
-use mcp_shared::{problem::PassThrough, server, telemetry};
+use mcp_shared::{internal::InternalKey, problem::PassThrough, server, telemetry};
 use tower::Service;
 use tracing::Instrument as _;
 
 use crate::{
+    auth::Principal,
     balance::{InFlight, Outcome, Unavailable, Upstream},
     error::GatewayError,
     routing::{ControlPlane, Routes},
@@ -75,12 +78,18 @@ struct Inner {
     client: Client<HttpConnector, Body>,
     routes: Arc<Routes>,
     control: Arc<ControlPlane>,
+    internal: Arc<InternalKey>,
     timeout: Duration,
 }
 
 impl Proxy {
     /// A proxy over the routing table and the control plane, with one pooled HTTP/1 client.
-    pub fn new(routes: Arc<Routes>, control: Arc<ControlPlane>, timeout: Duration) -> Self {
+    pub fn new(
+        routes: Arc<Routes>,
+        control: Arc<ControlPlane>,
+        internal: Arc<InternalKey>,
+        timeout: Duration,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(timeout.min(Duration::from_secs(5))));
@@ -93,6 +102,7 @@ impl Proxy {
                 client,
                 routes,
                 control,
+                internal,
                 timeout,
             }),
         }
@@ -158,6 +168,27 @@ impl Inner {
         Err(GatewayError::NoRoute)
     }
 
+    /// The control plane's `Authorization`: an internal credential for the
+    /// verified client (one HMAC per request; see [`InternalKey::mint`]).
+    fn internal_credential(
+        &self,
+        extensions: &axum::http::Extensions,
+        headers: &HeaderMap,
+    ) -> Result<HeaderValue, GatewayError> {
+        let identity = extensions.get::<Principal>().map(|p| &p.identity);
+        let request_id = headers
+            .get(&server::REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        self.internal
+            .mint(
+                identity.and_then(|i| i.subject.as_deref()),
+                identity.map_or("", |i| &i.scope),
+                request_id,
+            )
+            .map_err(|e| GatewayError::BadGateway(e.to_string()))
+    }
+
     async fn forward(&self, request: Request) -> Result<Response, GatewayError> {
         let (mut parts, body) = request.into_parts();
         let target = self.resolve(parts.uri.path())?;
@@ -174,6 +205,10 @@ impl Inner {
             peer,
             parts.uri.authority().map(|a| a.as_str()),
         );
+        if target.prefix == CONTROL_PLANE_PREFIX {
+            let credential = self.internal_credential(&parts.extensions, &headers)?;
+            headers.insert(header::AUTHORIZATION, credential);
+        }
 
         // Only a request without a body can be sent twice (it is not buffered).
         let replayable = is_idempotent(&parts.method)

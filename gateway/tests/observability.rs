@@ -121,6 +121,7 @@ impl Process {
             .env(addr_var, format!("127.0.0.1:{port}"))
             .env("REDIS_URL", redis().url())
             .env("MCP_REDIS_PREFIX", redis_prefix)
+            .env("MCP_INTERNAL_SECRET", mcp_testkit::INTERNAL_SECRET)
             .env("LOG_FORMAT", "json")
             .env(
                 "RUST_LOG",

@@ -31,6 +31,7 @@ use clap::Parser;
 use mcp_shared::{
     CommonSettings, Redis,
     events::{EventFeed, EventLog},
+    internal::{InternalSettings, RequireInternalLayer},
     registry, server,
     settings::parse_duration,
 };
@@ -84,6 +85,10 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub registry_events_max_len: u64,
 
+    /// The secret of the gateway's internal credential (required).
+    #[command(flatten)]
+    pub internal: InternalSettings,
+
     /// Settings every MCP binary shares.
     #[command(flatten)]
     pub common: CommonSettings,
@@ -95,6 +100,10 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    // No secret, no service: it would otherwise answer anyone who reaches it.
+    let internal = RequireInternalLayer::new(Arc::new(
+        settings.internal.key().map_err(std::io::Error::other)?,
+    ));
     if settings.replica_ttl <= settings.replica_heartbeat {
         return Err(std::io::Error::other(
             "HEALTH_REPLICA_TTL must be longer than HEALTH_REPLICA_HEARTBEAT",
@@ -154,7 +163,7 @@ pub async fn run(
     ));
 
     let state = api::AppState { store, thresholds };
-    let app = server::scaffold(api::routes(state), redis, common.max_body_bytes);
+    let app = server::scaffold(api::routes(state, internal), redis, common.max_body_bytes);
     let served = server::serve(listener, app, shutdown.clone(), common.shutdown_grace).await;
     shutdown.cancel();
     tasks.close();

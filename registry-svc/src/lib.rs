@@ -21,12 +21,13 @@ pub mod openapi;
 pub mod reaper;
 pub mod store;
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use clap::Parser;
 use mcp_shared::{
     CommonSettings, Redis,
     events::{EventFeed, EventLog},
+    internal::{InternalSettings, RequireInternalLayer},
     registry, server,
     settings::parse_duration,
 };
@@ -81,6 +82,10 @@ pub struct Settings {
     #[arg(long, env = "REGISTRY_CENSUS_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub census_interval: Duration,
 
+    /// The secret of the gateway's internal credential (required).
+    #[command(flatten)]
+    pub internal: InternalSettings,
+
     /// Settings every MCP binary shares.
     #[command(flatten)]
     pub common: CommonSettings,
@@ -100,6 +105,10 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    // No secret, no service: it would otherwise answer anyone who reaches it.
+    let internal = RequireInternalLayer::new(Arc::new(
+        settings.internal.key().map_err(std::io::Error::other)?,
+    ));
     let common = &settings.common;
     let redis = Redis::new(
         &common.redis_url,
@@ -132,7 +141,7 @@ pub async fn run(
         feed,
         shutdown: tasks.clone(),
     };
-    let app = server::scaffold(api::routes(state), redis, common.max_body_bytes);
+    let app = server::scaffold(api::routes(state, internal), redis, common.max_body_bytes);
     let served = server::serve(listener, app, shutdown, common.shutdown_grace).await;
     tasks.cancel();
     let _ = feed_task.await;
