@@ -20,10 +20,13 @@ use std::{
 
 use axum::{
     extract::Request,
-    http::{HeaderName, Method, header},
+    http::{HeaderName, Method},
     response::{IntoResponse, Response},
 };
-use mcp_shared::scope::{self, Access};
+use mcp_shared::{
+    internal::bearer_token,
+    scope::{self, Access},
+};
 use tower::{Layer, Service};
 
 use crate::{
@@ -242,18 +245,6 @@ async fn authorize(verifier: &Verifier, request: &mut Request) -> Result<(), Gat
         identity,
     });
     Ok(())
-}
-
-/// `Authorization: Bearer <token>` (scheme case-insensitive).
-fn bearer_token(request: &Request) -> Option<&str> {
-    let value = request
-        .headers()
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// Drop every client-sent `X-Auth-*` header. Allocates only when there is one.

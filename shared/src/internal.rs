@@ -334,8 +334,9 @@ impl IntoResponse for Rejection {
     }
 }
 
-/// `Authorization: Bearer <token>` (scheme case-insensitive).
-fn bearer(request: &Request) -> Option<&str> {
+/// The token of `Authorization: Bearer <token>` (scheme case-insensitive);
+/// shared with the gateway's client authentication.
+pub fn bearer_token(request: &Request) -> Option<&str> {
     let value = request
         .headers()
         .get(header::AUTHORIZATION)?
@@ -392,7 +393,7 @@ where
     }
 
     fn call(&mut self, mut request: Request) -> Self::Future {
-        let verified = match bearer(&request) {
+        let verified = match bearer_token(&request) {
             None => Err(Rejection::Missing),
             Some(token) => self.key.verify(token),
         };

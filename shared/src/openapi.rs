@@ -241,17 +241,7 @@ pub fn require_internal(mut document: OpenApi) -> OpenApi {
         if OPEN_PATHS.contains(&path.as_str()) {
             continue;
         }
-        let operations = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.options,
-            &mut item.head,
-            &mut item.patch,
-            &mut item.trace,
-        ];
-        for operation in operations.into_iter().flatten() {
+        for operation in operations_mut(item) {
             operation.security = Some(vec![SecurityRequirement::new(
                 INTERNAL_SCHEME,
                 Vec::<String>::new(),
@@ -299,21 +289,29 @@ fn unauthorized_response() -> ResponseBuilder {
     )
 }
 
+/// Every operation of a path item.
+fn operations_mut(
+    item: &mut utoipa::openapi::PathItem,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.options,
+        &mut item.head,
+        &mut item.patch,
+        &mut item.trace,
+    ]
+    .into_iter()
+    .flatten()
+}
+
 /// utoipa's `axum_extras` also infers a bare path parameter from each `Path`
 /// extractor; the explicit ones (with the name pattern) come first and win.
 fn drop_inferred_duplicates(document: &mut OpenApi) {
     for item in document.paths.paths.values_mut() {
-        let operations = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.options,
-            &mut item.head,
-            &mut item.patch,
-            &mut item.trace,
-        ];
-        for operation in operations.into_iter().flatten() {
+        for operation in operations_mut(item) {
             if let Some(parameters) = &mut operation.parameters {
                 let mut seen = BTreeSet::new();
                 parameters.retain(|p| match p {
