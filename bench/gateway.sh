@@ -57,7 +57,7 @@ wait_http "http://127.0.0.1:$GW_PORT/readyz"
 TOKEN=$(hs256_token "$SECRET" bench "admin")
 AUTH=(-H "Authorization: Bearer $TOKEN")
 # The upstream, registered without a check: passing while its lease lives.
-curl -fsS -X PUT "http://127.0.0.1:$REG_PORT/v1/services/bench/instances/bench-1" \
+curl -fsS -X PUT "${INTERNAL_AUTH[@]}" "http://127.0.0.1:$REG_PORT/v1/services/bench/instances/bench-1" \
   -H 'content-type: application/json' \
   -d "{\"host\":\"127.0.0.1\",\"port\":$UPSTREAM_PORT,\"ttl_seconds\":3600}" >/dev/null
 for _ in $(seq 100); do

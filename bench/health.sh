@@ -43,7 +43,7 @@ sleep 5   # ramp-up: the first interval spreads the checks
 C0=$(checks); T0=$(cpu_ticks "$HEALTH_PID")
 sleep "$WINDOW"
 C1=$(checks); T1=$(cpu_ticks "$HEALTH_PID")
-PASSING=$(curl -fsS "http://127.0.0.1:$HEALTH_PORT/v1/summary" | python3 -c 'import json,sys; print(sum(s["passing"] for s in json.load(sys.stdin)["services"]))')
+PASSING=$(curl -fsS "${INTERNAL_AUTH[@]}" "http://127.0.0.1:$HEALTH_PORT/v1/summary" | python3 -c 'import json,sys; print(sum(s["passing"] for s in json.load(sys.stdin)["services"]))')
 
 {
   echo "### bench/health — $(machine_line)"

@@ -1,6 +1,7 @@
 -- PUT a heartbeat; ids cycle through INSTANCES. PACE_MS paces each connection
 -- (for a steady background load: 10 connections x 10 ms = ~1000/s).
 dofile(os.getenv("BENCH_DIR") .. "/report.lua")
+wrk.headers["Authorization"] = os.getenv("MCP_INTERNAL_AUTH")
 local n = tonumber(os.getenv("INSTANCES") or "10000")
 local pace = tonumber(os.getenv("PACE_MS") or "0")
 local i = -1

@@ -82,6 +82,29 @@ cpu_ticks() {
 # us_per_request TICKS REQUESTS: CPU microseconds per request.
 us_per_request() { awk -v t="$1" -v r="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN { if (r > 0) printf "%.1f", t * 1e6 / hz / r; else print "n/a" }'; }
 
+# The services answer only the gateway: every binary gets this secret, and a
+# direct call carries MCP_INTERNAL_AUTH (the internal credential the gateway
+# mints, scope admin; read by the wrk scripts and watch_latency.py).
+export MCP_INTERNAL_SECRET=bench-internal-secret-bench-internal-secret
+
+# internal_token: a one-hour internal credential (README: Security model).
+internal_token() {
+  python3 - "$MCP_INTERNAL_SECRET" <<'PY'
+import base64, hashlib, hmac, json, sys, time
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=")
+now = int(time.time())
+head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+claims = {"iss": "mcp-gateway", "aud": "mcp-internal", "sub": "bench", "scope": "admin",
+          "iat": now, "exp": now + 3600}
+body = b64(json.dumps(claims).encode())
+sig = b64(hmac.new(sys.argv[1].encode(), head + b"." + body, hashlib.sha256).digest())
+print((head + b"." + body + b"." + sig).decode())
+PY
+}
+MCP_INTERNAL_AUTH="Bearer $(internal_token)"
+export MCP_INTERNAL_AUTH
+INTERNAL_AUTH=(-H "Authorization: $MCP_INTERNAL_AUTH")
+
 # hs256_token SECRET SUB SCOPES: a one-hour HS256 JWT (python3 standard library only).
 hs256_token() {
   python3 - "$@" <<'PY'

@@ -1,5 +1,6 @@
 -- GET the healthy instances of one of 100 services (100 instances each).
 dofile(os.getenv("BENCH_DIR") .. "/report.lua")
+wrk.headers["Authorization"] = os.getenv("MCP_INTERNAL_AUTH")
 local i = -1
 request = function()
   i = (i + 1) % 100

@@ -8,7 +8,7 @@ if os.getenv("CHECK") == "http" then
   check = ',"check":{"type":"http","path":"/","interval_seconds":' .. (os.getenv("INTERVAL") or "10") .. ',"timeout_ms":500}'
 end
 local body = '{"host":"127.0.0.1","port":' .. port .. ',"ttl_seconds":3600,"tags":["v1"],"metadata":{"zone":"a"}' .. check .. '}'
-local headers = { ["content-type"] = "application/json" }
+local headers = { ["content-type"] = "application/json", ["Authorization"] = os.getenv("MCP_INTERNAL_AUTH") }
 local i = -1
 request = function()
   i = (i + 1) % n

@@ -11,7 +11,7 @@ runs on a fresh machine; targets 127.0.0.1 only, bounded in count and time.
 usage: watch_latency.py mcp|etcd PORT [WATCHERS] [PUTS]
 prints: REPORT <deliveries> <expected> <p50 ms> <p99 ms> <max ms>
 """
-import asyncio, base64, json, re, sys, time
+import asyncio, base64, json, os, re, sys, time
 
 KIND, PORT = sys.argv[1], int(sys.argv[2])
 WATCHERS = int(sys.argv[3]) if len(sys.argv) > 3 else 1000
@@ -43,7 +43,8 @@ async def read_chunked(reader):
 async def watcher(ready):
     reader, writer = await asyncio.open_connection("127.0.0.1", PORT, limit=1 << 20)
     if KIND == "mcp":
-        writer.write(f"GET /v1/watch?namespace=bench HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode())
+        auth = os.environ["MCP_INTERNAL_AUTH"]
+        writer.write(f"GET /v1/watch?namespace=bench HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nAccept: text/event-stream\r\n\r\n".encode())
     else:
         body = json.dumps({"create_request": {"key": b64("/bench/k"), "range_end": b64("/bench/l")}})
         writer.write(f"POST /v3/watch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode())
@@ -75,7 +76,8 @@ async def put(i):
     value = f"seq-{i}-{PAD}"
     if KIND == "mcp":
         body = json.dumps({"value": value})
-        request = f"PUT /v1/namespaces/bench/keys/k HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}"
+        auth = os.environ["MCP_INTERNAL_AUTH"]
+        request = f"PUT /v1/namespaces/bench/keys/k HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}"
     else:
         body = json.dumps({"key": b64("/bench/k"), "value": b64(value)})
         request = f"POST /v3/kv/put HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}"

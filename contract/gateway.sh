@@ -42,19 +42,7 @@ start() {
 
 # An HS256 JWT with scope `admin` (every scope), valid for two hours.
 mint_token() {
-    SECRET=$SECRET python3 - <<'EOF'
-import base64, hashlib, hmac, json, os, time
-
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-now = int(time.time())
-header = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-claims = b64(json.dumps({"sub": "contract", "scope": "admin", "iat": now, "exp": now + 7200}).encode())
-signing_input = f"{header}.{claims}".encode()
-signature = hmac.new(os.environ["SECRET"].encode(), signing_input, hashlib.sha256).digest()
-print(f"{header}.{claims}.{b64(signature)}")
-EOF
+    mint_hs256 "$SECRET" '{"sub": "contract", "scope": "admin"}'
 }
 
 put_json() {

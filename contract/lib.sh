@@ -1,6 +1,7 @@
 # Shared by contract/run.sh and contract/gateway.sh (sourced, not run): the
-# pinned tools, process bookkeeping, free ports, Redis, starting a binary and
-# waiting for it, and the validate-then-fuzz step.
+# pinned tools, process bookkeeping, free ports, HS256 tokens (the internal
+# secret every binary shares), Redis, starting a binary and waiting for it,
+# and the validate-then-fuzz step.
 #
 # The sourcing script sets NAME (the prefix of `die` messages) first, and
 # OUT (where logs and reports go) before it starts anything.
@@ -94,6 +95,37 @@ ensure_tools() {
     log "$("$ST" --version); openapi-spec-validator $(version_of "$VALIDATOR")"
 }
 
+# --- credentials -------------------------------------------------------------
+
+# MCP_INTERNAL_SECRET of every binary this script starts (at least 32 bytes).
+INTERNAL_SECRET="contract-internal-secret-$$-$RANDOM-0123456789abcdef"
+
+# An HS256 JWT signed with secret `$1` whose claims are the JSON object `$2`
+# plus `iat` (now) and `exp` (in two hours).
+mint_hs256() {
+    SECRET=$1 CLAIMS=$2 python3 - <<'EOF'
+import base64, hashlib, hmac, json, os, time
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+now = int(time.time())
+claims = dict(json.loads(os.environ["CLAIMS"]), iat=now, exp=now + 7200)
+header = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+body = b64(json.dumps(claims).encode())
+signing_input = f"{header}.{body}".encode()
+signature = hmac.new(os.environ["SECRET"].encode(), signing_input, hashlib.sha256).digest()
+print(f"{header}.{body}.{b64(signature)}")
+EOF
+}
+
+# The credential the gateway mints for the services (README: Security
+# model), with scope `admin`: what a direct call to a service needs.
+internal_token() {
+    mint_hs256 "$INTERNAL_SECRET" \
+        '{"iss": "mcp-gateway", "aud": "mcp-internal", "sub": "contract", "scope": "admin"}'
+}
+
 # --- processes ---------------------------------------------------------------
 
 REDIS_URL=
@@ -131,6 +163,7 @@ start_binary() {
     [ "$binary" = config-svc ] || egress=("${LOOPBACK_ONLY[@]}")
     "$TARGET/debug/$binary" --addr "127.0.0.1:$port" \
         --redis-url "$REDIS_URL" --redis-prefix "$prefix" \
+        --internal-secret "$INTERNAL_SECRET" \
         --log-format json --log-filter warn "${egress[@]}" "$@" \
         >>"$OUT/$binary.log" 2>&1 &
     pids+=($!)

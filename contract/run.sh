@@ -6,7 +6,9 @@
 #
 # Checks: no 5xx, documented status codes, content types (problem+json on
 # every error), response schemas and headers, invalid input refused, 405
-# with `Allow` for undocumented methods. See contract/README.md.
+# with `Allow` for undocumented methods. See contract/README.md. Every
+# request carries an internal credential this script mints (the services
+# answer only the gateway; without it they answer the documented 401).
 #
 # Environment:
 #   CONTRACT_MAX_EXAMPLES  examples per operation and phase (default 100)
@@ -46,10 +48,15 @@ start_service() {
     start_binary "$1" "$2" $(service_args "$1")
 }
 
+# The services answer only the gateway: every call here carries the
+# internal credential the gateway would mint (scope `admin`).
+INTERNAL_TOKEN=
+AUTH=()
+
 put_json() {
     local base=$1 path=$2 body=$3
     curl -fsS -o /dev/null --max-time 5 -X PUT -H 'content-type: application/json' \
-        --data "$body" "$base$path" || die "seeding PUT $path failed"
+        "${AUTH[@]}" --data "$body" "$base$path" || die "seeding PUT $path failed"
 }
 
 # Data each service should hold before it is fuzzed, so operations answer
@@ -77,7 +84,7 @@ seed() {
             put_json "$registry" /v1/services/echo/instances/echo-3 \
                 "{\"host\":\"127.0.0.1\",\"port\":$closed,\"ttl_seconds\":3600}"
             # Let the first checks land, so explain answers carry a last check.
-            wait_for_match '"last_check":{' "$url/v1/services/echo/instances/echo-1"
+            wait_for_match '"last_check":{' "${AUTH[@]}" "$url/v1/services/echo/instances/echo-1"
             ;;
         config-svc)
             # Two versions (history, rollback), a schema every value meets,
@@ -86,9 +93,9 @@ seed() {
             put_json "$url" /v1/namespaces/echo/keys/log/level \
                 '{"value":"debug","message":"seeded by contract/run.sh"}'
             put_json "$url" /v1/namespaces/echo/schema '{"$comment":"any value"}'
-            curl -s -o /dev/null --max-time 0.5 \
+            curl -s -o /dev/null --max-time 0.5 "${AUTH[@]}" \
                 "$url/v1/watch?namespace=echo&client_id=contract" || true
-            wait_for_match '"client_id":"contract"' "$url/v1/namespaces/echo/clients"
+            wait_for_match '"client_id":"contract"' "${AUTH[@]}" "$url/v1/namespaces/echo/clients"
             ;;
     esac
 }
@@ -109,6 +116,8 @@ log "building ${services[*]}"
 (cd "$ROOT" && cargo build --quiet "${build[@]}")
 
 start_redis
+INTERNAL_TOKEN=$(internal_token)
+AUTH=(-H "Authorization: Bearer $INTERNAL_TOKEN")
 failed=()
 summary=()
 for service in "${services[@]}"; do
@@ -124,7 +133,7 @@ for service in "${services[@]}"; do
     started=$(date +%s)
     status=0
     # The document itself must be valid OpenAPI 3.1, then it is fuzzed.
-    fuzz "$url" "$report" "$SERVICE_TIMEOUT" || status=$?
+    fuzz "$url" "$report" "$SERVICE_TIMEOUT" "${AUTH[@]}" || status=$?
     elapsed=$(($(date +%s) - started))
     if [ "$service" = health-svc ]; then
         assert_loopback_only "$url" || status=1

@@ -12,7 +12,7 @@ use std::{sync::Arc, time::Duration};
 use axum::{
     Router,
     body::Bytes,
-    extract::{Path, Query, State},
+    extract::{Extension, Path, Query, State},
     http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -24,6 +24,7 @@ use mcp_shared::{
     },
     events::{Event, EventFeed, WatchResponse},
     http::Blocking,
+    internal::{Caller, RequireInternalLayer},
     json,
     names::{Key, Name},
     openapi::{
@@ -56,8 +57,8 @@ use crate::{
 
 /// `X-Mcp-Index`: the revision a blocking query resumes from.
 pub const MCP_INDEX: HeaderName = HeaderName::from_static("x-mcp-index");
-/// The subject the gateway forwards from the JWT.
-pub const AUTH_SUBJECT: HeaderName = HeaderName::from_static("x-auth-subject");
+/// The area of config's scopes (`config:read[:{namespace}]`, …).
+const AREA: &str = "config";
 /// How often a write re-validates after finding the schema changed under it.
 const SCHEMA_ATTEMPTS: usize = 4;
 
@@ -150,19 +151,23 @@ fn document(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     if let Some(item) = api.paths.paths.remove(KEY_ROUTE) {
         api.paths.paths.insert(KEY_PATH.to_owned(), item);
     }
-    docs::document(
+    docs::require_internal(docs::document(
         api,
         "config-svc",
         env!("CARGO_PKG_VERSION"),
         "Versioned configuration with compare-and-swap, history, rollback, JSON Schema \
          validation and watches. Every error is application/problem+json (RFC 9457).",
-    )
+    ))
 }
 
 /// The config-svc routes (`/v1/...`) and `GET /openapi.json`.
-pub fn routes(state: AppState) -> Router {
+///
+/// Every operation needs the gateway's internal credential (`internal`);
+/// the document stays open.
+pub fn routes(state: AppState, internal: RequireInternalLayer) -> Router {
     let (router, api) = operations().split_for_parts();
     router
+        .route_layer(internal)
         .route(OPENAPI_PATH, docs::serve(&document(api)))
         .with_state(state)
 }
@@ -263,12 +268,10 @@ fn precondition(headers: &HeaderMap) -> Result<Precondition, ConfigError> {
     }
 }
 
-fn subject(headers: &HeaderMap) -> String {
-    match headers
-        .get(AUTH_SUBJECT)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-    {
+/// Who writes, as `updated_by`: the subject of the gateway's internal
+/// credential (never a plain header), `anonymous` when the token had none.
+fn subject(caller: &Caller) -> String {
+    match caller.subject.as_deref().map(str::trim) {
         Some(s) if !s.is_empty() => s.chars().take(MAX_SUBJECT_LEN).collect(),
         _ => "anonymous".to_owned(),
     }
@@ -531,6 +534,7 @@ async fn put_key(
     State(app): State<AppState>,
     Path((ns, key)): Path<(String, String)>,
     Query(query): Query<WriteQuery>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -554,7 +558,7 @@ async fn put_key(
                 &key,
                 value.get(),
                 message.as_deref(),
-                &subject(&headers),
+                &subject(&caller),
                 precondition,
                 dry_run,
             )
@@ -743,11 +747,12 @@ async fn key_method_not_allowed(
 async fn post_key(
     State(app): State<AppState>,
     Path((ns, raw_key)): Path<(String, String)>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     match Target::of(&raw_key) {
-        Target::Rollback(of) => rollback(&app, &ns, of, &headers, &body).await,
+        Target::Rollback(of) => rollback(&app, &ns, of, &caller, &headers, &body).await,
         other => other.method_not_allowed("POST"),
     }
 }
@@ -784,6 +789,7 @@ async fn rollback(
     app: &AppState,
     ns: &str,
     raw_key: &str,
+    caller: &Caller,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Response {
@@ -812,7 +818,7 @@ async fn rollback(
                 &key,
                 target.value.get(),
                 Some(&message),
-                &subject(headers),
+                &subject(caller),
                 precondition,
                 false,
             )
@@ -894,8 +900,13 @@ async fn list_keys(
         StoreFailure,
     ),
 )]
-async fn list_namespaces(State(app): State<AppState>) -> Result<Response, ConfigError> {
+async fn list_namespaces(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ConfigError> {
     let mut namespaces = app.inner.store.namespaces().await?;
+    // Only the namespaces the caller's scopes may read (`config:read:{ns}`).
+    namespaces.retain(|ns| caller.scopes.may_read(AREA, ns));
     namespaces.sort_unstable();
     let body = serde_json::to_string(&NamespaceList { namespaces }).map_err(encode_error)?;
     Ok(json_response(StatusCode::OK, body))
@@ -1085,6 +1096,7 @@ async fn delete_schema(
 )]
 async fn watch(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(query): Query<WatchQuery>,
     headers: HeaderMap,
 ) -> Result<WatchResponse, ConfigError> {
@@ -1113,7 +1125,10 @@ async fn watch(
         }
         None => None,
     };
-    let filter = move |e: &Event| ns.as_deref().is_none_or(|n| e.scope == n);
+    // The asked-for namespace, and in any case only namespaces the caller may read.
+    let filter = move |e: &Event| {
+        ns.as_deref().is_none_or(|n| e.scope == n) && caller.scopes.may_read(AREA, &e.scope)
+    };
     Ok(inner
         .feed
         .open_watch(after, filter, on_delivered, inner.shutdown.clone())

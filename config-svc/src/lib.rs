@@ -22,6 +22,7 @@ use clap::Parser;
 use mcp_shared::{
     CommonSettings, Redis,
     events::{EventFeed, EventLog},
+    internal::{InternalSettings, RequireInternalLayer},
     server,
     settings::parse_duration,
 };
@@ -55,6 +56,10 @@ pub struct Settings {
     #[arg(long, env = "CONFIG_CLIENT_STATUS_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub client_status_interval: Duration,
 
+    /// The secret of the gateway's internal credential (required).
+    #[command(flatten)]
+    pub internal: InternalSettings,
+
     /// Settings every MCP binary shares.
     #[command(flatten)]
     pub common: CommonSettings,
@@ -66,6 +71,10 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    // No secret, no service: it would otherwise answer anyone who reaches it.
+    let internal = RequireInternalLayer::new(Arc::new(
+        settings.internal.key().map_err(std::io::Error::other)?,
+    ));
     let common = &settings.common;
     if settings.max_value_bytes >= common.max_body_bytes {
         tracing::warn!(
@@ -99,7 +108,7 @@ pub async fn run(
         settings.max_value_bytes,
         tasks.clone(),
     );
-    let app = server::scaffold(api::routes(state), redis, common.max_body_bytes);
+    let app = server::scaffold(api::routes(state, internal), redis, common.max_body_bytes);
     let served = server::serve(listener, app, shutdown, common.connection_limits()).await;
     tasks.cancel();
     let _ = tail.await;

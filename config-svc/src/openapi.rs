@@ -28,8 +28,6 @@ use utoipa::{
     },
 };
 
-use crate::model::MAX_SUBJECT_LEN;
-
 /// A list prefix: what a key may hold, cut anywhere (or nothing).
 const PREFIX_PATTERN: &str = "^[A-Za-z0-9._/-]*$";
 /// An entity tag holding a version (`"3"`).
@@ -177,7 +175,8 @@ fn if_match() -> Parameter {
     )
 }
 
-/// `If-Match`, `If-None-Match: *` and `X-Auth-Subject` on a write.
+/// `If-Match` and `If-None-Match: *` on a write (`updated_by` is the
+/// subject of the gateway's internal credential, not a header).
 pub struct WriteHeaders;
 
 impl IntoParams for WriteHeaders {
@@ -188,14 +187,6 @@ impl IntoParams for WriteHeaders {
                 "If-None-Match",
                 "`*`: create only; `412` when the key exists. Not with `If-Match`.",
                 string().enum_values(Some(["*"])),
-            ),
-            header(
-                "X-Auth-Subject",
-                &format!(
-                    "Who writes (the gateway forwards the token's subject); kept as `updated_by` \
-                     (at most {MAX_SUBJECT_LEN} characters), `anonymous` when absent."
-                ),
-                string(),
             ),
         ]
     }

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_writers_with_the_same_if_match_one_wins() {
     let svc = start(&redis().url(), &prefix(), &[]).await;
-    let http = reqwest::Client::new();
+    let http = mcp_testkit::client();
     assert_eq!(put(&http, &svc, "app", "k", json!(0)).await.status(), 201);
     let url = key_url(&svc, "app", "k");
     let writers: Vec<_> = (0..50)
@@ -41,7 +41,7 @@ async fn fifty_writers_with_the_same_if_match_one_wins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_clients_doing_fifty_increments_each_end_at_one_thousand() {
     let svc = start(&redis().url(), &prefix(), &[]).await;
-    let http = reqwest::Client::new();
+    let http = mcp_testkit::client();
     assert_eq!(
         put(&http, &svc, "app", "counter", json!(0)).await.status(),
         201

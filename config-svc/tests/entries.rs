@@ -13,11 +13,14 @@ use serde_json::{Value, json};
 #[tokio::test]
 async fn put_and_get_round_trip_with_versions_revisions_and_etags() {
     let svc = start(&redis().url(), &prefix(), &[]).await;
-    let http = reqwest::Client::new();
+    let http = mcp_testkit::client();
 
     let created = http
         .put(key_url(&svc, "app", "db/pool"))
-        .header("x-auth-subject", "alice")
+        .header(
+            "authorization",
+            mcp_testkit::internal_bearer("alice", "admin"),
+        )
         .json(&json!({"value": {"max": 10}, "message": "first"}))
         .send()
         .await
@@ -49,14 +52,17 @@ async fn put_and_get_round_trip_with_versions_revisions_and_etags() {
     let second: Value = updated.json().await.unwrap();
     assert_eq!(second["version"], 2);
     assert!(second["revision"].as_u64().unwrap() > r1);
-    assert_eq!(second["updated_by"], "anonymous");
+    assert_eq!(
+        second["updated_by"], "test",
+        "the testkit client's credential"
+    );
     assert_eq!(second["message"], Value::Null);
 }
 
 #[tokio::test]
 async fn values_are_stored_as_sent_without_reencoding() {
     let svc = start(&redis().url(), &prefix(), &[]).await;
-    let http = reqwest::Client::new();
+    let http = mcp_testkit::client();
     let body =
         r#"{"value": {"empty": [], "obj": {}, "big": 123456789012345678901234567890, "f": 1.10}}"#;
     let response = http
@@ -85,7 +91,7 @@ async fn values_are_stored_as_sent_without_reencoding() {
 #[tokio::test]
 async fn list_filters_by_prefix_and_namespaces_are_listed() {
     let svc = start(&redis().url(), &prefix(), &[]).await;
-    let http = reqwest::Client::new();
+    let http = mcp_testkit::client();
     for key in ["db/host", "db/port", "cache/ttl"] {
         assert_eq!(put(&http, &svc, "app", key, json!(key)).await.status(), 201);
     }
@@ -133,7 +139,7 @@ async fn list_filters_by_prefix_and_namespaces_are_listed() {
 #[tokio::test]
 async fn delete_removes_the_key_but_keeps_its_history_and_version_count() {
     let svc = start(&redis().url(), &prefix(), &[]).await;
-    let http = reqwest::Client::new();
+    let http = mcp_testkit::client();
     put(&http, &svc, "app", "k", json!(1)).await;
     put(&http, &svc, "app", "k", json!(2)).await;
 
@@ -183,13 +189,16 @@ async fn delete_removes_the_key_but_keeps_its_history_and_version_count() {
 #[tokio::test]
 async fn rollback_to_version_two_of_five_makes_version_six_and_keeps_history() {
     let svc = start(&redis().url(), &prefix(), &[]).await;
-    let http = reqwest::Client::new();
+    let http = mcp_testkit::client();
     for n in 1..=5 {
         put(&http, &svc, "app", "k", json!({"n": n, "list": []})).await;
     }
     let rolled = http
         .post(format!("{}/rollback", key_url(&svc, "app", "k")))
-        .header("x-auth-subject", "bob")
+        .header(
+            "authorization",
+            mcp_testkit::internal_bearer("bob", "admin"),
+        )
         .json(&json!({"version": 2}))
         .send()
         .await
@@ -230,7 +239,7 @@ async fn rollback_to_version_two_of_five_makes_version_six_and_keeps_history() {
 #[tokio::test]
 async fn if_none_match_star_only_creates() {
     let svc = start(&redis().url(), &prefix(), &[]).await;
-    let http = reqwest::Client::new();
+    let http = mcp_testkit::client();
     let create = |value: i64| {
         http.put(key_url(&svc, "app", "once"))
             .header("if-none-match", "*")
@@ -247,7 +256,7 @@ async fn if_match_on_a_missing_key_fails_and_writes_nothing() {
     let server = redis();
     let prefix = prefix();
     let svc = start(&server.url(), &prefix, &[]).await;
-    let http = reqwest::Client::new();
+    let http = mcp_testkit::client();
     let response = http
         .put(key_url(&svc, "app", "ghost"))
         .header("if-match", "\"1\"")
@@ -263,7 +272,7 @@ async fn if_match_on_a_missing_key_fails_and_writes_nothing() {
 #[tokio::test]
 async fn get_with_a_matching_if_none_match_is_not_modified() {
     let svc = start(&redis().url(), &prefix(), &[]).await;
-    let http = reqwest::Client::new();
+    let http = mcp_testkit::client();
     put(&http, &svc, "app", "k", json!(1)).await;
     let response = http
         .get(key_url(&svc, "app", "k"))
@@ -280,7 +289,7 @@ async fn dry_run_answers_without_writing() {
     let server = redis();
     let prefix = prefix();
     let svc = start(&server.url(), &prefix, &[]).await;
-    let http = reqwest::Client::new();
+    let http = mcp_testkit::client();
     put(&http, &svc, "app", "k", json!(1)).await;
     let before = server.snapshot(&prefix);
     let response = http
@@ -299,7 +308,7 @@ async fn dry_run_answers_without_writing() {
 #[tokio::test]
 async fn blocking_get_returns_when_the_key_changes() {
     let svc = start(&redis().url(), &prefix(), &[]).await;
-    let http = reqwest::Client::new();
+    let http = mcp_testkit::client();
     put(&http, &svc, "app", "k", json!(1)).await;
     let first = http.get(key_url(&svc, "app", "k")).send().await.unwrap();
     let index: u64 = first.headers()["x-mcp-index"]
@@ -400,7 +409,7 @@ async fn bad_inputs_are_problem_json_and_write_nothing() {
         &["--max-value-bytes", "1024", "--max-body-bytes", "4096"],
     )
     .await;
-    let http = reqwest::Client::new();
+    let http = mcp_testkit::client();
     put(&http, &svc, "app", "k", json!(1)).await;
     let before = server.snapshot(&prefix);
 
@@ -624,7 +633,7 @@ async fn bad_inputs_are_problem_json_and_write_nothing() {
 #[tokio::test]
 async fn metrics_count_writes_entries_and_watchers() {
     let svc = start(&redis().url(), &prefix(), &[]).await;
-    let http = reqwest::Client::new();
+    let http = mcp_testkit::client();
     put(&http, &svc, "app", "k", json!(1)).await;
     http.put(key_url(&svc, "app", "k"))
         .header("if-match", "\"9\"")
@@ -699,4 +708,45 @@ async fn too_deep_values_and_schemas_are_refused_and_change_nothing() {
     let response = put(&http, &svc, "deep", "k", value.clone()).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.json::<Value>().await.unwrap()["value"], value);
+}
+
+#[tokio::test]
+async fn updated_by_is_the_credential_subject_and_a_forged_x_auth_subject_changes_nothing() {
+    let svc = start(&redis().url(), &prefix(), &[]).await;
+    let http = mcp_testkit::client();
+    let written: Value = http
+        .put(key_url(&svc, "app", "who"))
+        .header(
+            "authorization",
+            mcp_testkit::internal_bearer("alice", "config:write"),
+        )
+        .header("x-auth-subject", "mallory")
+        .header("x-auth-scopes", "admin")
+        .json(&json!({"value": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(written["updated_by"], "alice");
+
+    // A credential without a subject is `anonymous`, whatever the header says.
+    let key =
+        mcp_shared::internal::InternalKey::new(mcp_testkit::INTERNAL_SECRET.as_bytes()).unwrap();
+    let anonymous = key
+        .token(None, "admin", std::time::Duration::from_secs(60))
+        .unwrap();
+    let written: Value = http
+        .put(key_url(&svc, "app", "who"))
+        .bearer_auth(anonymous)
+        .header("x-auth-subject", "mallory")
+        .json(&json!({"value": 2}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(written["updated_by"], "anonymous");
 }

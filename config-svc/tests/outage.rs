@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 async fn redis_down_is_503_fast_and_the_service_heals_with_every_write_kept() {
     let server = RedisServer::start();
     let svc = start(&server.url(), &prefix(), &[]).await;
-    let http = reqwest::Client::new();
+    let http = mcp_testkit::client();
     for n in 0..5 {
         assert_eq!(
             put(&http, &svc, "app", &format!("k{n}"), json!(n))

@@ -35,7 +35,7 @@ async fn a_value_breaking_the_schema_is_422_with_its_pointer_and_nothing_written
     let server = redis();
     let prefix = prefix();
     let svc = start(&server.url(), &prefix, &[]).await;
-    let http = reqwest::Client::new();
+    let http = mcp_testkit::client();
     let stored = put_schema(&http, &svc, "app", &port_schema()).await;
     assert_eq!(stored.status(), 201);
     assert_eq!(etag(&stored), "\"1\"");
@@ -69,7 +69,7 @@ async fn a_schema_that_present_values_break_is_422_naming_the_keys() {
     let server = redis();
     let prefix = prefix();
     let svc = start(&server.url(), &prefix, &[]).await;
-    let http = reqwest::Client::new();
+    let http = mcp_testkit::client();
     put(&http, &svc, "app", "good", json!({"port": 80})).await;
     put(&http, &svc, "app", "svc/bad", json!({"port": "eighty"})).await;
     put(&http, &svc, "app", "worse", json!({})).await;
@@ -90,7 +90,7 @@ async fn a_schema_that_present_values_break_is_422_naming_the_keys() {
 #[tokio::test]
 async fn an_invalid_schema_is_422() {
     let svc = start(&redis().url(), &prefix(), &[]).await;
-    let http = reqwest::Client::new();
+    let http = mcp_testkit::client();
     for schema in [
         json!({"type": "nope"}),
         json!({"minimum": "ten"}),
@@ -103,7 +103,7 @@ async fn an_invalid_schema_is_422() {
 #[tokio::test]
 async fn schema_get_and_delete_round_trip() {
     let svc = start(&redis().url(), &prefix(), &[]).await;
-    let http = reqwest::Client::new();
+    let http = mcp_testkit::client();
     let url = svc.at("/v1/namespaces/app/schema");
     problem(http.get(&url).send().await.unwrap(), 404).await;
     put_schema(&http, &svc, "app", &port_schema()).await;
@@ -126,7 +126,7 @@ async fn a_replica_never_validates_against_a_stale_schema() {
     let prefix = prefix();
     let a = start(&server.url(), &prefix, &[]).await;
     let b = start(&server.url(), &prefix, &[]).await;
-    let http = reqwest::Client::new();
+    let http = mcp_testkit::client();
     // A writes while the namespace has no schema (and caches that).
     assert_eq!(
         put(&http, &a, "app", "k", json!({"port": 1}))
@@ -167,7 +167,7 @@ async fn a_replica_never_validates_against_a_stale_schema() {
 #[tokio::test]
 async fn rollback_to_a_value_the_schema_now_forbids_is_422() {
     let svc = start(&redis().url(), &prefix(), &[]).await;
-    let http = reqwest::Client::new();
+    let http = mcp_testkit::client();
     put(&http, &svc, "app", "k", json!({"port": "old"})).await;
     put(&http, &svc, "app", "k", json!({"port": 80})).await;
     put_schema(&http, &svc, "app", &port_schema()).await;

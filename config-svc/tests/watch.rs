@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 #[tokio::test]
 async fn a_watcher_sees_a_put_without_polling() {
     let svc = start(&redis().url(), &prefix(), &[]).await;
-    let http = reqwest::Client::new();
+    let http = mcp_testkit::client();
     let mut watch = SseReader::open(&http, &svc.at("/v1/watch?namespace=app"), None).await;
     put(&http, &svc, "other", "k", json!(0)).await;
     let written: Value = put(&http, &svc, "app", "k", json!({"on": true}))
@@ -45,7 +45,7 @@ async fn a_watcher_sees_a_put_without_polling() {
 #[tokio::test]
 async fn a_watcher_resumes_losslessly_with_last_event_id() {
     let svc = start(&redis().url(), &prefix(), &[]).await;
-    let http = reqwest::Client::new();
+    let http = mcp_testkit::client();
     let url = svc.at("/v1/watch?namespace=app");
     let mut watch = SseReader::open(&http, &url, None).await;
     put(&http, &svc, "app", "a", json!(1)).await;
@@ -74,7 +74,7 @@ async fn a_watcher_resumes_losslessly_with_last_event_id() {
 #[tokio::test]
 async fn a_last_event_id_beyond_the_log_gets_a_reset() {
     let svc = start(&redis().url(), &prefix(), &[]).await;
-    let http = reqwest::Client::new();
+    let http = mcp_testkit::client();
     put(&http, &svc, "app", "a", json!(1)).await;
     let mut watch = SseReader::open(&http, &svc.at("/v1/watch"), Some("999999")).await;
     let event = watch.next().await;
@@ -95,7 +95,7 @@ async fn client_status(http: &reqwest::Client, url: &str, client: &str) -> Optio
 #[tokio::test]
 async fn the_clients_listing_shows_a_stopped_watcher_as_lagging() {
     let svc = start(&redis().url(), &prefix(), &[]).await;
-    let http = reqwest::Client::new();
+    let http = mcp_testkit::client();
     let clients = svc.at("/v1/namespaces/app/clients");
     let mut watch = SseReader::open(
         &http,

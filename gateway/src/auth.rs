@@ -13,6 +13,7 @@
 //! canonical path the proxy routes on.
 
 use std::{
+    borrow::Cow,
     convert::Infallible,
     future::Future,
     pin::Pin,
@@ -22,8 +23,12 @@ use std::{
 
 use axum::{
     extract::Request,
-    http::{HeaderName, Method, header},
+    http::{HeaderName, Method},
     response::{IntoResponse, Response},
+};
+use mcp_shared::{
+    internal::bearer_token,
+    scope::{self, Access},
 };
 use tower::{Layer, Service};
 
@@ -42,55 +47,122 @@ pub const X_AUTH_SCOPES: HeaderName = HeaderName::from_static("x-auth-scopes");
 pub struct Principal {
     /// The token's `sub`, when it has one.
     pub subject: Option<Arc<str>>,
-    /// The verified token, with the `X-Auth-*` values the proxy forwards.
+    /// The verified token (shared with the token cache: no copy per
+    /// request): the proxy sets `X-Auth-*` and mints the internal
+    /// credential from it.
     pub identity: Arc<Identity>,
 }
 
 /// What a route needs beyond a valid token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Requirement {
+pub enum Requirement<'a> {
     /// A valid token is enough (`/svc/…`, unknown areas that will 404).
     Token,
-    /// This scope, or `admin`.
-    Scope(&'static str),
+    /// `admin` (`/admin/…`).
+    Admin,
+    /// `{area}:{access}` covering `name` (see [`mcp_shared::scope`]), or `admin`.
+    Scope {
+        /// `registry`, `config` or `health`.
+        area: &'static str,
+        /// `GET`/`HEAD` read, other methods write.
+        access: Access,
+        /// The service or namespace the request is about; `None` for a
+        /// listing or another request not about one name.
+        name: Option<&'a str>,
+    },
 }
 
-impl Requirement {
-    /// The requirement of `method` on (normalised) `path`: `GET`/`HEAD` on
-    /// `/api/v1/{area}/…` need `{area}:read`, other methods `{area}:write`;
-    /// `/admin/…` needs `admin`; the gateway's own `/metrics` needs
-    /// `metrics:read` (see `admin::guard_metrics`).
-    pub fn of(method: &Method, path: &str) -> Self {
+impl<'a> Requirement<'a> {
+    /// The requirement of `method` on (normalised) `path` with `query`:
+    /// `GET`/`HEAD` on `/api/v1/{area}/…` need `{area}:read`, other methods
+    /// `{area}:write`, narrowed to the name the path is about:
+    /// `/api/v1/registry/services/{service}/…`,
+    /// `/api/v1/health/services/{service}…`,
+    /// `/api/v1/config/namespaces/{ns}/…` and config's
+    /// `/api/v1/config/watch?namespace={ns}`; `/admin/…` needs `admin`; the
+    /// gateway's own `/metrics` needs `metrics:read` (see `admin::guard_metrics`).
+    ///
+    /// The name is taken as the path spells it. A percent-encoded name
+    /// cannot widen a grant: names in scopes hold no `%`, so a grant that
+    /// covers the spelled name covers the decoded one the service sees.
+    pub fn of(method: &Method, path: &'a str, query: Option<&'a str>) -> Self {
         if path.starts_with("/admin/") || path == "/admin" {
-            return Self::Scope("admin");
+            return Self::Admin;
         }
         if path == "/metrics" {
-            return Self::Scope("metrics:read");
+            return Self::Scope {
+                area: "metrics",
+                access: Access::Read,
+                name: None,
+            };
         }
         let Some(rest) = path.strip_prefix("/api/v1/") else {
             return Self::Token;
         };
-        let area = rest.split('/').next().unwrap_or("");
-        let read = method == Method::GET || method == Method::HEAD;
-        match (area, read) {
-            ("registry", true) => Self::Scope("registry:read"),
-            ("registry", false) => Self::Scope("registry:write"),
-            ("config", true) => Self::Scope("config:read"),
-            ("config", false) => Self::Scope("config:write"),
-            ("health", true) => Self::Scope("health:read"),
-            ("health", false) => Self::Scope("health:write"),
-            _ => Self::Token,
+        let (area, rest) = rest.split_once('/').unwrap_or((rest, ""));
+        let area = match area {
+            "registry" => "registry",
+            "config" => "config",
+            "health" => "health",
+            _ => return Self::Token,
+        };
+        let access = if method == Method::GET || method == Method::HEAD {
+            Access::Read
+        } else {
+            Access::Write
+        };
+        let collection = if area == "config" {
+            "namespaces/"
+        } else {
+            "services/"
+        };
+        let name = match rest.strip_prefix(collection) {
+            Some(after) => after.split('/').next(),
+            None if area == "config" && rest == "watch" => query_value(query, "namespace"),
+            None => None,
+        }
+        .filter(|name| !name.is_empty());
+        Self::Scope { area, access, name }
+    }
+
+    /// Whether a token with `scopes` (space-separated) meets it.
+    pub fn allows(self, scopes: &str) -> bool {
+        match self {
+            Self::Token => true,
+            Self::Admin => scope::grants(scopes).any(|g| g == scope::Grant::Admin),
+            Self::Scope { area, access, name } => scope::allows(scopes, area, access, name),
         }
     }
 
-    fn allows(self, scopes: &str) -> bool {
+    /// The scope a 403 names: `admin`, `registry:write:shop`, `config:read`;
+    /// `None` for [`Self::Token`].
+    pub fn missing_scope(self) -> Option<Cow<'static, str>> {
         match self {
-            Self::Token => true,
-            Self::Scope(needed) => scopes
-                .split(' ')
-                .any(|scope| scope == needed || scope == "admin"),
+            Self::Token => None,
+            Self::Admin => Some(Cow::Borrowed("admin")),
+            Self::Scope { area, access, name } => {
+                Some(Cow::Owned(scope::required(area, access, name)))
+            }
         }
     }
+
+    /// The scope that covers the whole route whatever the name (`registry:write`,
+    /// `admin`), as the OpenAPI document lists it; `None` for [`Self::Token`].
+    pub fn area_scope(self) -> Option<String> {
+        match self {
+            Self::Token => None,
+            Self::Admin => Some("admin".to_owned()),
+            Self::Scope { area, access, .. } => Some(scope::required(area, access, None)),
+        }
+    }
+}
+
+/// The first value of `name` in a query string, as it is spelled.
+fn query_value<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then_some(value)
+    })
 }
 
 /// Layer: authenticate and authorize every request (see the module docs).
@@ -171,11 +243,17 @@ async fn authorize(verifier: &Verifier, request: &mut Request) -> Result<(), Gat
         .identify(token)
         .await
         .map_err(GatewayError::Unauthorized)?;
-    let requirement = Requirement::of(request.method(), request.uri().path());
-    if let Requirement::Scope(needed) = requirement
-        && !requirement.allows(&identity.scope)
-    {
-        return Err(GatewayError::Forbidden(needed));
+    let requirement = Requirement::of(
+        request.method(),
+        request.uri().path(),
+        request.uri().query(),
+    );
+    if !requirement.allows(&identity.scope) {
+        // Allocates only on this refusal.
+        let missing = requirement
+            .missing_scope()
+            .unwrap_or(Cow::Borrowed("admin"));
+        return Err(GatewayError::Forbidden(missing));
     }
     // No `X-Auth-*` header is set here: the proxy sets them (see the module docs).
     request.extensions_mut().insert(Principal {
@@ -183,18 +261,6 @@ async fn authorize(verifier: &Verifier, request: &mut Request) -> Result<(), Gat
         identity,
     });
     Ok(())
-}
-
-/// `Authorization: Bearer <token>` (scheme case-insensitive).
-fn bearer_token(request: &Request) -> Option<&str> {
-    let value = request
-        .headers()
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// Drop every client-sent `X-Auth-*` header. Allocates only when there is one.
@@ -213,30 +279,132 @@ fn strip_auth_headers(headers: &mut axum::http::HeaderMap) {
 mod tests {
     use super::*;
 
+    fn scope(method: &Method, path: &str, query: Option<&str>) -> Option<String> {
+        Requirement::of(method, path, query)
+            .missing_scope()
+            .map(Cow::into_owned)
+    }
+
     #[test]
     fn scopes_follow_method_and_area() {
         assert_eq!(
-            Requirement::of(&Method::GET, "/api/v1/registry/services"),
-            Requirement::Scope("registry:read")
+            scope(&Method::GET, "/api/v1/registry/services", None).as_deref(),
+            Some("registry:read")
         );
         assert_eq!(
-            Requirement::of(&Method::PUT, "/api/v1/config/namespaces/a/keys/b"),
-            Requirement::Scope("config:write")
+            Requirement::of(&Method::GET, "/admin/upstreams", None),
+            Requirement::Admin
         );
         assert_eq!(
-            Requirement::of(&Method::GET, "/admin/upstreams"),
-            Requirement::Scope("admin")
-        );
-        assert_eq!(
-            Requirement::of(&Method::POST, "/svc/echo/x"),
+            Requirement::of(&Method::POST, "/svc/echo/x", None),
             Requirement::Token
         );
         assert_eq!(
-            Requirement::of(&Method::GET, "/metrics"),
-            Requirement::Scope("metrics:read")
+            Requirement::of(&Method::GET, "/api/v1/other/x", None),
+            Requirement::Token
         );
-        assert!(Requirement::Scope("metrics:read").allows("admin"));
-        assert!(Requirement::Scope("config:read").allows("registry:read admin"));
-        assert!(!Requirement::Scope("config:read").allows("config:write"));
+        let read = Requirement::of(&Method::GET, "/api/v1/config/namespaces/a/keys/b", None);
+        assert!(read.allows("registry:read admin"));
+        assert!(!read.allows("config:write"));
+        assert!(!Requirement::Admin.allows("config:write registry:write"));
+        let metrics = Requirement::of(&Method::GET, "/metrics", None);
+        assert_eq!(metrics.missing_scope().as_deref(), Some("metrics:read"));
+        assert!(metrics.allows("metrics:read"));
+        assert!(metrics.allows("admin"));
+        assert!(!metrics.allows("registry:read config:read"));
+    }
+
+    #[test]
+    fn the_name_comes_from_the_path_or_the_watch_query() {
+        let cases = [
+            (
+                Method::PUT,
+                "/api/v1/registry/services/billing/instances/b-1",
+                None,
+                "registry:write:billing",
+            ),
+            (
+                Method::GET,
+                "/api/v1/health/services/shop",
+                None,
+                "health:read:shop",
+            ),
+            (
+                Method::GET,
+                "/api/v1/health/services/shop/instances/s-1",
+                None,
+                "health:read:shop",
+            ),
+            (
+                Method::PUT,
+                "/api/v1/config/namespaces/prod/keys/db/url",
+                None,
+                "config:write:prod",
+            ),
+            (
+                Method::GET,
+                "/api/v1/config/watch",
+                Some("client_id=c&namespace=shop"),
+                "config:read:shop",
+            ),
+            (Method::GET, "/api/v1/config/watch", None, "config:read"),
+            (
+                Method::GET,
+                "/api/v1/config/watch",
+                Some("namespace="),
+                "config:read",
+            ),
+            (
+                Method::GET,
+                "/api/v1/config/namespaces",
+                None,
+                "config:read",
+            ),
+            (Method::GET, "/api/v1/health/summary", None, "health:read"),
+        ];
+        for (method, path, query, expected) in cases {
+            assert_eq!(
+                scope(&method, path, query).as_deref(),
+                Some(expected),
+                "{method} {path}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_narrowed_scope_allows_its_names_only() {
+        let billing = "registry:write:billing";
+        let put = |service: &str| {
+            Requirement::of(
+                &Method::PUT,
+                &format!("/api/v1/registry/services/{service}/instances/x"),
+                None,
+            )
+            .allows(billing)
+        };
+        assert!(put("billing"));
+        assert!(!put("shop"));
+        let team = "config:write:team-a-*";
+        assert!(
+            Requirement::of(
+                &Method::PUT,
+                "/api/v1/config/namespaces/team-a-x/keys/k",
+                None
+            )
+            .allows(team)
+        );
+        assert!(
+            !Requirement::of(
+                &Method::PUT,
+                "/api/v1/config/namespaces/team-b/keys/k",
+                None
+            )
+            .allows(team)
+        );
+        // A listing needs some read grant of the area (the service filters it).
+        assert!(
+            Requirement::of(&Method::GET, "/api/v1/config/namespaces", None)
+                .allows("config:read:shop")
+        );
     }
 }

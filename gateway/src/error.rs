@@ -22,9 +22,9 @@ pub enum GatewayError {
     /// No bearer token, or one that does not verify.
     #[error("unauthorized: {0:?}")]
     Unauthorized(AuthFailure),
-    /// A valid token without the scope this route needs.
+    /// A valid token without the scope this route needs (named: `registry:write:shop`).
     #[error("missing scope {0}")]
-    Forbidden(&'static str),
+    Forbidden(std::borrow::Cow<'static, str>),
     /// The client is over its rate limit.
     #[error("rate limited")]
     RateLimited {
@@ -81,9 +81,11 @@ impl IntoResponse for GatewayError {
             }
             Self::Forbidden(scope) => Problem::new(
                 StatusCode::FORBIDDEN,
-                format!("this request needs the `{scope}` scope (or `admin`)"),
+                format!(
+                    "this request needs the `{scope}` scope (or one that covers it, or `admin`)"
+                ),
             )
-            .with_extension("required_scope", *scope),
+            .with_extension("required_scope", scope.as_ref()),
             Self::RateLimited { retry_after } => Problem::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate limit exceeded; slow down",

@@ -45,6 +45,7 @@ use mcp_shared::{
     CommonSettings, Redis,
     egress::{Egress, EgressSettings},
     events::{EventFeed, EventLog},
+    internal::InternalSettings,
     openapi::OPENAPI_PATH,
     registry, server,
     settings::{parse_duration, parse_http_url, parse_url_list},
@@ -241,6 +242,9 @@ pub struct Settings {
     /// Where `/svc` may connect (see `mcp_shared::egress`).
     #[command(flatten)]
     pub egress: EgressSettings,
+    /// The secret the internal credential for the control plane is signed with (required).
+    #[command(flatten)]
+    pub internal: InternalSettings,
 
     /// Settings every MCP binary shares.
     #[command(flatten)]
@@ -288,6 +292,8 @@ pub async fn run(
         (Some(cert), Some(key)) => Some(tls::load(cert, key).await?),
         _ => None,
     };
+    // Without the secret no control-plane service would take a forwarded request.
+    let internal = Arc::new(settings.internal.key().map_err(std::io::Error::other)?);
     let common = &settings.common;
     let redis = Redis::new(
         common.redis_url.expose(),
@@ -342,6 +348,7 @@ pub async fn run(
     let proxy = proxy::Proxy::new(
         routes.clone(),
         control.clone(),
+        internal,
         Duration::from_millis(settings.upstream_timeout_ms),
         Arc::new(protected_egress(&settings, &listener).await),
         tls.is_some(),

@@ -176,10 +176,25 @@ pub fn document() -> OpenApi {
                 .bearer_format("JWT")
                 .description(Some(
                     "A JWT (HS256, RS256, ES256, EdDSA…, as the gateway is configured). Its \
-                     `scope` claim is a space-separated list: `GET`/`HEAD` on \
-                     `/api/v1/{area}/…` need `{area}:read` (`registry:read`, `config:read`, \
-                     `health:read`), other methods `{area}:write`; `/admin/…` needs `admin`; \
-                     `/svc/…` needs any valid token. `admin` grants every scope.",
+                     `scope` claim is a space-separated list of `admin` and \
+                     `{area}:{read|write}[:{name}]`. `GET`/`HEAD` on `/api/v1/{area}/…` need \
+                     `{area}:read` (`registry:read`, `config:read`, `health:read`), other \
+                     methods `{area}:write`; `/admin/…` needs `admin`; `/svc/…` needs any \
+                     valid token. `admin` grants every scope, and `write` does not grant \
+                     `read`.\n\n\
+                     A scope may be narrowed to a name: the service \
+                     (`/api/v1/registry/services/{service}/…`, \
+                     `/api/v1/health/services/{service}…`) or the namespace \
+                     (`/api/v1/config/namespaces/{ns}/…`, `/api/v1/config/watch?namespace={ns}`) \
+                     the request is about, e.g. `registry:write:billing`; a trailing `*` makes \
+                     it a prefix (`config:write:team-a-*`); without a name it covers every \
+                     name. Listings and watches not about one name (`GET \
+                     /api/v1/registry/services`, `/api/v1/registry/watch`, \
+                     `/api/v1/health/summary`, `GET /api/v1/config/namespaces`, \
+                     `/api/v1/config/watch`) need any read scope of the area and show only \
+                     the names the token may read; a write not about one name needs the \
+                     whole area. A missing scope is a 403 whose `required_scope` names it \
+                     (`registry:write:shop`).",
                 ))
                 .build(),
         )),
@@ -194,6 +209,9 @@ pub fn document() -> OpenApi {
 /// definition (each service's `WatchEvent`) is renamed `{Area}{Name}`.
 fn merge_area(document: &mut OpenApi, area: &str, service: OpenApi) {
     let mut service = rename_clashing_schemas(document, area, service);
+    if let Some(components) = &mut service.components {
+        components.security_schemes.remove(docs::INTERNAL_SCHEME);
+    }
     let paths = std::mem::take(&mut service.paths.paths);
     for (path, mut item) in paths {
         let Some(rest) = path.strip_prefix("/v1/") else {
@@ -203,6 +221,10 @@ fn merge_area(document: &mut OpenApi, area: &str, service: OpenApi) {
             if let Some(id) = &mut operation.operation_id {
                 *id = prefixed(area, id);
             }
+            // The internal credential is the gateway's business: a client
+            // needs the bearer token ([`gate`]) and gets the gateway's 401.
+            operation.security = None;
+            operation.responses.responses.remove("401");
             for tag in operation.tags.iter_mut().flatten() {
                 *tag = area_tag(area, tag);
             }
@@ -429,7 +451,7 @@ fn gate(document: &mut OpenApi) {
             // outside the stack: no rate limit, only its 401 and 403.
             for (method, operation) in operations_mut(item) {
                 let method = method.parse().unwrap_or_default();
-                if let Requirement::Scope(scope) = Requirement::of(&method, path) {
+                if let Some(scope) = Requirement::of(&method, path, None).area_scope() {
                     operation.security = Some(vec![SecurityRequirement::new(BEARER, [scope])]);
                 }
                 for (status, response) in gateway_responses(false) {
@@ -449,10 +471,10 @@ fn gate(document: &mut OpenApi) {
         let proxied = is_proxied(path);
         for (method, operation) in operations_mut(item) {
             let method = method.parse().unwrap_or_default();
-            let scopes: Vec<&str> = match Requirement::of(&method, path) {
-                Requirement::Token => Vec::new(),
-                Requirement::Scope(scope) => vec![scope],
-            };
+            let scopes: Vec<String> = Requirement::of(&method, path, None)
+                .area_scope()
+                .into_iter()
+                .collect();
             operation.security = Some(vec![SecurityRequirement::new(BEARER, scopes)]);
             add_gateway_responses(&mut operation.responses.responses, proxied);
         }

@@ -8,7 +8,9 @@
 //! are `X-Forwarded-For/-Proto/-Host` and `X-Auth-Subject`/`X-Auth-Scopes`
 //! (from the verified [`Principal`]) set, so no header a client names in
 //! `Connection` can remove them. `X-Forwarded-Proto` is `https` when the
-//! gateway terminates TLS.
+//! gateway terminates TLS. The control plane also gets the internal
+//! credential the gateway mints per request ([`mcp_shared::internal`]) as
+//! its `Authorization`.
 //!
 //! Tracing: while traces are exported, each attempt is a client span (the
 //! OpenTelemetry HTTP client attributes: `http.request.method`, `url.full`,
@@ -55,7 +57,9 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
-use mcp_shared::{egress::Egress, http::Blocking, problem::PassThrough, server, telemetry};
+use mcp_shared::{
+    egress::Egress, http::Blocking, internal::InternalKey, problem::PassThrough, server, telemetry,
+};
 use tower::Service;
 use tracing::Instrument as _;
 
@@ -84,6 +88,7 @@ struct Inner {
     control_client: Client<HttpConnector, Body>,
     routes: Arc<Routes>,
     control: Arc<ControlPlane>,
+    internal: Arc<InternalKey>,
     timeout: Duration,
     /// `X-Forwarded-Proto`: `https` when the gateway terminates TLS.
     forwarded_proto: HeaderValue,
@@ -92,11 +97,13 @@ struct Inner {
 impl Proxy {
     /// A proxy over the routing table and the control plane, with one pooled
     /// HTTP/1 client that opens connections only where `egress` allows;
-    /// `tls` says whether clients reach the gateway over TLS (one
-    /// listener, so it is known at construction, not per request).
+    /// `internal` signs the control plane's credential; `tls` says whether
+    /// clients reach the gateway over TLS (one listener, so it is known at
+    /// construction, not per request).
     pub fn new(
         routes: Arc<Routes>,
         control: Arc<ControlPlane>,
+        internal: Arc<InternalKey>,
         timeout: Duration,
         egress: Arc<Egress>,
         tls: bool,
@@ -114,6 +121,7 @@ impl Proxy {
                 control_client: builder.build(connector),
                 routes,
                 control,
+                internal,
                 timeout,
                 forwarded_proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
             }),
@@ -180,6 +188,27 @@ impl Inner {
         Err(GatewayError::NoRoute)
     }
 
+    /// The control plane's `Authorization`: an internal credential for the
+    /// verified client (one HMAC per request; see [`InternalKey::mint`]).
+    fn internal_credential(
+        &self,
+        extensions: &axum::http::Extensions,
+        headers: &HeaderMap,
+    ) -> Result<HeaderValue, GatewayError> {
+        let identity = extensions.get::<Principal>().map(|p| &p.identity);
+        let request_id = headers
+            .get(&server::REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        self.internal
+            .mint(
+                identity.and_then(|i| i.subject.as_deref()),
+                identity.map_or("", |i| &i.scope),
+                request_id,
+            )
+            .map_err(|e| GatewayError::BadGateway(e.to_string()))
+    }
+
     async fn forward(&self, request: Request) -> Result<Response, GatewayError> {
         let (mut parts, body) = request.into_parts();
         let target = self.resolve(parts.uri.path())?;
@@ -208,6 +237,10 @@ impl Inner {
                 principal: parts.extensions.get::<Principal>(),
             },
         );
+        if target.prefix == CONTROL_PLANE_PREFIX {
+            let credential = self.internal_credential(&parts.extensions, &headers)?;
+            headers.insert(header::AUTHORIZATION, credential);
+        }
 
         // Only a request without a body can be sent twice (it is not buffered).
         let replayable = is_idempotent(&parts.method)

@@ -520,10 +520,50 @@ async fn client_sent_x_auth_headers_never_reach_the_upstream() {
     assert_eq!(headers["x-auth-subject"], "eve");
     assert_eq!(headers["x-auth-scopes"], "registry:read");
     assert!(headers.get("x-auth-role").is_none());
-    assert!(
-        headers.get("authorization").is_none(),
-        "the token stays at the gateway"
-    );
+    // The client's token stays at the gateway: the control plane gets the
+    // internal credential minted for this request, which speaks for eve.
+    let authorization = headers["authorization"].as_str().unwrap();
+    let internal = authorization.strip_prefix("Bearer ").unwrap();
+    let key =
+        mcp_shared::internal::InternalKey::new(mcp_testkit::INTERNAL_SECRET.as_bytes()).unwrap();
+    let caller = key.verify(internal).unwrap();
+    assert_eq!(caller.subject.as_deref(), Some("eve"));
+    assert_eq!(caller.scopes.as_str(), "registry:read");
+}
+
+#[tokio::test]
+async fn svc_upstreams_get_x_auth_headers_and_no_authorization() {
+    let echo = echo("echo").await;
+    let prefix = prefix();
+    let gw = gateway(&redis().url(), &prefix, &[]).await;
+    common::Registry::new(&redis().url(), &prefix)
+        .register(
+            "echo",
+            "echo-1",
+            echo.addr,
+            mcp_shared::registry::HealthStatus::Passing,
+        )
+        .await;
+    let http = client();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let got: serde_json::Value = loop {
+        let response = http
+            .get(gw.at("/svc/echo/x"))
+            .header("authorization", bearer(&token("eve", "registry:read")))
+            .header("x-auth-subject", "admin")
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 200 {
+            break response.json().await.unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "echo was not routed");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    let headers = &got["headers"];
+    assert_eq!(headers["x-auth-subject"], "eve");
+    assert_eq!(headers["x-auth-scopes"], "registry:read");
+    assert!(headers.get("authorization").is_none());
 }
 
 #[tokio::test]
@@ -534,6 +574,8 @@ async fn no_key_source_stops_the_gateway_with_one_line_naming_the_settings() {
         &redis().url(),
         "--redis-prefix",
         &prefix(),
+        "--internal-secret",
+        mcp_testkit::INTERNAL_SECRET,
     ])
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -558,9 +600,13 @@ fn the_secret_is_never_printed() {
         "gateway",
         "--jwt-secret",
         "hunter2-very-secret-hunter2-very-secret",
+        "--internal-secret",
+        "swordfish-internal-secret-long-enough",
     ])
     .unwrap();
-    assert!(!format!("{settings:?}").contains("hunter2"));
+    let printed = format!("{settings:?}");
+    assert!(!printed.contains("hunter2"));
+    assert!(!printed.contains("swordfish"));
 }
 
 #[test]

@@ -124,6 +124,7 @@ impl Process {
             // Loopback only, no DNS (ignored by config-svc, which connects nowhere).
             .env("EGRESS_ALLOW_CIDRS", "127.0.0.0/8")
             .env("EGRESS_ALLOW_HOSTNAMES", "false")
+            .env("MCP_INTERNAL_SECRET", mcp_testkit::INTERNAL_SECRET)
             .env("LOG_FORMAT", "json")
             .env(
                 "RUST_LOG",

@@ -38,6 +38,7 @@ async fn sigterm_lets_a_slow_proxied_request_complete_then_exits_zero() {
         .env("REDIS_URL", redis().url())
         .env("MCP_REDIS_PREFIX", prefix())
         .env("JWT_SECRET", JWT_SECRET)
+        .env("MCP_INTERNAL_SECRET", mcp_testkit::INTERNAL_SECRET)
         .env("REGISTRY_URL", &slow.url)
         .env("LOG_FORMAT", "pretty")
         .env("RUST_LOG", "warn")
@@ -92,6 +93,7 @@ fn missing_jwt_key_stops_the_binary_with_one_line() {
         .env("GATEWAY_ADDR", format!("127.0.0.1:{}", free_port()))
         .env("LOG_FORMAT", "pretty")
         .env("RUST_LOG", "off")
+        .env("MCP_INTERNAL_SECRET", mcp_testkit::INTERNAL_SECRET)
         .env_remove("JWT_SECRET")
         .env_remove("JWT_PUBLIC_KEY_FILE")
         .env_remove("JWT_JWKS_URL")
@@ -109,6 +111,7 @@ fn a_jwt_secret_under_32_bytes_stops_the_binary_with_one_line() {
         .env("GATEWAY_ADDR", format!("127.0.0.1:{}", free_port()))
         .env("RUST_LOG", "off")
         .env("JWT_SECRET", "0123456789abcdef0123456789abcde")
+        .env("MCP_INTERNAL_SECRET", mcp_testkit::INTERNAL_SECRET)
         .output()
         .unwrap();
     assert!(!output.status.success());
@@ -119,4 +122,20 @@ fn a_jwt_secret_under_32_bytes_stops_the_binary_with_one_line() {
         "{stderr}"
     );
     assert!(!stderr.contains("0123456789abcdef"), "{stderr}");
+}
+
+#[test]
+fn missing_internal_secret_stops_the_binary_with_one_line() {
+    let output = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .env("GATEWAY_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("LOG_FORMAT", "pretty")
+        .env("RUST_LOG", "off")
+        .env("JWT_SECRET", JWT_SECRET)
+        .env_remove("MCP_INTERNAL_SECRET")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("MCP_INTERNAL_SECRET"), "{stderr}");
 }

@@ -10,13 +10,14 @@ use std::sync::Arc;
 
 use axum::{
     Json, Router,
-    extract::{Path, State},
+    extract::{Extension, Path, State},
 };
 use mcp_shared::{
     health::{
         Explain, ExplainLastCheck, ExplainLease, ExplainThresholds, HealthSummary, InstanceHealth,
         ServiceHealth,
     },
+    internal::{Caller, RequireInternalLayer},
     names::Name,
     openapi::{
         self as docs, BadRequest, InstancePath, NotFound, OPENAPI_PATH, ServicePath, StoreFailure,
@@ -58,20 +59,24 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 fn document(api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
-    docs::document(
+    docs::require_internal(docs::document(
         api,
         "health-svc",
         env!("CARGO_PKG_VERSION"),
         "Active HTTP and TCP checks of registered instances: per-service health, the \
          summary, and why an instance is (not) healthy. Every error is \
          application/problem+json (RFC 9457).",
-    )
+    ))
 }
 
 /// The `/v1` routes and `GET /openapi.json`.
-pub fn routes(state: AppState) -> Router {
+///
+/// Every operation needs the gateway's internal credential (`internal`);
+/// the document stays open.
+pub fn routes(state: AppState, internal: RequireInternalLayer) -> Router {
     let (router, api) = operations().split_for_parts();
     router
+        .route_layer(internal)
         .route(OPENAPI_PATH, docs::serve(&document(api)))
         .with_state(state)
 }
@@ -96,12 +101,18 @@ fn name(field: &'static str, value: String) -> Result<Name, ApiError> {
         StoreFailure,
     ),
 )]
-async fn summary(State(state): State<AppState>) -> Result<Json<HealthSummary>, ApiError> {
+async fn summary(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<HealthSummary>, ApiError> {
+    // Only the services the caller's scopes may read (`health:read:{service}`);
+    // the overall status is the worst of those.
     let services: Vec<_> = state
         .store
         .all_statuses()
         .await?
         .into_iter()
+        .filter(|(name, _)| caller.scopes.may_read("health", name))
         .map(|(name, statuses)| aggregate(name, &statuses))
         .collect();
     Ok(Json(HealthSummary {

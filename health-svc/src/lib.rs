@@ -32,6 +32,7 @@ use mcp_shared::{
     CommonSettings, Redis,
     egress::{Egress, EgressSettings},
     events::{EventFeed, EventLog},
+    internal::{InternalSettings, RequireInternalLayer},
     registry, server,
     settings::parse_duration,
 };
@@ -88,6 +89,9 @@ pub struct Settings {
     /// Where probes may connect (see `mcp_shared::egress`).
     #[command(flatten)]
     pub egress: EgressSettings,
+    /// The secret of the gateway's internal credential (required).
+    #[command(flatten)]
+    pub internal: InternalSettings,
 
     /// Settings every MCP binary shares.
     #[command(flatten)]
@@ -100,6 +104,10 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    // No secret, no service: it would otherwise answer anyone who reaches it.
+    let internal = RequireInternalLayer::new(Arc::new(
+        settings.internal.key().map_err(std::io::Error::other)?,
+    ));
     if settings.replica_ttl <= settings.replica_heartbeat {
         return Err(std::io::Error::other(
             "HEALTH_REPLICA_TTL must be longer than HEALTH_REPLICA_HEARTBEAT",
@@ -167,7 +175,7 @@ pub async fn run(
     ));
 
     let state = api::AppState { store, thresholds };
-    let app = server::scaffold(api::routes(state), redis, common.max_body_bytes);
+    let app = server::scaffold(api::routes(state, internal), redis, common.max_body_bytes);
     let served = server::serve(listener, app, shutdown.clone(), common.connection_limits()).await;
     shutdown.cancel();
     tasks.close();

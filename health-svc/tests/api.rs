@@ -190,7 +190,11 @@ async fn redis_down_gives_503_without_panic_and_checks_resume() {
         "/v1/services/web/instances/w1",
     ] {
         let started = std::time::Instant::now();
-        let response = reqwest::get(health.at(path)).await.unwrap();
+        let response = mcp_testkit::client()
+            .get(health.at(path))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status().as_u16(), 503, "{path}");
         assert_eq!(
             response.headers()["content-type"],

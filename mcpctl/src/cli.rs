@@ -69,7 +69,8 @@ pub enum Command {
         /// Show this service's instances.
         service: Option<String>,
     },
-    /// Mint an HS256 development token signed with the gateway's JWT secret.
+    /// Mint an HS256 development token signed with the gateway's JWT secret
+    /// (or, with `--internal`, an internal credential for calling a service directly).
     Token(TokenArgs),
     /// Run the whole stack locally: Redis, registry, config, health, gateway.
     Up(crate::up::UpArgs),
@@ -237,9 +238,27 @@ pub enum SchemaCommand {
 /// `mcpctl token`.
 #[derive(Debug, Args)]
 pub struct TokenArgs {
-    /// The gateway's HS256 secret.
-    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
-    pub secret: String,
+    /// The gateway's HS256 secret (not needed with `--internal`).
+    #[arg(
+        long,
+        env = "JWT_SECRET",
+        hide_env_values = true,
+        required_unless_present = "internal"
+    )]
+    pub secret: Option<String>,
+    /// Mint an internal credential instead: the token the gateway sends the
+    /// control-plane services, for calling one directly
+    /// (`curl -H "Authorization: Bearer $(mcpctl token --internal)" http://127.0.0.1:8082/v1/namespaces`).
+    #[arg(long)]
+    pub internal: bool,
+    /// The secret shared by the gateway and the services (with `--internal`).
+    #[arg(
+        long,
+        env = "MCP_INTERNAL_SECRET",
+        hide_env_values = true,
+        required_if_eq("internal", "true")
+    )]
+    pub internal_secret: Option<String>,
     /// Subject (`sub`): who the token speaks for.
     #[arg(long, default_value = "dev")]
     pub sub: String,
@@ -725,7 +744,15 @@ fn token(args: &TokenArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         .filter(|s| !s.is_empty())
         .collect::<Vec<_>>()
         .join(" ");
-    let token = dev_token(&args.secret, &args.sub, &scopes, args.ttl)?;
+    let token = if args.internal {
+        let secret = args.internal_secret.as_deref().unwrap_or_default();
+        mcp_shared::internal::InternalKey::new(secret.as_bytes())
+            .map_err(|e| anyhow!(e))?
+            .token(Some(&args.sub), &scopes, args.ttl)?
+    } else {
+        let secret = args.secret.as_deref().unwrap_or_default();
+        dev_token(secret, &args.sub, &scopes, args.ttl)?
+    };
     writeln!(out, "{token}")?;
     Ok(())
 }

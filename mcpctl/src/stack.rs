@@ -49,6 +49,9 @@ pub struct StackOptions {
     pub health_addr: SocketAddr,
     /// HS256 secret of the gateway; generated when `None`.
     pub jwt_secret: Option<String>,
+    /// `MCP_INTERNAL_SECRET` shared by the gateway and the services (at least
+    /// 32 bytes); generated for this run when `None`.
+    pub internal_secret: Option<String>,
     /// Extra flags for registry-svc (`--reap-interval 100ms`, …).
     pub registry_args: Vec<String>,
     /// Extra flags for config-svc.
@@ -73,6 +76,7 @@ impl Default for StackOptions {
             config_addr: loopback(8082),
             health_addr: loopback(8083),
             jwt_secret: None,
+            internal_secret: None,
             registry_args: Vec::new(),
             config_args: Vec::new(),
             health_args: Vec::new(),
@@ -123,6 +127,8 @@ pub struct Stack {
     pub redis_started: bool,
     /// The gateway's HS256 secret.
     pub jwt_secret: String,
+    /// The internal secret the gateway signs control-plane requests with.
+    pub internal_secret: String,
     shutdown: CancellationToken,
     services: Vec<(&'static str, JoinHandle<std::io::Result<()>>)>,
     redis: Option<RedisProcess>,
@@ -137,6 +143,14 @@ impl Stack {
             "admin",
             ADMIN_TOKEN_LIFETIME,
         )?)
+    }
+
+    /// An internal credential (`admin`, valid for `lifetime`) for calling a
+    /// control-plane service directly, without the gateway.
+    pub fn internal_token(&self, lifetime: Duration) -> anyhow::Result<String> {
+        let key = mcp_shared::internal::InternalKey::new(self.internal_secret.as_bytes())
+            .map_err(|e| anyhow!(e))?;
+        Ok(key.token(Some("admin"), "admin", lifetime)?)
     }
 
     /// Resolves when a service stops on its own (a crash, a fatal error),
@@ -196,6 +210,11 @@ pub async fn start(options: StackOptions, progress: &dyn Fn(&str)) -> anyhow::Re
     };
 
     let jwt_secret = options.jwt_secret.clone().unwrap_or_else(generate_secret);
+    // A fresh secret per run: the services take requests from this gateway only.
+    let internal_secret = options
+        .internal_secret
+        .clone()
+        .unwrap_or_else(generate_secret);
     let bind = |addr: SocketAddr, what: &'static str| async move {
         TcpListener::bind(addr).await.with_context(|| {
             format!("cannot listen on {addr} for {what} (is another `mcpctl up` running? pick another port with --{what}-addr)")
@@ -226,6 +245,8 @@ pub async fn start(options: StackOptions, progress: &dyn Fn(&str)) -> anyhow::Re
             redis_url.clone(),
             "--redis-prefix".to_owned(),
             options.redis_prefix.clone(),
+            "--internal-secret".to_owned(),
+            internal_secret.clone(),
         ]
     };
     let with = |mut args: Vec<String>, extra: &[String]| {
@@ -300,6 +321,7 @@ pub async fn start(options: StackOptions, progress: &dyn Fn(&str)) -> anyhow::Re
         redis_url,
         redis_started: redis.is_some(),
         jwt_secret,
+        internal_secret,
         shutdown,
         services,
         redis,

@@ -42,6 +42,10 @@ pub struct UpArgs {
     /// HS256 secret of the gateway (generated when unset; printed tokens are signed with it).
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// Secret the gateway signs its requests to the services with (at least 32
+    /// bytes; generated for this run when unset).
+    #[arg(long, env = "MCP_INTERNAL_SECRET", hide_env_values = true)]
+    pub internal_secret: Option<String>,
     /// Log filter of the services.
     #[arg(long = "log-filter", env = "RUST_LOG", default_value = "warn")]
     pub log_filter: String,
@@ -59,6 +63,7 @@ impl From<&UpArgs> for StackOptions {
             config_addr: args.config_addr,
             health_addr: args.health_addr,
             jwt_secret: args.jwt_secret.clone(),
+            internal_secret: args.internal_secret.clone(),
             ..Self::default()
         }
     }
@@ -89,12 +94,19 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
             "  secret    generated for this run (set JWT_SECRET to keep tokens valid across runs)"
         );
     }
+    if args.internal_secret.is_none() {
+        println!(
+            "  internal  secret generated for this run: the services answer this gateway only \
+             (`mcpctl token --internal` with MCP_INTERNAL_SECRET to call one directly)"
+        );
+    }
     println!();
     println!("Paste into another shell (the token is an admin development token):");
     println!();
     println!("export MCP_GATEWAY_URL={}", stack.gateway_url);
     println!("export MCP_TOKEN={token}");
     println!("export JWT_SECRET={}", stack.jwt_secret);
+    println!("export MCP_INTERNAL_SECRET={}", stack.internal_secret);
     println!();
     println!("Ctrl-C stops everything.");
     let shutdown = tokio_util::sync::CancellationToken::new();

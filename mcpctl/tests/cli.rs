@@ -394,3 +394,51 @@ async fn token_mints_a_token_the_gateway_accepts() {
     );
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn token_internal_mints_the_credential_a_service_takes_directly() {
+    let stack = start_stack(&redis().url()).await;
+    let secret = stack.internal_secret.clone();
+    let minted = tokio::task::spawn_blocking(move || {
+        let minted = Command::new(env!("CARGO_BIN_EXE_mcpctl"))
+            .env_remove("JWT_SECRET")
+            .env("MCP_INTERNAL_SECRET", secret)
+            .args([
+                "token",
+                "--internal",
+                "--sub",
+                "ops",
+                "--scopes",
+                "config:read",
+            ])
+            .output()
+            .unwrap();
+        let missing = Command::new(env!("CARGO_BIN_EXE_mcpctl"))
+            .env_remove("JWT_SECRET")
+            .env_remove("MCP_INTERNAL_SECRET")
+            .args(["token", "--internal"])
+            .output()
+            .unwrap();
+        (minted, missing)
+    })
+    .await
+    .unwrap();
+    assert!(minted.0.status.success(), "{}", stderr(&minted.0));
+    assert!(!minted.1.status.success());
+    assert!(
+        stderr(&minted.1).contains("internal-secret"),
+        "{}",
+        stderr(&minted.1)
+    );
+    let token = stdout(&minted.0).trim().to_owned();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let url = format!("{}/v1/namespaces", stack.config_url);
+    let with = http.get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(with.status(), 200);
+    let without = http.get(&url).send().await.unwrap();
+    assert_eq!(without.status(), 401);
+    stack.stop().await;
+}

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{Path, Query, State},
+    extract::{Extension, Path, Query, State},
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use mcp_shared::{
     egress::Egress,
     events::{Event, EventFeed},
+    internal::{Caller, RequireInternalLayer},
     names::Name,
     openapi::{
         self as docs, BadRequest, InstancePath, NotFound, OPENAPI_PATH, PayloadTooLarge,
@@ -33,6 +34,9 @@ use crate::{
     openapi::{BlockingQuery, WatchEvent},
     store::{ServiceCounts, Store},
 };
+
+/// The area of the registry's scopes (`registry:read[:{service}]`, …).
+const AREA: &str = "registry";
 
 /// The header carrying the registry revision a response reflects.
 pub const INDEX_HEADER: HeaderName = HeaderName::from_static("x-mcp-index");
@@ -69,19 +73,23 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 fn document(api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
-    docs::document(
+    docs::require_internal(docs::document(
         api,
         "registry-svc",
         env!("CARGO_PKG_VERSION"),
         "Service instances, leases, discovery and watches. Every error is \
          application/problem+json (RFC 9457).",
-    )
+    ))
 }
 
 /// The registry's routes (under `/v1`) and `GET /openapi.json`.
-pub fn routes(state: AppState) -> Router {
+///
+/// Every operation needs the gateway's internal credential (`internal`);
+/// the document stays open.
+pub fn routes(state: AppState, internal: RequireInternalLayer) -> Router {
     let (router, api) = operations().split_for_parts();
     router
+        .route_layer(internal)
         .route(OPENAPI_PATH, docs::serve(&document(api)))
         .with_state(state)
 }
@@ -287,21 +295,24 @@ async fn list_instances(
 )]
 async fn list_services(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(pairs): Pairs,
 ) -> Result<Response, ApiError> {
     if let Some(blocking) = parse_services_query(&pairs)? {
+        // Wake only for a change the caller may see.
+        let visible = |event: &Event| caller.scopes.may_read(AREA, &event.scope);
         state
             .feed
-            .wait_for_event(
-                blocking.index,
-                blocking.wait,
-                &state.shutdown,
-                |_: &Event| true,
-            )
+            .wait_for_event(blocking.index, blocking.wait, &state.shutdown, visible)
             .await?;
     }
     let (revision, services) = state.store.services().await?;
-    let services = services.into_iter().map(ServiceCounts::summary).collect();
+    // Only the services the caller's scopes may read (`registry:read:{service}`).
+    let services = services
+        .into_iter()
+        .filter(|counts| caller.scopes.may_read(AREA, &counts.name))
+        .map(ServiceCounts::summary)
+        .collect();
     Ok(with_index(
         revision,
         Json(ServiceList { revision, services }),
@@ -325,6 +336,7 @@ async fn list_services(
 )]
 async fn watch(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Query(pairs): Pairs,
 ) -> Result<Response, ApiError> {
@@ -340,7 +352,11 @@ async fn watch(
         .transpose()?;
     let after = last_event_id.or(query.index);
     let service = query.service.map(Name::into_string);
-    let filter = move |event: &Event| service.as_deref().is_none_or(|s| event.scope == s);
+    // The asked-for service, and in any case only services the caller may read.
+    let filter = move |event: &Event| {
+        service.as_deref().is_none_or(|s| event.scope == s)
+            && caller.scopes.may_read(AREA, &event.scope)
+    };
     let watch = state
         .feed
         .open_watch(after, filter, None, state.shutdown.clone())

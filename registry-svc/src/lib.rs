@@ -28,6 +28,7 @@ use mcp_shared::{
     CommonSettings, Redis,
     egress::{Egress, EgressSettings},
     events::{EventFeed, EventLog},
+    internal::{InternalSettings, RequireInternalLayer},
     registry, server,
     settings::parse_duration,
 };
@@ -86,6 +87,9 @@ pub struct Settings {
     /// to connect to them (see `mcp_shared::egress`).
     #[command(flatten)]
     pub egress: EgressSettings,
+    /// The secret of the gateway's internal credential (required).
+    #[command(flatten)]
+    pub internal: InternalSettings,
 
     /// Settings every MCP binary shares.
     #[command(flatten)]
@@ -106,6 +110,10 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    // No secret, no service: it would otherwise answer anyone who reaches it.
+    let internal = RequireInternalLayer::new(Arc::new(
+        settings.internal.key().map_err(std::io::Error::other)?,
+    ));
     let common = &settings.common;
     let redis = Redis::new(
         common.redis_url.expose(),
@@ -146,7 +154,7 @@ pub async fn run(
         shutdown: tasks.clone(),
         egress: Arc::new(egress),
     };
-    let app = server::scaffold(api::routes(state), redis, common.max_body_bytes);
+    let app = server::scaffold(api::routes(state, internal), redis, common.max_body_bytes);
     let served = server::serve(listener, app, shutdown, common.connection_limits()).await;
     tasks.cancel();
     let _ = feed_task.await;

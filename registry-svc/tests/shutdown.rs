@@ -18,6 +18,7 @@ async fn sigterm_finishes_an_in_flight_blocking_query_and_exits_zero() {
         .env("REGISTRY_ADDR", format!("127.0.0.1:{port}"))
         .env("REDIS_URL", redis().url())
         .env("MCP_REDIS_PREFIX", prefix())
+        .env("MCP_INTERNAL_SECRET", mcp_testkit::INTERNAL_SECRET)
         .env("LOG_FORMAT", "pretty")
         .env("RUST_LOG", "warn")
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -25,7 +26,7 @@ async fn sigterm_finishes_an_in_flight_blocking_query_and_exits_zero() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let client = reqwest::Client::builder()
+    let client = mcp_testkit::client_builder()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
@@ -162,4 +163,29 @@ async fn an_unreachable_redis_is_logged_without_its_password() {
     );
     assert!(logs.contains("listening"), "no logs captured: {logs}");
     assert!(!logs.contains(REDIS_PASSWORD), "{logs}");
+}
+
+#[test]
+fn a_service_without_the_internal_secret_refuses_to_start_with_one_line() {
+    for secret in [None, Some("too-short")] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_registry-svc"));
+        command
+            .env("REGISTRY_ADDR", format!("127.0.0.1:{}", free_port()))
+            .env("REDIS_URL", redis().url())
+            .env("LOG_FORMAT", "pretty")
+            .env("RUST_LOG", "off")
+            .env_remove("MCP_INTERNAL_SECRET");
+        if let Some(secret) = secret {
+            command.env("MCP_INTERNAL_SECRET", secret);
+        }
+        let output = command.output().unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("MCP_INTERNAL_SECRET"), "{stderr}");
+        assert!(
+            !stderr.contains("too-short"),
+            "the secret is not echoed: {stderr}"
+        );
+    }
 }

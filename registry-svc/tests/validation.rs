@@ -376,7 +376,8 @@ async fn raw(app: &mcp_testkit::TestService, method: &str, path: &str) -> (u16, 
     let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
     let body = r#"{"host":"127.0.0.1","port":80}"#;
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        mcp_testkit::internal_bearer("test", "admin"),
         body.len()
     );
     stream.write_all(request.as_bytes()).await.unwrap();

@@ -15,6 +15,8 @@
 //! - [`registry`]: the registry's Redis schema and wire types (the bodies of registry-svc's API), read by health-svc and the gateway too.
 //! - [`config`]: the bodies of config-svc's API.
 //! - [`health`]: the bodies of health-svc's API.
+//! - [`internal`]: the credential the gateway mints per forwarded request and the services require.
+//! - [`scope`]: the scope grammar (`{area}:{read|write}[:{name}]`, `admin`) and its checks.
 //! - [`telemetry`]: tracing subscriber and OTLP export.
 //! - [`metrics`]: the Prometheus recorder and the HTTP metrics layer.
 //! - [`server`]: the scaffold every service runs on (`/healthz`, `/readyz`, `/metrics`, shutdown).
@@ -30,12 +32,14 @@ pub mod egress;
 pub mod events;
 pub mod health;
 pub mod http;
+pub mod internal;
 pub mod json;
 pub mod metrics;
 pub mod names;
 pub mod openapi;
 pub mod problem;
 pub mod registry;
+pub mod scope;
 pub mod server;
 pub mod settings;
 pub mod store;

@@ -223,21 +223,95 @@ pub fn document(api: OpenApi, title: &str, version: &str, description: &str) -> 
     document
 }
 
+/// The name of the internal-credential security scheme in a service's document.
+pub const INTERNAL_SCHEME: &str = "internal";
+
+/// Paths every service answers without a credential ([`document`] adds them).
+pub const OPEN_PATHS: [&str; 4] = ["/healthz", "/readyz", "/metrics", OPENAPI_PATH];
+
+/// Mark every operation of a service's `document` but the [`OPEN_PATHS`] as
+/// needing the gateway's internal credential ([`crate::internal`]): the
+/// `internal` bearer scheme, its security requirement, and the 401
+/// problem+json (with `WWW-Authenticate`) a request without one gets.
+pub fn require_internal(mut document: OpenApi) -> OpenApi {
+    use utoipa::openapi::security::{
+        HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+    };
+    for (path, item) in &mut document.paths.paths {
+        if OPEN_PATHS.contains(&path.as_str()) {
+            continue;
+        }
+        for operation in operations_mut(item) {
+            operation.security = Some(vec![SecurityRequirement::new(
+                INTERNAL_SCHEME,
+                Vec::<String>::new(),
+            )]);
+            operation.responses.responses.insert(
+                StatusCode::UNAUTHORIZED.as_u16().to_string(),
+                RefOr::T(unauthorized_response().build()),
+            );
+        }
+    }
+    let components = document.components.get_or_insert_with(Default::default);
+    components.security_schemes.insert(
+        INTERNAL_SCHEME.to_owned(),
+        RefOr::T(SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format("JWT")
+                .description(Some(
+                    "The internal credential the gateway mints for each request it forwards: \
+                     an HS256 JWT signed with `MCP_INTERNAL_SECRET` (`iss` `mcp-gateway`, `aud` \
+                     `mcp-internal`, `sub`, `scope`, `exp` a minute after `iat`). Clients call \
+                     the gateway, never a service directly; `mcpctl token --internal` mints \
+                     one for operators.",
+                ))
+                .build(),
+        )),
+    );
+    document
+}
+
+/// The 401 of an operation that needs the internal credential.
+fn unauthorized_response() -> ResponseBuilder {
+    problem_response(
+        "No internal credential, or one that does not verify (secret, expiry, issuer or \
+         audience): this service answers only the gateway.",
+    )
+    .header(
+        "WWW-Authenticate",
+        HeaderBuilder::new()
+            .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+            .description(Some(
+                "`Bearer` without a credential, `Bearer error=\"invalid_token\"` with a bad one.",
+            ))
+            .build(),
+    )
+}
+
+/// Every operation of a path item.
+fn operations_mut(
+    item: &mut utoipa::openapi::PathItem,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.options,
+        &mut item.head,
+        &mut item.patch,
+        &mut item.trace,
+    ]
+    .into_iter()
+    .flatten()
+}
+
 /// utoipa's `axum_extras` also infers a bare path parameter from each `Path`
 /// extractor; the explicit ones (with the name pattern) come first and win.
 fn drop_inferred_duplicates(document: &mut OpenApi) {
     for item in document.paths.paths.values_mut() {
-        let operations = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.options,
-            &mut item.head,
-            &mut item.patch,
-            &mut item.trace,
-        ];
-        for operation in operations.into_iter().flatten() {
+        for operation in operations_mut(item) {
             if let Some(parameters) = &mut operation.parameters {
                 let mut seen = BTreeSet::new();
                 parameters.retain(|p| match p {

@@ -7,7 +7,10 @@
 //! - [`prefix`]: a unique `MCP_REDIS_PREFIX` per test.
 //! - [`spawn`]: run a service's `run(settings, listener, shutdown)` in-process
 //!   on `127.0.0.1:0` and get its base URL.
-//! - [`mint_token`] / [`token`]: real HS256 JWTs.
+//! - [`mint_token`] / [`token`]: real HS256 JWTs for the gateway.
+//! - [`INTERNAL_SECRET`], [`internal_token`], [`client`]: the gateway's
+//!   internal credential, for tests that call a control-plane service
+//!   directly ([`common_args`] gives every process the same secret).
 //! - [`openapi`]: the checks that a service's OpenAPI document lists exactly
 //!   the operations it answers.
 //!
@@ -318,9 +321,12 @@ pub fn prefix() -> String {
     format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
 
-/// The common flags for a service under test: its Redis, its prefix, quiet logs.
+/// The common flags for a service or gateway under test: its Redis, its
+/// prefix, quiet logs, and the shared [`INTERNAL_SECRET`].
 pub fn common_args(redis_url: &str, prefix: &str) -> Vec<String> {
     vec![
+        "--internal-secret".into(),
+        INTERNAL_SECRET.into(),
         "--redis-url".into(),
         redis_url.into(),
         "--redis-prefix".into(),
@@ -422,6 +428,47 @@ pub fn token(secret: &str, sub: &str, scopes: &str) -> String {
         secret,
         &serde_json::json!({"sub": sub, "scope": scopes, "iat": now, "exp": now + 3600}),
     )
+}
+
+/// The `MCP_INTERNAL_SECRET` every process under test shares ([`common_args`]).
+pub const INTERNAL_SECRET: &str = "test-internal-secret-shared-by-gateway-and-services";
+
+/// An internal credential (the JWT the gateway mints per forwarded request)
+/// for `sub` with `scopes`, signed with [`INTERNAL_SECRET`] and valid for an
+/// hour: what a test puts in `Authorization: Bearer …` to call a
+/// control-plane service directly.
+pub fn internal_token(sub: &str, scopes: &str) -> String {
+    mcp_shared::internal::InternalKey::new(INTERNAL_SECRET.as_bytes())
+        .expect("internal key")
+        .token(Some(sub), scopes, Duration::from_secs(3600))
+        .expect("mint internal token")
+}
+
+/// `Bearer <internal_token(sub, scopes)>`.
+pub fn internal_bearer(sub: &str, scopes: &str) -> String {
+    format!("Bearer {}", internal_token(sub, scopes))
+}
+
+/// A reqwest client builder whose requests carry an `admin` internal
+/// credential (subject `test`) unless a request sets its own
+/// `Authorization`: for tests that call a service directly.
+pub fn client_builder() -> reqwest::ClientBuilder {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        internal_bearer("test", "admin")
+            .parse()
+            .expect("header value"),
+    );
+    reqwest::Client::builder().default_headers(headers)
+}
+
+/// [`client_builder`] with a 20 s bound on every request, so a hang fails the test.
+pub fn client() -> reqwest::Client {
+    client_builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("reqwest client")
 }
 
 /// Poll `check` every 25 ms until it is true or `within` passes; returns the last result.

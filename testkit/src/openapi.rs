@@ -36,9 +36,11 @@ pub const METHODS: &[&str] = &["GET", "PUT", "POST", "DELETE", "PATCH"];
 /// How long a [`client`] (and a [`Probe`], unless told otherwise) waits for an answer.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// An HTTP client whose requests give up after 10 s.
+/// An HTTP client whose requests give up after 10 s and carry an `admin`
+/// internal credential (the services' operations need one; see
+/// [`crate::client_builder`]).
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(TIMEOUT).build().unwrap()
+    crate::client_builder().timeout(TIMEOUT).build().unwrap()
 }
 
 /// `GET {base_url}/openapi.json` with `client`: asserts a 200
@@ -64,13 +66,15 @@ pub struct Probe {
 }
 
 impl Probe {
-    /// Probes the service at `url` (its base URL, as `TestService::url`);
-    /// each request gives up after 10 s.
+    /// Probes the service at `url` (its base URL, as `TestService::url`)
+    /// with an `admin` internal credential (replace it with
+    /// [`Self::authorization`] to probe the gateway); each request gives up
+    /// after 10 s.
     pub fn new(url: &str) -> Self {
         Self {
             url: url.to_owned(),
             timeout: Some(TIMEOUT),
-            authorization: None,
+            authorization: Some(crate::internal_bearer("test", "admin")),
         }
     }
 

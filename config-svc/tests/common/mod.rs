@@ -71,8 +71,9 @@ pub async fn raw_request(svc: &TestService, method: &str, path: &str, body: &str
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(svc.addr).await.unwrap();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nhost: {}\r\nauthorization: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         svc.addr,
+        mcp_testkit::internal_bearer("test", "admin"),
         body.len()
     );
     stream.write_all(request.as_bytes()).await.unwrap();

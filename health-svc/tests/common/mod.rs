@@ -279,7 +279,7 @@ pub async fn start(redis_url: &str, prefix: &str, extra: &[&str]) -> TestService
 }
 
 pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
-    let response = reqwest::get(url).await.unwrap();
+    let response = mcp_testkit::client().get(url).send().await.unwrap();
     let status = response.status().as_u16();
     let body = response.json().await.unwrap_or(serde_json::Value::Null);
     (status, body)

@@ -30,9 +30,10 @@ pub async fn replica(redis_url: &str, prefix: &str, extra: &[&str]) -> TestServi
         .await
 }
 
-/// A client with a bound on every request, so a hang fails the test.
+/// A client with a bound on every request, so a hang fails the test, and
+/// an `admin` internal credential (the gateway's; see `mcp_testkit::client`).
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+    mcp_testkit::client_builder()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap()
@@ -134,7 +135,7 @@ impl Watch {
     /// Open `GET /v1/watch{query}`, optionally resuming after `last_event_id`.
     pub async fn open(app: &TestService, query: &str, last_event_id: Option<u64>) -> Self {
         // No overall timeout: a watch lives long; reads are bounded below.
-        let client = reqwest::Client::new();
+        let client = mcp_testkit::client_builder().build().unwrap();
         let mut request = client.get(app.at(&format!("/v1/watch{query}")));
         if let Some(id) = last_event_id {
             request = request.header("Last-Event-ID", id.to_string());

@@ -31,9 +31,11 @@ pub fn token(scopes: &str) -> String {
     mcp_testkit::token(JWT_SECRET, "resilience", scopes)
 }
 
-/// A client with a bound on every request, so a hang fails instead of stalling.
+/// A client with a bound on every request, so a hang fails instead of
+/// stalling; its requests carry an `admin` internal credential unless they
+/// set their own `Authorization` (those to the gateway do).
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+    mcp_testkit::client_builder()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap()
@@ -437,7 +439,13 @@ pub fn sse_events(
 ) -> tokio::sync::mpsc::UnboundedReceiver<(String, Value)> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
-        let response = reqwest::Client::new().get(url).send().await.unwrap();
+        let response = mcp_testkit::client_builder()
+            .build()
+            .unwrap()
+            .get(url)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
         let mut stream = response.bytes_stream();
         let mut buffer = String::new();

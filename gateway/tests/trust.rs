@@ -1,0 +1,593 @@
+//! Trust and scopes against the real parts: registry-svc, config-svc and
+//! health-svc in-process behind a real gateway, all sharing the testkit's
+//! `MCP_INTERNAL_SECRET`.
+//!
+//! - The control plane trusts only the gateway: an instance registered at
+//!   config-svc's own address does not open config-svc to `/svc/…`; a
+//!   direct call without the internal credential (or with one signed with
+//!   another secret, expired, or for another audience) is a 401, while the
+//!   probes and the document stay open.
+//! - Scopes narrowed to a name (`registry:write:billing`,
+//!   `config:read:shop`, `config:write:team-a-*`) allow that name only, and
+//!   listings and watches show only what the token may read.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use common::{bearer, client, gateway, token};
+use futures_util::StreamExt as _;
+use mcp_testkit::{INTERNAL_SECRET, TestService, eventually, prefix, redis};
+use serde_json::{Value, json};
+
+/// The control plane and a gateway in front of it, under one prefix.
+struct Stack {
+    prefix: String,
+    registry: TestService,
+    config: TestService,
+    health: Option<TestService>,
+    gateway: TestService,
+}
+
+fn args(name: &str, prefix: &str) -> Vec<String> {
+    let mut args = vec![
+        name.to_owned(),
+        "--addr".to_owned(),
+        "127.0.0.1:0".to_owned(),
+    ];
+    args.extend(mcp_testkit::common_args(&redis().url(), prefix));
+    args
+}
+
+/// Start registry-svc, config-svc, health-svc (when `with_health`; its
+/// replica heartbeat writes to Redis) and a gateway pointed at them.
+async fn stack(with_health: bool) -> Stack {
+    let prefix = prefix();
+    let settings = registry_svc::Settings::try_parse_from(args("registry-svc", &prefix)).unwrap();
+    let registry = mcp_testkit::spawn(move |l, s| registry_svc::run(settings, l, s)).await;
+    let settings = config_svc::Settings::try_parse_from(args("config-svc", &prefix)).unwrap();
+    let config = mcp_testkit::spawn(move |l, s| config_svc::run(settings, l, s)).await;
+    let health = if with_health {
+        let settings = health_svc::Settings::try_parse_from(args("health-svc", &prefix)).unwrap();
+        Some(mcp_testkit::spawn(move |l, s| health_svc::run(settings, l, s)).await)
+    } else {
+        None
+    };
+    let health_url = health
+        .as_ref()
+        .map_or_else(|| "http://127.0.0.1:9".to_owned(), |h| h.url.clone());
+    let gateway = gateway(
+        &redis().url(),
+        &prefix,
+        &[
+            "--registry-url",
+            &registry.url,
+            "--config-url",
+            &config.url,
+            "--health-url",
+            &health_url,
+            "--rate-limit-rps",
+            "10000",
+            "--rate-limit-burst",
+            "10000",
+        ],
+    )
+    .await;
+    for service in [&registry, &config].into_iter().chain(health.as_ref()) {
+        let ready = eventually(Duration::from_secs(5), || async {
+            reqwest::get(service.at("/readyz"))
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+        assert!(ready, "{} did not come up", service.url);
+    }
+    Stack {
+        prefix,
+        registry,
+        config,
+        health,
+        gateway,
+    }
+}
+
+impl Stack {
+    /// `method` on the gateway's `path` with a token of `scopes`, JSON `body`;
+    /// the status and the JSON answer (Null when none).
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        scopes: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = client()
+            .request(method, self.gateway.at(path))
+            .header("authorization", bearer(&token("tester", scopes)));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Register `service`/`id` at `port` through the gateway with `scopes`.
+    async fn register(&self, service: &str, id: &str, port: u16, scopes: &str) -> (u16, Value) {
+        self.call(
+            "PUT",
+            &format!("/api/v1/registry/services/{service}/instances/{id}"),
+            scopes,
+            Some(json!({"host": "127.0.0.1", "port": port, "ttl_seconds": 300})),
+        )
+        .await
+    }
+
+    /// Put `value` at `ns`/`key` through the gateway with `scopes`.
+    async fn put(&self, ns: &str, key: &str, value: Value, scopes: &str) -> (u16, Value) {
+        self.call(
+            "PUT",
+            &format!("/api/v1/config/namespaces/{ns}/keys/{key}"),
+            scopes,
+            Some(json!({"value": value})),
+        )
+        .await
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Assert a 401 problem+json with a `Bearer` challenge; returns its body text.
+async fn assert_unauthorized(response: reqwest::Response, what: &str) -> String {
+    assert_eq!(response.status(), 401, "{what}");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json",
+        "{what}"
+    );
+    let challenge = response.headers()["www-authenticate"].to_str().unwrap();
+    assert!(challenge.starts_with("Bearer"), "{what}: {challenge}");
+    response.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn an_instance_registered_at_config_svc_address_does_not_open_config_svc_to_svc_calls() {
+    let stack = stack(false).await;
+    let (status, _) = stack
+        .put("secrets", "db", json!("s3cret-password"), "config:write")
+        .await;
+    assert_eq!(status, 201);
+    // The attacker: `registry:write` registers an instance at config-svc's own address.
+    let (status, _) = stack
+        .register("sneaky", "s-1", stack.config.addr.port(), "registry:write")
+        .await;
+    assert_eq!(status, 201);
+    let before = redis().snapshot(&stack.prefix);
+
+    // Any valid token reaches config-svc through `/svc/sneaky/…` (once the
+    // gateway's routing table has the instance), and gets its 401.
+    let http = client();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let answer = loop {
+        let response = http
+            .get(
+                stack
+                    .gateway
+                    .at("/svc/sneaky/v1/namespaces/secrets/keys/db"),
+            )
+            .header("authorization", bearer(&token("mallory", "")))
+            .send()
+            .await
+            .unwrap();
+        if response.status() != 404 && response.status() != 503 {
+            break response;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gateway did not route /svc/sneaky"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    let body = assert_unauthorized(answer, "GET through /svc").await;
+    assert!(!body.contains("s3cret-password"), "{body}");
+
+    for (method, path) in [
+        ("GET", "/svc/sneaky/v1/namespaces"),
+        ("PUT", "/svc/sneaky/v1/namespaces/secrets/keys/db"),
+        ("DELETE", "/svc/sneaky/v1/namespaces/secrets/keys/db"),
+    ] {
+        let response = http
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                stack.gateway.at(path),
+            )
+            .header("authorization", bearer(&token("mallory", "admin")))
+            .header("x-auth-subject", "admin")
+            .json(&json!({"value": "owned"}))
+            .send()
+            .await
+            .unwrap();
+        let body = assert_unauthorized(response, &format!("{method} {path}")).await;
+        assert!(!body.contains("s3cret-password"), "{body}");
+    }
+    assert_eq!(
+        redis().snapshot(&stack.prefix),
+        before,
+        "a refused request changed Redis"
+    );
+    // The secret is still there, unchanged, for whoever may read it.
+    let (status, entry) = stack
+        .call(
+            "GET",
+            "/api/v1/config/namespaces/secrets/keys/db",
+            "config:read",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(entry["value"], "s3cret-password");
+    assert_eq!(entry["version"], 1);
+}
+
+#[tokio::test]
+async fn every_service_refuses_a_direct_call_without_the_credential_and_keeps_its_probes_open() {
+    let stack = stack(true).await;
+    let health = stack.health.as_ref().unwrap();
+    let before = redis().snapshot(&format!("{}:{}", stack.prefix, config_svc::store::LOG_NAME));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let calls = [
+        ("GET", stack.registry.at("/v1/services")),
+        ("PUT", stack.registry.at("/v1/services/echo/instances/e-1")),
+        ("GET", stack.registry.at("/v1/watch")),
+        ("GET", stack.config.at("/v1/namespaces")),
+        ("PUT", stack.config.at("/v1/namespaces/app/keys/k")),
+        ("GET", health.at("/v1/summary")),
+        ("GET", health.at("/v1/services/echo")),
+    ];
+    for (method, url) in &calls {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        // No credential, and a forged identity header does not stand in for one.
+        let response = http
+            .request(method.clone(), url)
+            .header("x-auth-subject", "admin")
+            .header("x-auth-scopes", "admin")
+            .json(&json!({"host": "127.0.0.1", "port": 80, "value": 1}))
+            .send()
+            .await
+            .unwrap();
+        let body = assert_unauthorized(response, &format!("{method} {url}")).await;
+        let problem: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(problem["status"], 401);
+        // The client's own (gateway) token is no internal credential either.
+        let response = http
+            .request(method.clone(), url)
+            .header("authorization", bearer(&token("root", "admin")))
+            .json(&json!({"host": "127.0.0.1", "port": 80, "value": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_unauthorized(response, &format!("{method} {url} with a client token")).await;
+    }
+    assert!(
+        !redis()
+            .keys(&stack.prefix)
+            .iter()
+            .any(|k| k.contains("echo")),
+        "a refused registration was written"
+    );
+    assert_eq!(
+        redis().snapshot(&format!("{}:{}", stack.prefix, config_svc::store::LOG_NAME)),
+        before
+    );
+    for service in [&stack.registry, &stack.config, health] {
+        for path in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+            let response = http.get(service.at(path)).send().await.unwrap();
+            assert_eq!(response.status(), 200, "{}{path}", service.url);
+        }
+    }
+}
+
+#[tokio::test]
+async fn internal_tokens_signed_with_another_secret_expired_or_for_another_audience_are_refused() {
+    let stack = stack(false).await;
+    let sign = |secret: &str, claims: Value| mcp_testkit::mint_token(secret, &claims);
+    let now = now();
+    let good = json!({"iss": "mcp-gateway", "aud": "mcp-internal", "sub": "a", "scope": "admin",
+        "iat": now, "exp": now + 60});
+    let mut expired = good.clone();
+    expired["iat"] = json!(now - 600);
+    expired["exp"] = json!(now - 300);
+    let mut audience = good.clone();
+    audience["aud"] = json!("someone-else");
+    let mut issuer = good.clone();
+    issuer["iss"] = json!("mallory");
+    let refused = [
+        (
+            "another secret",
+            sign("another-secret-another-secret-another", good.clone()),
+        ),
+        ("expired", sign(INTERNAL_SECRET, expired)),
+        ("another audience", sign(INTERNAL_SECRET, audience)),
+        ("another issuer", sign(INTERNAL_SECRET, issuer)),
+    ];
+    let http = reqwest::Client::new();
+    for service in [&stack.registry, &stack.config] {
+        let url = if service.url == stack.registry.url {
+            service.at("/v1/services")
+        } else {
+            service.at("/v1/namespaces")
+        };
+        for (what, token) in &refused {
+            let response = http
+                .get(&url)
+                .bearer_auth(token)
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+                .unwrap();
+            assert_unauthorized(response, what).await;
+        }
+        let response = http
+            .get(&url)
+            .bearer_auth(sign(INTERNAL_SECRET, good.clone()))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "a good credential at {url}");
+    }
+}
+
+#[tokio::test]
+async fn a_scope_narrowed_to_a_service_registers_there_and_nowhere_else() {
+    let stack = stack(false).await;
+    let (status, instance) = stack
+        .register("billing", "b-1", 9000, "registry:write:billing")
+        .await;
+    assert_eq!(status, 201, "{instance}");
+    let before = redis().snapshot(&stack.prefix);
+    let (status, problem) = stack
+        .register("shop", "s-1", 9000, "registry:write:billing")
+        .await;
+    assert_eq!(status, 403, "{problem}");
+    assert_eq!(problem["required_scope"], "registry:write:shop");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("registry:write:shop")
+    );
+    // Nor may it remove another service's instance, nor read the registry.
+    let (status, _) = stack
+        .call(
+            "DELETE",
+            "/api/v1/registry/services/shop/instances/s-1",
+            "registry:write:billing",
+            None,
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = stack
+        .call(
+            "GET",
+            "/api/v1/registry/services",
+            "registry:write:billing",
+            None,
+        )
+        .await;
+    assert_eq!(status, 403, "write does not grant read");
+    assert_eq!(redis().snapshot(&stack.prefix), before);
+    // `registry:write` alone still means every service.
+    let (status, _) = stack.register("shop", "s-1", 9000, "registry:write").await;
+    assert_eq!(status, 201);
+}
+
+#[tokio::test]
+async fn config_scopes_narrowed_to_a_namespace_or_a_prefix() {
+    let stack = stack(false).await;
+    for ns in ["shop", "prod"] {
+        let (status, _) = stack.put(ns, "k", json!(ns), "config:write").await;
+        assert_eq!(status, 201);
+    }
+    let (status, entry) = stack
+        .call(
+            "GET",
+            "/api/v1/config/namespaces/shop/keys/k",
+            "config:read:shop",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(entry["value"], "shop");
+    let (status, problem) = stack
+        .call(
+            "GET",
+            "/api/v1/config/namespaces/prod/keys/k",
+            "config:read:shop",
+            None,
+        )
+        .await;
+    assert_eq!(status, 403);
+    assert_eq!(problem["required_scope"], "config:read:prod");
+    let (status, _) = stack
+        .call(
+            "GET",
+            "/api/v1/config/watch?namespace=prod",
+            "config:read:shop",
+            None,
+        )
+        .await;
+    assert_eq!(status, 403, "a watch of another namespace");
+
+    let (status, _) = stack
+        .put("team-a-x", "k", json!(1), "config:write:team-a-*")
+        .await;
+    assert_eq!(status, 201);
+    let before = redis().snapshot(&stack.prefix);
+    for ns in ["team-b-x", "team-a", "prod"] {
+        let (status, problem) = stack.put(ns, "k", json!(2), "config:write:team-a-*").await;
+        assert_eq!(status, 403, "{ns}");
+        assert_eq!(problem["required_scope"], format!("config:write:{ns}"));
+    }
+    assert_eq!(redis().snapshot(&stack.prefix), before);
+}
+
+#[tokio::test]
+async fn listings_show_only_what_a_narrowed_token_may_read() {
+    let stack = stack(true).await;
+    for service in ["billing", "shop"] {
+        let (status, _) = stack.register(service, "i-1", 9000, "registry:write").await;
+        assert_eq!(status, 201);
+    }
+    for ns in ["shop", "prod", "team-a-x"] {
+        let (status, _) = stack.put(ns, "k", json!(1), "config:write").await;
+        assert_eq!(status, 201);
+    }
+    let names = |body: &Value, list: &str, field: Option<&str>| -> Vec<String> {
+        body[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| match field {
+                Some(field) => item[field].as_str().unwrap().to_owned(),
+                None => item.as_str().unwrap().to_owned(),
+            })
+            .collect()
+    };
+
+    let (_, all) = stack
+        .call("GET", "/api/v1/registry/services", "registry:read", None)
+        .await;
+    assert_eq!(names(&all, "services", Some("name")), ["billing", "shop"]);
+    let (status, narrowed) = stack
+        .call(
+            "GET",
+            "/api/v1/registry/services",
+            "registry:read:billing",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(names(&narrowed, "services", Some("name")), ["billing"]);
+
+    let (_, all) = stack
+        .call("GET", "/api/v1/config/namespaces", "config:read", None)
+        .await;
+    assert_eq!(
+        names(&all, "namespaces", None),
+        ["prod", "shop", "team-a-x"]
+    );
+    let (status, narrowed) = stack
+        .call(
+            "GET",
+            "/api/v1/config/namespaces",
+            "config:read:shop config:read:team-a-*",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(names(&narrowed, "namespaces", None), ["shop", "team-a-x"]);
+
+    let listed = eventually(Duration::from_secs(5), || async {
+        let (_, all) = stack
+            .call("GET", "/api/v1/health/summary", "health:read", None)
+            .await;
+        all["services"].as_array().is_some_and(|s| s.len() == 2)
+    })
+    .await;
+    assert!(listed, "health-svc lists both services");
+    let (status, narrowed) = stack
+        .call("GET", "/api/v1/health/summary", "health:read:shop", None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(names(&narrowed, "services", Some("name")), ["shop"]);
+    // Another area's scope lists nothing: 403.
+    let (status, _) = stack
+        .call("GET", "/api/v1/health/summary", "config:read", None)
+        .await;
+    assert_eq!(status, 403);
+}
+
+/// An open SSE stream through the gateway.
+struct Events {
+    stream: futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buffer: String,
+}
+
+impl Events {
+    async fn open(stack: &Stack, path: &str, scopes: &str) -> Self {
+        let response = reqwest::Client::new()
+            .get(stack.gateway.at(path))
+            .header("authorization", bearer(&token("watcher", scopes)))
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        Self {
+            stream: response.bytes_stream().boxed(),
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event's `(kind, data)`, within 5 s.
+    async fn next(&mut self) -> Option<(String, Value)> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut kind = None;
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        kind = Some(v.trim().to_owned());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim());
+                    }
+                }
+                if let Some(kind) = kind {
+                    return Some((kind, serde_json::from_str(&data).unwrap_or(Value::Null)));
+                }
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .ok()??
+                .ok()?;
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
+
+#[tokio::test]
+async fn watches_show_only_the_names_a_narrowed_token_may_read() {
+    let stack = stack(false).await;
+    let mut registry =
+        Events::open(&stack, "/api/v1/registry/watch", "registry:read:billing").await;
+    let mut config = Events::open(&stack, "/api/v1/config/watch", "config:read:shop").await;
+    // The invisible change first, then the visible one: the first event a
+    // watcher gets must be the visible one.
+    stack.register("shop", "s-1", 9000, "registry:write").await;
+    stack
+        .register("billing", "b-1", 9000, "registry:write")
+        .await;
+    stack.put("prod", "k", json!(1), "config:write").await;
+    stack.put("shop", "k", json!(2), "config:write").await;
+
+    let (kind, data) = registry.next().await.expect("a registry event");
+    assert_eq!(kind, "registered");
+    assert_eq!(data["service"], "billing", "{data}");
+    let (kind, data) = config.next().await.expect("a config event");
+    assert_eq!(kind, "put");
+    assert_eq!(data["namespace"], "shop", "{data}");
+}
