@@ -352,7 +352,7 @@ async fn blocking_get_returns_when_the_key_changes() {
 #[tokio::test]
 async fn index_zero_answers_at_once_and_an_empty_wait_is_the_default() {
     let svc = start(&redis().url(), &prefix(), &[]).await;
-    let http = reqwest::Client::builder()
+    let http = mcp_testkit::client_builder()
         .timeout(Duration::from_secs(3))
         .build()
         .unwrap();
@@ -664,7 +664,7 @@ async fn too_deep_values_and_schemas_are_refused_and_change_nothing() {
     let server = redis();
     let prefix = prefix();
     let svc = start(&server.url(), &prefix, &[]).await;
-    let http = reqwest::Client::new();
+    let http = mcp_testkit::client();
     put(&http, &svc, "deep", "k", json!(1)).await;
     let before = server.snapshot(&prefix);
     let array = format!(r#"{{"value": {}{}}}"#, "[".repeat(5_000), "]".repeat(5_000));

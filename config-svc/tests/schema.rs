@@ -185,7 +185,7 @@ async fn a_pathological_pattern_answers_promptly_and_reads_go_on() {
     let server = redis();
     let prefix = prefix();
     let svc = start(&server.url(), &prefix, &[]).await;
-    let http = reqwest::Client::builder()
+    let http = mcp_testkit::client_builder()
         .timeout(std::time::Duration::from_secs(5))
         .build()
         .unwrap();

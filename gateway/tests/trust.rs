@@ -38,6 +38,9 @@ fn args(name: &str, prefix: &str) -> Vec<String> {
         "127.0.0.1:0".to_owned(),
     ];
     args.extend(mcp_testkit::common_args(&redis().url(), prefix));
+    if name != "config-svc" {
+        args.extend(mcp_testkit::egress_args());
+    }
     args
 }
 
@@ -160,20 +163,38 @@ async fn assert_unauthorized(response: reqwest::Response, what: &str) -> String 
 
 #[tokio::test]
 async fn an_instance_registered_at_config_svc_address_does_not_open_config_svc_to_svc_calls() {
-    let stack = stack(false).await;
+    let stack = stack(true).await;
     let (status, _) = stack
         .put("secrets", "db", json!("s3cret-password"), "config:write")
         .await;
     assert_eq!(status, 201);
-    // The attacker: `registry:write` registers an instance at config-svc's own address.
+    // The attacker: `registry:write` registers instances at config-svc's own
+    // address: one without a check (passing at once, so `/svc` routes to
+    // it), one whose HTTP check reads the secret's path.
     let (status, _) = stack
         .register("sneaky", "s-1", stack.config.addr.port(), "registry:write")
         .await;
     assert_eq!(status, 201);
-    let before = redis().snapshot(&stack.prefix);
+    let (status, _) = stack
+        .call(
+            "PUT",
+            "/api/v1/registry/services/sneaky-check/instances/s-2",
+            "registry:write",
+            Some(
+                json!({"host": "127.0.0.1", "port": stack.config.addr.port(), "ttl_seconds": 300,
+                "check": {"type": "http", "path": "/v1/namespaces/secrets/keys/db",
+                          "interval_seconds": 1, "timeout_ms": 500}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201);
 
-    // Any valid token reaches config-svc through `/svc/sneaky/…` (once the
-    // gateway's routing table has the instance), and gets its 401.
+    // Any valid token tries config-svc through `/svc/sneaky/…` (once the
+    // gateway's routing table has the instance). Two locks stand in the
+    // way: the gateway's egress rules refuse its control plane (403, before
+    // connecting), and behind them config-svc itself answers 401 to anything
+    // without the gateway's internal credential (the health check below
+    // reaches it and shows that).
     let http = client();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let answer = loop {
@@ -196,8 +217,20 @@ async fn an_instance_registered_at_config_svc_address_does_not_open_config_svc_t
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     };
-    let body = assert_unauthorized(answer, "GET through /svc").await;
+    assert_eq!(answer.status(), 403);
+    let body = answer.text().await.unwrap();
+    assert!(body.contains("config-svc"), "{body}");
     assert!(!body.contains("s3cret-password"), "{body}");
+    // health-svc keeps writing its own results; the config data is what
+    // must not change.
+    let config_keys = |prefix: &str| {
+        redis()
+            .snapshot(prefix)
+            .into_iter()
+            .filter(|(key, _)| key.contains(":cfg:"))
+            .collect::<Vec<_>>()
+    };
+    let before = config_keys(&stack.prefix);
 
     for (method, path) in [
         ("GET", "/svc/sneaky/v1/namespaces"),
@@ -215,13 +248,42 @@ async fn an_instance_registered_at_config_svc_address_does_not_open_config_svc_t
             .send()
             .await
             .unwrap();
-        let body = assert_unauthorized(response, &format!("{method} {path}")).await;
+        assert_eq!(response.status(), 403, "{method} {path}");
+        let body = response.text().await.unwrap();
         assert!(!body.contains("s3cret-password"), "{body}");
     }
+
+    // The probe does reach config-svc (health-svc is not told to protect
+    // it here), and config-svc refuses it: the output is the 401, never the
+    // secret, in the API and so in no log line either.
+    // Bounded: 8 s of polling, then fail.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    let mut output = String::new();
+    while output.is_empty() && tokio::time::Instant::now() < deadline {
+        let (_, body) = stack
+            .call(
+                "GET",
+                "/api/v1/health/services/sneaky-check",
+                "health:read",
+                None,
+            )
+            .await;
+        output = body["instances"][0]["output"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if output.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let probed = !output.is_empty();
+    assert!(probed, "health-svc never probed the instance");
+    assert!(output.starts_with("HTTP 401"), "{output}");
+    assert!(!output.contains("s3cret-password"), "{output}");
     assert_eq!(
-        redis().snapshot(&stack.prefix),
+        config_keys(&stack.prefix),
         before,
-        "a refused request changed Redis"
+        "a refused request changed the config data"
     );
     // The secret is still there, unchanged, for whoever may read it.
     let (status, entry) = stack

@@ -128,6 +128,7 @@ async fn an_unreachable_redis_is_logged_without_its_password() {
             format!("redis://mcp:{REDIS_PASSWORD}@127.0.0.1:{dead}"),
         )
         .env("MCP_REDIS_PREFIX", prefix())
+        .env("MCP_INTERNAL_SECRET", mcp_testkit::INTERNAL_SECRET)
         .env("LOG_FORMAT", "json")
         .env("RUST_LOG", "debug")
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
