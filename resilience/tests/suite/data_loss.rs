@@ -79,25 +79,32 @@ async fn gateway_and_watchers_follow_a_flushed_redis() {
     assert!(wait_routable(&gateway, "old", "old-1").await);
     let stop = CancellationToken::new();
     let mut watch = sse_events(registry.at("/v1/watch"), stop.clone());
-    // The watch is open once it has replayed nothing and waits: register one
-    // more instance and see it arrive, so the reset below is not a race with
-    // the watch's opening.
-    assert_eq!(
-        register(&registry.service.url, "old", "old-4", old.addr.port(), 60).await,
-        201
-    );
-    assert!(
-        next_of_kind(&mut watch, "registered", Duration::from_secs(5))
+    // The watch connects in the background: register until it sees one
+    // (bounded), so the reset below is not a race with the watch's opening.
+    let mut live = false;
+    let mut old_revisions = 3;
+    for n in 4..14 {
+        old_revisions = n;
+        let id = format!("old-{n}");
+        assert_eq!(
+            register(&registry.service.url, "old", &id, old.addr.port(), 60).await,
+            201
+        );
+        if next_of_kind(&mut watch, "registered", Duration::from_millis(500))
             .await
             .is_some()
-    );
+        {
+            live = true;
+            break;
+        }
+    }
+    assert!(live, "the watch never saw a registration");
 
     assert_eq!(server.command(&["FLUSHALL"]).trim(), "OK");
-    // More new revisions than the old history had (1..=5 past the old 4):
-    // the new history overtakes the old revision, the case a revision
-    // comparison alone misses.
-    let services = ["new0", "new1", "new2", "new3", "new4"];
-    for service in services {
+    // More new revisions than the old history had: the new history
+    // overtakes the old revision, the case a revision comparison alone misses.
+    let services: Vec<String> = (0..=old_revisions).map(|n| format!("new{n}")).collect();
+    for service in &services {
         assert_eq!(
             register(&registry.service.url, service, "n-1", fresh.addr.port(), 60).await,
             201
@@ -110,7 +117,7 @@ async fn gateway_and_watchers_follow_a_flushed_redis() {
     assert!(reset.unwrap()["revision"].is_u64());
 
     let routed = eventually(NOTICE_WITHIN, || async {
-        for service in services {
+        for service in &services {
             let (status, body) = through_gateway(&gateway, service).await;
             if status != 200 || body["upstream"] != "fresh" {
                 return false;
@@ -123,7 +130,7 @@ async fn gateway_and_watchers_follow_a_flushed_redis() {
         routed,
         "services registered after FLUSHALL not all routed within 2 s ({:?} after): {:?}",
         registered.elapsed(),
-        through_gateway(&gateway, services[0]).await
+        through_gateway(&gateway, &services[0]).await
     );
     // The old service is gone from the table too (no ghost routes).
     assert_eq!(through_gateway(&gateway, "old").await.0, 404);
@@ -251,12 +258,20 @@ async fn config_watcher_gets_reset_after_a_flush() {
     assert!(put(1).await.unwrap().status().is_success());
     let stop = CancellationToken::new();
     let mut watch = sse_events(config.at("/v1/watch?namespace=dl"), stop.clone());
-    assert!(put(2).await.unwrap().status().is_success());
-    assert!(
-        next_of_kind(&mut watch, "put", Duration::from_secs(5))
+    // The watch connects in the background: write until it sees a write
+    // (bounded), so a write made before it subscribed cannot be waited for.
+    let mut live = false;
+    for value in 2..12 {
+        assert!(put(value).await.unwrap().status().is_success());
+        if next_of_kind(&mut watch, "put", Duration::from_millis(500))
             .await
             .is_some()
-    );
+        {
+            live = true;
+            break;
+        }
+    }
+    assert!(live, "the watch never saw a write");
 
     assert_eq!(server.command(&["FLUSHALL"]).trim(), "OK");
     let reset = next_of_kind(&mut watch, "reset", NOTICE_WITHIN).await;
