@@ -17,6 +17,8 @@
 #   CONTRACT_SEED          schemathesis seed, to replay a run
 #   CONTRACT_CHECKS        comma-separated schemathesis checks (default in contract/lib.sh)
 #   CONTRACT_VENV          where to install schemathesis when it is missing
+#   CONTRACT_PREPARE_ONLY  1: install the tools and build the binaries, then stop
+#   (.ci/run then runs the script with loopback only)
 #   CONTRACT_BROWSER       0 skips the Chromium check (default 1)
 #   CHROMIUM               the browser binary (default: chromium on PATH)
 #   CARGO_TARGET_DIR       where the binaries are built (default ./target)
@@ -83,6 +85,7 @@ ensure_tools
 
 log "building registry-svc config-svc health-svc gateway"
 (cd "$ROOT" && cargo build --quiet -p registry-svc -p config-svc -p health-svc -p gateway)
+[ "${CONTRACT_PREPARE_ONLY:-0}" = 1 ] && exit 0
 
 start_redis
 start registry-svc
@@ -127,8 +130,15 @@ if [ "${CONTRACT_BROWSER:-1}" != 0 ]; then
         log "gateway: /docs in headless Chromium"
         started=$(date +%s)
         browse() {
+            # No name leaves the browser (every lookup but loopback fails
+            # inside Chromium) and none of its background services run:
+            # the page is on 127.0.0.1 and nothing else may be reached.
             timeout --kill-after=5 60 "$CHROMIUM" --headless --no-sandbox --disable-gpu \
                 --disable-dev-shm-usage --no-first-run --user-data-dir="$OUT/chromium-profile" \
+                --no-proxy-server --host-resolver-rules="MAP * ~NOTFOUND, EXCLUDE localhost" \
+                --disable-background-networking --disable-component-update --disable-sync \
+                --disable-default-apps --disable-domain-reliability --no-pings \
+                --disable-client-side-phishing-detection --disable-features=OptimizationHints,MediaRouter,Translate \
                 --virtual-time-budget=10000 "$@" "$GATEWAY/docs" 2>>"$OUT/chromium.log"
         }
         browse --dump-dom >"$OUT/docs.html" || browser_status=$?

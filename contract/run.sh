@@ -16,6 +16,8 @@
 #   CONTRACT_SEED          schemathesis seed, to replay a run
 #   CONTRACT_CHECKS        comma-separated schemathesis checks (default in contract/lib.sh)
 #   CONTRACT_VENV          where to install schemathesis when it is missing
+#   CONTRACT_PREPARE_ONLY  1: install the tools and build the binaries, then stop
+#   (.ci/run then runs the script with loopback only)
 #   CARGO_TARGET_DIR       where the binaries are built (default ./target)
 set -euo pipefail
 
@@ -114,6 +116,7 @@ if printf '%s\n' "${services[@]}" | grep -qx health-svc; then
 fi
 log "building ${services[*]}"
 (cd "$ROOT" && cargo build --quiet "${build[@]}")
+[ "${CONTRACT_PREPARE_ONLY:-0}" = 1 ] && exit 0
 
 start_redis
 INTERNAL_TOKEN=$(internal_token)
