@@ -1,0 +1,293 @@
+//! Existing tools discover through MCP: a real Prometheus (Debian's
+//! `prometheus` binary) with an `http_sd_configs` job against the gateway,
+//! and an unmodified Consul client library (py-consul, from PyPI) against
+//! the gateway's Consul-compatible API. Both run against the real control
+//! plane in-process (registry-svc, config-svc, health-svc) and a real Redis.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use axum::{Router, routing::get};
+use clap::Parser;
+use common::{bearer, client, gateway, token, upstream};
+use mcp_testkit::{TestService, prefix, redis};
+use serde_json::{Value, json};
+
+/// The control plane and the gateway in front of it.
+struct Stack {
+    gateway: TestService,
+    _registry: TestService,
+    _config: TestService,
+    _health: TestService,
+}
+
+async fn stack(extra: &[&str]) -> Stack {
+    let prefix = prefix();
+    let url = redis().url();
+    let args = |name: &str, egress: bool| {
+        let mut args = vec![name.to_owned()];
+        args.extend(mcp_testkit::common_args(&url, &prefix));
+        if egress {
+            args.extend(mcp_testkit::egress_args());
+        }
+        args
+    };
+    let registry_settings =
+        registry_svc::Settings::try_parse_from(args("registry-svc", true)).unwrap();
+    let registry = mcp_testkit::spawn(move |l, s| registry_svc::run(registry_settings, l, s)).await;
+    let config_settings = config_svc::Settings::try_parse_from(args("config-svc", false)).unwrap();
+    let config = mcp_testkit::spawn(move |l, s| config_svc::run(config_settings, l, s)).await;
+    let health_settings = health_svc::Settings::try_parse_from(args("health-svc", true)).unwrap();
+    let health = mcp_testkit::spawn(move |l, s| health_svc::run(health_settings, l, s)).await;
+    let mut flags = vec![
+        "--registry-url".to_owned(),
+        registry.url.clone(),
+        "--config-url".to_owned(),
+        config.url.clone(),
+        "--health-url".to_owned(),
+        health.url.clone(),
+    ];
+    flags.extend(extra.iter().map(|s| (*s).to_owned()));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let gateway = gateway(&url, &prefix, &flags).await;
+    Stack {
+        gateway,
+        _registry: registry,
+        _config: config,
+        _health: health,
+    }
+}
+
+/// A child process killed (by its pid) and reaped when dropped.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A scrape target: an HTTP server on port 0 serving `/metrics`.
+async fn metrics_server(name: &'static str) -> TestService {
+    upstream(Router::new().route(
+        "/metrics",
+        get(move || async move {
+            format!("# TYPE interop_up gauge\ninterop_up{{server=\"{name}\"}} 1\n")
+        }),
+    ))
+    .await
+}
+
+async fn register(gw: &TestService, auth: &str, service: &str, id: &str, port: u16) {
+    let response = client()
+        .put(gw.at(&format!(
+            "/api/v1/registry/services/{service}/instances/{id}"
+        )))
+        .header("authorization", auth)
+        .json(
+            &json!({"host": "127.0.0.1", "port": port, "ttl_seconds": 300,
+            "tags": ["interop"], "metadata": {"metrics_path": "/metrics"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "register {id}: {}",
+        response.status()
+    );
+}
+
+/// The workspace's `target/` (where the test's scratch files go).
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        PathBuf::from,
+    )
+}
+
+/// A fresh scratch directory under `target/interop/`.
+fn scratch(name: &str) -> PathBuf {
+    let dir = target_dir()
+        .join("interop")
+        .join(format!("{name}-{}", prefix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The active targets of Prometheus's job `mcp`: (instance id, health).
+async fn prometheus_targets(prometheus: &str) -> Vec<(String, String)> {
+    let Ok(response) = client()
+        .get(format!("{prometheus}/api/v1/targets?state=active"))
+        .send()
+        .await
+    else {
+        return vec![];
+    };
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    body["data"]["activeTargets"]
+        .as_array()
+        .map(|targets| {
+            targets
+                .iter()
+                .filter(|t| t["labels"]["job"] == "mcp")
+                .map(|t| {
+                    (
+                        t["labels"]["instance_id"].as_str().unwrap_or("").to_owned(),
+                        t["health"].as_str().unwrap_or("").to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn prometheus_scrapes_every_registered_instance_through_http_sd() {
+    let stack = stack(&[]).await;
+    let gw = &stack.gateway;
+    let writer = bearer(&token("deployer", "registry:write"));
+    let (a, b) = (metrics_server("a").await, metrics_server("b").await);
+    register(gw, &writer, "echo", "echo-a", a.addr.port()).await;
+    register(gw, &writer, "echo", "echo-b", b.addr.port()).await;
+
+    // Prometheus on a free port with its own config and storage.
+    let dir = scratch("prometheus");
+    let port = mcp_testkit::free_port();
+    let sd_token = token("prometheus", "registry:read");
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n\
+         scrape_configs:\n\
+         \x20 - job_name: mcp\n\
+         \x20   http_sd_configs:\n\
+         \x20     - url: {gw}/api/v1/registry/sd/prometheus\n\
+         \x20       refresh_interval: 1s\n\
+         \x20       authorization:\n\
+         \x20         type: Bearer\n\
+         \x20         credentials: {sd_token}\n\
+         \x20   relabel_configs:\n\
+         \x20     - source_labels: [__meta_mcp_instance_id]\n\
+         \x20       target_label: instance_id\n",
+        gw = gw.url,
+    );
+    std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+    let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+    let child = Command::new("prometheus")
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("Debian's `prometheus` (apt-get install prometheus; .ci/run installs it)");
+    let _prometheus = ChildGuard(child);
+    let prometheus = format!("http://127.0.0.1:{port}");
+
+    let both_up = mcp_testkit::eventually(Duration::from_secs(60), || async {
+        let mut targets = prometheus_targets(&prometheus).await;
+        targets.sort();
+        targets
+            == [
+                ("echo-a".to_owned(), "up".to_owned()),
+                ("echo-b".to_owned(), "up".to_owned()),
+            ]
+    })
+    .await;
+    assert!(
+        both_up,
+        "Prometheus did not scrape both instances: {:?}; log in {}",
+        prometheus_targets(&prometheus).await,
+        dir.display()
+    );
+
+    let gone = client()
+        .delete(gw.at("/api/v1/registry/services/echo/instances/echo-b"))
+        .header("authorization", &writer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 204);
+    let one_left = mcp_testkit::eventually(Duration::from_secs(30), || async {
+        prometheus_targets(&prometheus).await == [("echo-a".to_owned(), "up".to_owned())]
+    })
+    .await;
+    assert!(
+        one_left,
+        "echo-b stayed in the targets: {:?}",
+        prometheus_targets(&prometheus).await
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn discovery_answers_http_sd_groups_filtered_by_query_and_scopes() {
+    let stack = stack(&[]).await;
+    let gw = &stack.gateway;
+    let writer = bearer(&token("deployer", "registry:write"));
+    let a = metrics_server("a").await;
+    register(gw, &writer, "echo", "echo-a", a.addr.port()).await;
+    register(gw, &writer, "billing", "bill-1", a.addr.port()).await;
+
+    let sd = |query: &'static str, scopes: &'static str| {
+        let url = gw.at(&format!("/api/v1/registry/sd/prometheus{query}"));
+        async move {
+            let response = client()
+                .get(url)
+                .header("authorization", bearer(&token("p", scopes)))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let kind = response
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (status, kind, response.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, kind, all) = sd("", "registry:read").await;
+    assert_eq!(status, 200);
+    assert_eq!(kind.as_deref(), Some("application/json"));
+    assert_eq!(all.as_array().unwrap().len(), 2);
+    let echo = &all.as_array().unwrap()[1];
+    assert_eq!(
+        echo["targets"],
+        json!([format!("127.0.0.1:{}", a.addr.port())])
+    );
+    assert_eq!(echo["labels"]["__meta_mcp_service"], "echo");
+    assert_eq!(echo["labels"]["__meta_mcp_instance_id"], "echo-a");
+    assert_eq!(echo["labels"]["__meta_mcp_tags"], ",interop,");
+    assert_eq!(echo["labels"]["__meta_mcp_meta_metrics_path"], "/metrics");
+    assert_eq!(echo["labels"]["__metrics_path__"], "/metrics");
+
+    // Narrowed scopes see their services only; filters apply.
+    let (_, _, narrowed) = sd("", "registry:read:billing").await;
+    assert_eq!(narrowed.as_array().unwrap().len(), 1);
+    assert_eq!(narrowed[0]["labels"]["__meta_mcp_service"], "billing");
+    let (_, _, one) = sd(
+        "?service=echo&tag=interop&meta.metrics_path=/metrics",
+        "admin",
+    )
+    .await;
+    assert_eq!(one.as_array().unwrap().len(), 1);
+    let (_, _, none) = sd("?tag=other", "admin").await;
+    assert_eq!(none, json!([]));
+    let (status, _, problem) = sd("?colour=red", "admin").await;
+    assert_eq!(status, 400);
+    assert_eq!(problem["status"], 400);
+    let (status, _, _) = sd("", "config:read").await;
+    assert_eq!(status, 403);
+}
