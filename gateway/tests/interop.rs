@@ -291,3 +291,70 @@ async fn discovery_answers_http_sd_groups_filtered_by_query_and_scopes() {
     let (status, _, _) = sd("", "config:read").await;
     assert_eq!(status, 403);
 }
+
+/// The workspace root.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Run `command` to its end, at most `within`; (success, stdout + stderr).
+fn run_bounded(mut command: Command, within: Duration) -> (bool, String) {
+    let dir = scratch("run");
+    let (out, err) = (dir.join("stdout"), dir.join("stderr"));
+    command
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap());
+    let mut child = ChildGuard(command.spawn().expect("spawn"));
+    let deadline = std::time::Instant::now() + within;
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = format!(
+        "{}{}",
+        std::fs::read_to_string(&out).unwrap_or_default(),
+        std::fs::read_to_string(&err).unwrap_or_default()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    match status {
+        Some(status) => (status.success(), output),
+        None => (false, format!("timed out after {within:?}\n{output}")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unmodified_consul_client_registers_discovers_and_uses_kv_through_the_gateway() {
+    // py-consul in a virtualenv under target/ (what .ci/run installs; a
+    // missing one is installed here, pinned by interop/requirements.txt).
+    let mut install = Command::new("bash");
+    install.arg(root().join("interop/install.sh"));
+    let (installed, log) = run_bounded(install, Duration::from_secs(300));
+    assert!(installed, "interop/install.sh failed:\n{log}");
+    let python = target_dir().join("interop-venv/bin/python");
+
+    let stack = stack(&[]).await;
+    let gw = &stack.gateway;
+    let scopes = "registry:read registry:write health:read config:read:consul-kv \
+                  config:write:consul-kv";
+    let mut script = Command::new(python);
+    script
+        .arg(root().join("interop/consul_client.py"))
+        .env("MCP_GATEWAY_PORT", gw.addr.port().to_string())
+        .env("CONSUL_TOKEN", token("consul-app", scopes))
+        .env("CONSUL_READ_TOKEN", token("consul-reader", "registry:read"))
+        .env_remove("CONSUL_HTTP_ADDR")
+        .env_remove("CONSUL_HTTP_TOKEN")
+        .env_remove("CONSUL_HTTP_SSL");
+    // The script blocks on the gateway: run it off the runtime's threads.
+    let (passed, output) =
+        tokio::task::spawn_blocking(move || run_bounded(script, Duration::from_secs(120)))
+            .await
+            .unwrap();
+    assert!(passed, "the Consul client failed:\n{output}");
+    assert!(output.contains("all checks passed"), "{output}");
+}
