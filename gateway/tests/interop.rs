@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 /// The control plane and the gateway in front of it.
 struct Stack {
     gateway: TestService,
+    prefix: String,
     _registry: TestService,
     _config: TestService,
     _health: TestService,
@@ -58,6 +59,7 @@ async fn stack(extra: &[&str]) -> Stack {
     let gateway = gateway(&url, &prefix, &flags).await;
     Stack {
         gateway,
+        prefix,
         _registry: registry,
         _config: config,
         _health: health,
@@ -357,4 +359,95 @@ async fn an_unmodified_consul_client_registers_discovers_and_uses_kv_through_the
             .unwrap();
     assert!(passed, "the Consul client failed:\n{output}");
     assert!(output.contains("all checks passed"), "{output}");
+}
+
+#[tokio::test]
+async fn consul_requests_beyond_the_token_or_the_mapping_are_refused_and_change_nothing() {
+    let stack = stack(&[]).await;
+    let gw = &stack.gateway;
+    let before = redis().snapshot(&stack.prefix);
+    let send = |method: reqwest::Method, path: &str, token_header: (&str, String), body: &str| {
+        client()
+            .request(method, gw.at(path))
+            .header(token_header.0, token_header.1)
+            .body(body.to_owned())
+            .send()
+    };
+    let reader = token("reader", "registry:read config:read");
+
+    // A read-only token cannot register: 403 naming the scope.
+    let refused = send(
+        reqwest::Method::PUT,
+        "/v1/agent/service/register",
+        ("x-consul-token", reader.clone()),
+        r#"{"Name":"web","Address":"127.0.0.1","Port":80}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(refused.status(), 403);
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["required_scope"], "registry:write:web");
+
+    // Unsupported: 501 problem+json naming the feature.
+    for (method, path, body) in [
+        (reqwest::Method::GET, "/v1/session/list", ""),
+        (
+            reqwest::Method::PUT,
+            "/v1/agent/service/register",
+            r#"{"Name":"web","Address":"127.0.0.1","Port":80,"Check":{"Args":["true"],"Interval":"5s"}}"#,
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/catalog/services?dc=elsewhere",
+            "",
+        ),
+    ] {
+        let response = send(
+            method,
+            path,
+            ("authorization", bearer(&token("root", "admin"))),
+            body,
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status(), 501, "{path}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json",
+            "{path}"
+        );
+        let problem: Value = response.json().await.unwrap();
+        assert!(problem["feature"].is_string(), "{path}: {problem}");
+    }
+    let binary = client()
+        .put(gw.at("/v1/kv/app/blob"))
+        .header("authorization", bearer(&token("root", "admin")))
+        .body(vec![0xff_u8, 0xfe])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(binary.status(), 501);
+
+    // No token: 401; X-Consul-Token is read on /v1 only.
+    let anonymous = client()
+        .get(gw.at("/v1/catalog/services"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let native = send(
+        reqwest::Method::GET,
+        "/api/v1/registry/services",
+        ("x-consul-token", reader),
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(native.status(), 401);
+
+    assert_eq!(
+        redis().snapshot(&stack.prefix),
+        before,
+        "nothing changed in Redis"
+    );
 }
