@@ -7,7 +7,7 @@
 //! is not enabled in the workspace). Every error status becomes
 //! [`Error::Api`] with the server's problem+json.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url, header};
 use serde::{Serialize, de::DeserializeOwned};
@@ -53,6 +53,39 @@ pub struct Client {
     base: Url,
     token: Option<String>,
     timeout: Duration,
+    /// Who this client is to config-svc's propagation table (see [`Client::client_id`]).
+    client_id: Arc<str>,
+}
+
+/// The default client id: `{host}-{process}-{pid}`, reduced to a name
+/// (`A-Za-z0-9._-`, at most 128 characters), so the propagation table
+/// tells processes apart.
+fn default_client_id() -> String {
+    let host = ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|path| std::fs::read_to_string(path).ok())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_owned());
+    let process = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "process".to_owned());
+    let raw = format!("{host}-{process}-{}", std::process::id());
+    let mut id: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    id.truncate(mcp_shared::names::MAX_NAME_LEN);
+    id
 }
 
 impl Client {
@@ -75,7 +108,24 @@ impl Client {
             base,
             token,
             timeout: DEFAULT_TIMEOUT,
+            client_id: Arc::from(default_client_id()),
         })
+    }
+
+    /// Report as `client_id` in config watches (config-svc's propagation
+    /// table, `GET /v1/namespaces/{ns}/clients`) instead of the default
+    /// `{host}-{process}-{pid}`; refused unless it is a name
+    /// (`A-Za-z0-9._-`, 1–128 characters).
+    pub fn with_client_id(mut self, client_id: &str) -> Result<Self, Error> {
+        let id = mcp_shared::names::Name::parse(client_id)
+            .map_err(|e| Error::Invalid(format!("client id {client_id:?}: {e}")))?;
+        self.client_id = Arc::from(id.as_str());
+        Ok(self)
+    }
+
+    /// The id config watches report (see [`Client::with_client_id`]).
+    pub fn client_id(&self) -> &str {
+        &self.client_id
     }
 
     /// Bound ordinary requests by `timeout` instead of [`DEFAULT_TIMEOUT`].
@@ -388,15 +438,18 @@ impl Client {
             .await
     }
 
-    /// `GET /v1/watch?namespace=ns`: `put`/`delete` events after revision
-    /// `after` (live when `None`).
+    /// `GET /v1/watch?namespace=ns&client_id=…`: `put`/`delete` events
+    /// after revision `after` (live when `None`), recorded in the
+    /// propagation table as this client's [`client_id`](Client::client_id).
     pub async fn watch_config(
         &self,
         namespace: &str,
         after: Option<u64>,
     ) -> Result<EventStream, Error> {
         let mut url = self.url(Area::Config, &["watch"]);
-        url.query_pairs_mut().append_pair("namespace", namespace);
+        url.query_pairs_mut()
+            .append_pair("namespace", namespace)
+            .append_pair("client_id", &self.client_id);
         self.watch(url, after).await
     }
 

@@ -1,6 +1,7 @@
 //! The authentication and authorization layer.
 //!
-//! Every request behind it needs `Authorization: Bearer <JWT>` that the
+//! Every request behind it needs `Authorization: Bearer <JWT>` (on the
+//! Consul-compatible `/v1/…` also `X-Consul-Token: <JWT>`) that the
 //! [`Verifier`] accepts (401 otherwise) and the scope its route needs (403
 //! otherwise). Client-sent `X-Auth-*` headers are dropped first, so only the
 //! gateway ever sets `X-Auth-Subject` and `X-Auth-Scopes`. The verified
@@ -238,7 +239,9 @@ pub async fn check(verifier: &Verifier, request: &mut Request) -> Result<(), Res
 
 async fn authorize(verifier: &Verifier, request: &mut Request) -> Result<(), GatewayError> {
     strip_auth_headers(request.headers_mut());
-    let token = bearer_token(request).ok_or(GatewayError::Unauthorized(AuthFailure::Missing))?;
+    let token = bearer_token(request)
+        .or_else(|| consul_token(request))
+        .ok_or(GatewayError::Unauthorized(AuthFailure::Missing))?;
     let identity = verifier
         .identify(token)
         .await
@@ -261,6 +264,20 @@ async fn authorize(verifier: &Verifier, request: &mut Request) -> Result<(), Gat
         identity,
     });
     Ok(())
+}
+
+/// The header Consul clients send their token in.
+const X_CONSUL_TOKEN: HeaderName = HeaderName::from_static("x-consul-token");
+
+/// On the Consul-compatible API (`/v1/…`) only: the JWT of
+/// `X-Consul-Token`, when there is no `Authorization: Bearer`. Borrowed
+/// from the request: no allocation.
+fn consul_token(request: &Request) -> Option<&str> {
+    if !request.uri().path().starts_with("/v1/") {
+        return None;
+    }
+    let token = request.headers().get(X_CONSUL_TOKEN)?.to_str().ok()?.trim();
+    (!token.is_empty()).then_some(token)
 }
 
 /// Drop every client-sent `X-Auth-*` header. Allocates only when there is one.

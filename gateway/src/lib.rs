@@ -19,11 +19,14 @@
 //! - [`openapi`]: the public OpenAPI document (`GET /openapi.json`), the
 //!   control plane's documents merged under `/api/v1/…`.
 //! - [`docs`]: `GET /docs`, Swagger UI with its assets in the binary.
+//! - [`consul`]: the Consul-compatible API at `/v1/...` (catalog, health,
+//!   agent registration, KV, blocking queries), mapped onto the native API.
 
 pub mod admin;
 pub mod auth;
 pub mod balance;
 pub mod circuit;
+pub mod consul;
 pub mod docs;
 pub mod egress;
 pub mod error;
@@ -135,6 +138,13 @@ fn parse_urls(value: &str) -> Result<UrlList, String> {
     Ok(UrlList(urls))
 }
 
+/// A config-svc namespace name.
+fn parse_namespace(value: &str) -> Result<String, String> {
+    mcp_shared::names::Name::parse(value)
+        .map(mcp_shared::names::Name::into_string)
+        .map_err(|e| e.to_string())
+}
+
 /// Where the global rate limit is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RateLimitMode {
@@ -238,6 +248,14 @@ pub struct Settings {
     /// Serve CPU profiles at `GET /admin/profile` (scope `admin`); 404 there when false.
     #[arg(long, env = "PROFILING_ENABLED", default_value_t = false, action = clap::ArgAction::Set)]
     pub profiling_enabled: bool,
+
+    /// The config-svc namespace the Consul-compatible KV API (`/v1/kv/…`) reads and writes.
+    #[arg(long, env = "CONSUL_KV_NAMESPACE", default_value = "consul-kv", value_parser = parse_namespace)]
+    pub consul_kv_namespace: String,
+
+    /// The datacenter name the Consul-compatible API answers (and the only `dc` it accepts).
+    #[arg(long, env = "CONSUL_DATACENTER", default_value = "dc1")]
+    pub consul_datacenter: String,
 
     /// Where `/svc` may connect (see `mcp_shared::egress`).
     #[command(flatten)]
@@ -365,6 +383,11 @@ pub async fn run(
         .layer(normalize::NormalizePathLayer)
         .layer(auth::AuthLayer::new(verifier.clone()))
         .layer(ratelimit::RateLimitLayer::new(limiter));
+    let consul = consul::ConsulState {
+        proxy: proxy.clone(),
+        kv_namespace: settings.consul_kv_namespace.clone(),
+        datacenter: settings.consul_datacenter.clone(),
+    };
     let gated = Router::new()
         .route("/admin/upstreams", get(admin::upstreams))
         .with_state(admin::AdminState { routes, control })
@@ -376,9 +399,11 @@ pub async fn run(
         })
         .route_service("/api/{*rest}", proxy.clone())
         .route_service("/svc/{*rest}", proxy)
+        .merge(consul::routes(consul.clone()))
         .layer(policies);
-    // Public (no token): the document and the docs page.
+    // Public (no token): the document, the docs page, Consul's static facts.
     let public = Router::new()
+        .merge(consul::public_routes(consul))
         .route(
             OPENAPI_PATH,
             mcp_shared::openapi::serve(&openapi::document()),

@@ -223,6 +223,64 @@ async fn config_watcher_hot_updates_and_keeps_the_last_good_value() {
 }
 
 #[tokio::test]
+async fn config_watchers_report_their_client_id_in_the_propagation_table() {
+    let stack = start_stack(&redis().url()).await;
+    let default = client(&stack);
+    let own = default.client_id().to_owned();
+    assert!(
+        own.ends_with(&format!("-{}", std::process::id())),
+        "the default names host, process and pid: {own}"
+    );
+    assert!(default.clone().with_client_id("no spaces").is_err());
+    let named = default.clone().with_client_id("billing-7").unwrap();
+    named
+        .put_config("app", "flag", &serde_json::json!(true), &Default::default())
+        .await
+        .unwrap();
+    let watchers = [
+        ConfigWatcher::<bool>::start(default, "app", "flag"),
+        ConfigWatcher::<bool>::start(named, "app", "flag"),
+    ];
+    for watcher in &watchers {
+        assert!(watcher.synced(WITHIN).await);
+    }
+    let http = common::http();
+    let listed = || async {
+        let body: serde_json::Value = http
+            .get(format!(
+                "{}/api/v1/config/namespaces/app/clients",
+                stack.gateway_url
+            ))
+            .bearer_auth(common::admin_token())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mut ids: Vec<String> = body["clients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["client_id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let mut expected = vec!["billing-7".to_owned(), own];
+    expected.sort();
+    assert!(
+        eventually(WITHIN, || async { listed().await == expected }).await,
+        "the propagation table lists both SDK clients: {:?}",
+        listed().await
+    );
+    for watcher in watchers {
+        watcher.stop().await;
+    }
+    stack.stop().await;
+}
+
+#[tokio::test]
 async fn config_watcher_never_moves_back_to_an_older_revision() {
     let stack = start_stack(&redis().url()).await;
     let client = client(&stack);

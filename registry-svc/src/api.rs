@@ -64,6 +64,7 @@ pub fn operations() -> OpenApiRouter<AppState> {
         .routes(routes!(register, deregister))
         .routes(routes!(heartbeat))
         .routes(routes!(watch))
+        .routes(routes!(crate::sd::prometheus))
 }
 
 /// The OpenAPI 3.1 document of registry-svc: its operations plus the

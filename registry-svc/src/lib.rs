@@ -11,6 +11,7 @@
 //! - [`model`]: request validation, query parameters, response bodies.
 //! - [`openapi`]: the hand-written parts of the OpenAPI document (body and query schemas).
 //! - [`store`]: all Redis access (scripts in `src/lua/`).
+//! - [`sd`]: Prometheus HTTP service discovery (`GET /v1/sd/prometheus`).
 //! - [`reaper`]: lease expiry, mass-expiry protection, the instance census.
 //! - [`error`]: the one error type, as problem+json.
 
@@ -19,6 +20,7 @@ pub mod error;
 pub mod model;
 pub mod openapi;
 pub mod reaper;
+pub mod sd;
 pub mod store;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
