@@ -19,6 +19,7 @@
 //! - [`openapi`]: the public OpenAPI document (`GET /openapi.json`), the
 //!   control plane's documents merged under `/api/v1/…`.
 //! - [`docs`]: `GET /docs`, Swagger UI with its assets in the binary.
+//! - [`ui`]: `GET /ui`, the web console with its assets in the binary.
 
 pub mod admin;
 pub mod auth;
@@ -36,6 +37,7 @@ pub mod ratelimit;
 pub mod routing;
 pub mod store;
 pub mod tls;
+pub mod ui;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -377,13 +379,15 @@ pub async fn run(
         .route_service("/api/{*rest}", proxy.clone())
         .route_service("/svc/{*rest}", proxy)
         .layer(policies);
-    // Public (no token): the document and the docs page.
+    // Public (no token): the document, the docs page and the console (pages
+    // without data: the console calls the API above with the user's token).
     let public = Router::new()
         .route(
             OPENAPI_PATH,
             mcp_shared::openapi::serve(&openapi::document()),
         )
-        .merge(docs::routes());
+        .merge(docs::routes())
+        .merge(ui::routes());
     // The scaffold's `/metrics` needs a token here (see `admin::guard_metrics`).
     let app = server::scaffold(gated.merge(public), redis, common.max_body_bytes).layer(
         axum::middleware::from_fn_with_state(metrics, admin::guard_metrics),
