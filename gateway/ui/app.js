@@ -444,13 +444,13 @@ async function keyView(ns, key) {
   return [
     h('p', { class: 'crumbs' }, h('a', { href: '#/config' }, 'Config'), ' / ', h('a', { href: `#/config/${enc(ns)}` }, ns), ' / '),
     h('h1', { tabindex: '-1' }, key),
-    h('section', { class: 'current', 'aria-labelledby': 'current-title' },
+    h('div', { class: 'key-grid' }, h('section', { class: 'current', 'aria-labelledby': 'current-title' },
       h('h2', { id: 'current-title' }, entry ? `Current value · version ${entry.version}` : 'No current value'),
       entry
         ? [h('p', { class: 'muted' }, `Written ${clock(entry.updated_at)} by ${entry.updated_by || 'unknown'}${entry.message ? ` — “${entry.message}”` : ''}.`),
           h('pre', { class: 'json', id: 'value' }, pretty(entry.value))]
         : h('p', { class: 'muted' }, versions.length ? 'The key was deleted; its history remains.' : 'The key does not exist yet.')),
-    editor ? editor.element : null,
+    editor ? editor.element : null),
     h('section', { 'aria-labelledby': 'history-title' }, h('h2', { id: 'history-title' }, 'History'), historyBlock(ns, key, versions, entry, writes)),
     h('h2', {}, 'Schema'),
     schemaBlock(schema),
@@ -460,9 +460,11 @@ async function keyView(ns, key) {
 }
 
 function makeEditor(ns, key, entry) {
-  const base = { version: entry ? entry.version : null };
-  const text = h('textarea', { id: 'editor', rows: '12', spellcheck: 'false', 'aria-describedby': 'editor-status' });
-  text.value = entry ? pretty(entry.value) : '';
+  // The version the editor is based on, and its text as loaded (an editor
+  // still showing it has no change of its own and may follow the key).
+  const base = { version: entry ? entry.version : null, text: entry ? pretty(entry.value) : '' };
+  const text = h('textarea', { id: 'editor', rows: '10', spellcheck: 'false', 'aria-describedby': 'editor-status' });
+  text.value = base.text;
   const message = h('input', { id: 'message', name: 'message', autocomplete: 'off', placeholder: 'why (optional)' });
   const status = h('div', { id: 'editor-status', class: 'status', role: 'status', 'aria-live': 'polite' });
   const stale = h('div', { class: 'stale', role: 'status' });
@@ -474,6 +476,7 @@ function makeEditor(ns, key, entry) {
   const say = (cls, ...parts) => {
     status.className = `status ${cls}`;
     fill(status, ...parts);
+    status.scrollIntoView({ block: 'nearest' });
   };
   const parse = () => {
     try {
@@ -495,7 +498,8 @@ function makeEditor(ns, key, entry) {
     const r = await api.request('GET', keyPath(ns, key));
     const fresh = r.ok ? r.body : null;
     base.version = fresh ? fresh.version : null;
-    text.value = fresh ? pretty(fresh.value) : '';
+    base.text = fresh ? pretty(fresh.value) : '';
+    text.value = base.text;
     fill(stale);
     checked = null;
     save.disabled = true;
@@ -528,6 +532,7 @@ function makeEditor(ns, key, entry) {
     const r = await api.request('PUT', keyPath(ns, key), { body: { value: parsed.value, message: message.value || undefined }, headers: preconditions() });
     if (r.ok) {
       base.version = r.body.version;
+      base.text = text.value;
       checked = null;
       message.value = '';
       say('ok', `Saved version ${r.body.version}.`);
@@ -548,7 +553,15 @@ function makeEditor(ns, key, entry) {
     /** A live refresh: tell the user when the key moved past the editor's base. */
     sync(entry) {
       const now = entry ? entry.version : null;
-      if (now !== base.version) {
+      if (now !== base.version && text.value === base.text) {
+        // No change of the user's own: follow the key.
+        base.version = now;
+        base.text = entry ? pretty(entry.value) : '';
+        text.value = base.text;
+        checked = null;
+        save.disabled = true;
+        fill(stale);
+      } else if (now !== base.version) {
         fill(stale, h('p', { class: 'warn' }, now ? `Version ${now} was saved meanwhile; your editor is based on ${base.version ? `version ${base.version}` : 'no version'}, so saving will be refused (412). ` : 'The key was deleted meanwhile. '),
           h('button', { type: 'button', onclick: () => reload() }, 'Load the current version'));
       } else {
@@ -556,6 +569,15 @@ function makeEditor(ns, key, entry) {
       }
     },
   };
+}
+
+/** `value` with every object's keys sorted. */
+function canonical(value) {
+  if (Array.isArray(value)) return value.map(canonical);
+  if (value && typeof value === 'object') {
+    return Object.fromEntries(Object.keys(value).sort().map((k) => [k, canonical(value[k])]));
+  }
+  return value;
 }
 
 function historyBlock(ns, key, versions, entry, writes) {
@@ -585,7 +607,8 @@ function historyBlock(ns, key, versions, entry, writes) {
   const show = () => {
     const a = versions.find((v) => String(v.version) === left.value);
     const b = versions.find((v) => String(v.version) === right.value);
-    if (a && b) fill(out, diffTable(`version ${a.version}`, pretty(a.value), `version ${b.version}`, pretty(b.value)));
+    // Keys sorted on both sides, so the diff shows changed values, not key order.
+    if (a && b) fill(out, diffTable(`version ${a.version}`, pretty(canonical(a.value)), `version ${b.version}`, pretty(canonical(b.value))));
   };
   left.onchange = show;
   right.onchange = show;

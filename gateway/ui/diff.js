@@ -66,6 +66,7 @@ export function diffTable(leftTitle, leftText, rightTitle, rightText) {
   let rn = 0;
   return h('div', { class: 'scroll' },
     h('table', { class: 'diff', 'aria-label': `Differences between ${leftTitle} and ${rightTitle}` },
+      h('colgroup', {}, h('col', { class: 'ln' }), h('col', {}), h('col', { class: 'mark' }), h('col', { class: 'ln' }), h('col', {})),
       h('caption', {}, changed ? `${changed} line${changed === 1 ? '' : 's'} differ` : 'The two versions are identical'),
       h('thead', {}, h('tr', {}, h('th', { scope: 'col', colspan: 2 }, leftTitle), h('th', { scope: 'col', class: 'mark' }, h('span', { class: 'sr' }, 'change')), h('th', { scope: 'col', colspan: 2 }, rightTitle))),
       h('tbody', {}, rows.map((r) => h('tr', { class: `d-${r.op}` },
