@@ -166,6 +166,19 @@ if missing or blocks < len(expected):
     sys.exit(1)
 EOF
         fi
+        if [ "$browser_status" -eq 0 ]; then
+            # The console (/ui) signs in from the fragment, loads its modules
+            # under its CSP and renders the services from the API.
+            log "gateway: /ui in headless Chromium"
+            timeout --kill-after=5 60 "$CHROMIUM" --headless --no-sandbox --disable-gpu \
+                --disable-dev-shm-usage --no-first-run --user-data-dir="$OUT/chromium-profile" \
+                --virtual-time-budget=5000 --dump-dom "$GATEWAY/ui/#token=$TOKEN&view=services" \
+                >"$OUT/ui.html" 2>>"$OUT/chromium.log" || browser_status=$?
+            if [ "$browser_status" -eq 0 ] && ! grep -q 'data-view="services"' "$OUT/ui.html"; then
+                echo "ui: the services view did not render (DOM $OUT/ui.html)" >&2
+                browser_status=1
+            fi
+        fi
         browser_elapsed=$(($(date +%s) - started))
         if [ "$browser_status" -eq 0 ]; then
             browser_note="passed in ${browser_elapsed}s (screenshot $OUT/docs.png, /tmp/gateway-docs.png)"
@@ -181,7 +194,7 @@ if [ "$status" -eq 0 ]; then
 else
     echo "gateway schemathesis: FAILED (exit $status) in ${fuzz_elapsed}s; logs in $OUT"
 fi
-echo "gateway /docs in Chromium: $browser_note"
+echo "gateway /docs and /ui in Chromium: $browser_note"
 if [ "$egress_status" -eq 0 ]; then
     echo "egress: health-svc and the gateway connected to loopback only"
 else

@@ -21,6 +21,7 @@
 //! - [`docs`]: `GET /docs`, Swagger UI with its assets in the binary.
 //! - [`consul`]: the Consul-compatible API at `/v1/...` (catalog, health,
 //!   agent registration, KV, blocking queries), mapped onto the native API.
+//! - [`ui`]: `GET /ui`, the web console with its assets in the binary.
 
 pub mod admin;
 pub mod auth;
@@ -39,6 +40,7 @@ pub mod ratelimit;
 pub mod routing;
 pub mod store;
 pub mod tls;
+pub mod ui;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -401,14 +403,17 @@ pub async fn run(
         .route_service("/svc/{*rest}", proxy)
         .merge(consul::routes(consul.clone()))
         .layer(policies);
-    // Public (no token): the document, the docs page, Consul's static facts.
+    // Public (no token): the document, the docs page, the console (pages
+    // without data: the console calls the API above with the user's token)
+    // and Consul's static facts.
     let public = Router::new()
         .merge(consul::public_routes(consul))
         .route(
             OPENAPI_PATH,
             mcp_shared::openapi::serve(&openapi::document()),
         )
-        .merge(docs::routes());
+        .merge(docs::routes())
+        .merge(ui::routes());
     // The scaffold's `/metrics` needs a token here (see `admin::guard_metrics`).
     let app = server::scaffold(gated.merge(public), redis, common.max_body_bytes).layer(
         axum::middleware::from_fn_with_state(metrics, admin::guard_metrics),

@@ -137,11 +137,25 @@ impl utoipa::IntoParams for SvcPath {
 #[allow(dead_code)] // documents `docs::index`
 fn docs_page() {}
 
+/// The web console.
+#[utoipa::path(
+    get, path = "/ui", tag = "operations", operation_id = "console",
+    summary = "The web console",
+    description = "A single-page app (services, instances and their health, config with \
+        validated edits, history, diff and rollback, the gateway's upstreams) served by the \
+        gateway itself under `/ui/`. The page holds no data and needs no token: it calls this \
+        API from the browser with the user's bearer token. A sign-in link carries the token in \
+        the URL fragment (`/ui/#token=…`), never in the query.",
+    responses((status = 200, description = "The console page.", body = String, content_type = "text/html")),
+)]
+#[allow(dead_code)] // documents `ui::page`
+fn console_page() {}
+
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(
         crate::admin::upstreams, crate::profile::profile,
-        svc_get, svc_put, svc_post, svc_patch, svc_delete, docs_page,
+        svc_get, svc_put, svc_post, svc_patch, svc_delete, docs_page, console_page,
     ),
     tags(
         (name = "services", description = "Registered services, called through the gateway."),

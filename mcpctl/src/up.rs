@@ -69,6 +69,14 @@ impl From<&UpArgs> for StackOptions {
     }
 }
 
+/// The web console's address, signed in with `token`: the token rides in the
+/// URL fragment, which a browser never sends to the server (so it lands in
+/// no access log); the console moves it to the tab's `sessionStorage` and
+/// wipes it from the address bar.
+pub fn console_url(gateway_url: &str, token: &str) -> String {
+    format!("{}/ui/#token={token}", gateway_url.trim_end_matches('/'))
+}
+
 /// Run the stack until a signal; prints what to paste to use it.
 pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
     let mut stack = stack::start(args.into(), &|line| crate::output::progress(line)).await?;
@@ -76,6 +84,7 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
     println!("MCP is up.");
     println!();
     println!("  gateway   {}", stack.gateway_url);
+    println!("  console   {}", console_url(&stack.gateway_url, &token));
     println!(
         "  redis     {}{}",
         mcp_shared::settings::redact_redis_url(&stack.redis_url),
@@ -119,4 +128,16 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
     stack.stop().await;
     eprintln!("stopped");
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::console_url;
+
+    #[test]
+    fn the_console_url_carries_the_token_in_the_fragment_only() {
+        let url = console_url("http://127.0.0.1:8080/", "a.b.c");
+        assert_eq!(url, "http://127.0.0.1:8080/ui/#token=a.b.c");
+        assert!(!url.contains('?'));
+    }
 }
