@@ -980,8 +980,9 @@ mod tests {
         assert_eq!((0..10).filter(|_| free.withdraw()).count(), 3);
     }
 
-    #[test]
-    fn longest_prefix_wins_and_hosts_come_first() {
+    // A runtime: the Redis handle of `Defaults` needs one (it never connects here).
+    #[tokio::test]
+    async fn longest_prefix_wins_and_hosts_come_first() {
         let route = |name: &str, prefix: Option<&str>, hosts: &[&str]| {
             Arc::new(ExtraRoute {
                 name: Arc::from(name),

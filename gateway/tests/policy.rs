@@ -586,6 +586,22 @@ async fn an_invalid_policy_is_refused_with_pointers_and_the_previous_one_keeps_s
         .await
         .unwrap();
     assert_eq!(response.status(), 403);
+    // The OpenAPI document describes the policy schema.
+    let document: Value = client()
+        .get(stack.gateways[0].at("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let schemas = &document["components"]["schemas"];
+    assert_eq!(
+        schemas["GatewayServicePolicy"]["type"], "object",
+        "{schemas}"
+    );
+    assert!(schemas["GatewayRoute"]["properties"]["path_prefix"].is_object());
+    assert!(document["paths"]["/admin/policies"]["get"].is_object());
     // The previous policy still serves on both replicas.
     for gateway in &stack.gateways {
         assert_eq!(status_of(&gateway.at("/svc/open/x"), None).await, 200);

@@ -540,10 +540,63 @@ pub fn openapi_schemas() -> Vec<(String, serde_json::Value)> {
         .and_then(|d| d.as_object())
         .map(|defs| {
             defs.iter()
-                .map(|(name, schema)| (format!("Gateway{name}"), schema.clone()))
+                .map(|(name, schema)| {
+                    let mut schema = schema.clone();
+                    openapi_subset(&mut schema, defs);
+                    (format!("Gateway{name}"), schema)
+                })
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Drop what an OpenAPI schema object cannot hold (`if`/`then`, and
+/// `oneOf`/`anyOf` lists that only require members; the descriptions say
+/// it in words, and config-svc enforces the full schema), and inline the
+/// definitions `propertyNames` refers to (it takes no `$ref` there).
+fn openapi_subset(
+    schema: &mut serde_json::Value,
+    defs: &serde_json::Map<String, serde_json::Value>,
+) {
+    match schema {
+        serde_json::Value::Object(object) => {
+            object.remove("if");
+            object.remove("then");
+            let inlined = object
+                .get("propertyNames")
+                .and_then(|p| p.get("$ref"))
+                .and_then(|r| r.as_str())
+                .and_then(|r| r.strip_prefix("#/components/schemas/Gateway"))
+                .and_then(|name| defs.get(name))
+                .cloned();
+            if let Some(definition) = inlined {
+                object.insert("propertyNames".to_owned(), definition);
+            }
+            for list in ["oneOf", "anyOf"] {
+                let only_required = object
+                    .get(list)
+                    .and_then(|l| l.as_array())
+                    .is_some_and(|l| {
+                        l.iter().all(|item| {
+                            item.as_object()
+                                .is_some_and(|o| o.keys().all(|k| k == "required"))
+                        })
+                    });
+                if only_required {
+                    object.remove(list);
+                }
+            }
+            for value in object.values_mut() {
+                openapi_subset(value, defs);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                openapi_subset(item, defs);
+            }
+        }
+        _ => {}
+    }
 }
 
 #[cfg(test)]
