@@ -401,6 +401,9 @@ impl AppState {
                 limit: app.max_value_bytes,
             });
         }
+        if crate::policy::is_reserved(ns.as_str()) {
+            crate::policy::check(&app.store, key.as_str(), &value).await?;
+        }
         let tail = entry_tail(ns, key, &value, &now_rfc3339(), updated_by, message);
         let mut parsed: Option<Value> = None;
         let mut schema = app.schemas.get(ns.as_str());
@@ -524,6 +527,9 @@ impl AppState {
                 ("X-Mcp-Index" = u64, description = "The revision of the change."),
             )),
         BadRequest,
+        (status = 409, description = "Namespace `gateway` only: the route answers the same \
+            requests as another route; nothing written.", body = Problem,
+            content_type = "application/problem+json"),
         (status = 412, description = "`If-Match` / `If-None-Match` failed; nothing written. \
             `current_version` holds the key's version (`null` when absent).", body = Problem,
             content_type = "application/problem+json"),
@@ -780,6 +786,9 @@ async fn post_key(
         BadRequest,
         (status = 404, description = "The version is not in the key's history.", body = Problem,
             content_type = "application/problem+json"),
+        (status = 409, description = "Namespace `gateway` only: the route answers the same \
+            requests as another route; nothing written.", body = Problem,
+            content_type = "application/problem+json"),
         (status = 412, description = "`If-Match` / `If-None-Match` failed; nothing written.",
             body = Problem, content_type = "application/problem+json"),
         PayloadTooLarge, Unprocessable, StoreFailure,
@@ -962,7 +971,10 @@ async fn get_schema(
             headers(("ETag" = String, description = "`\"<id>\"` of the new schema (not on a dry run)."))),
         (status = 201, description = "Set the namespace's first schema.", body = JsonSchema,
             headers(("ETag" = String, description = "`\"<id>\"` of the new schema."))),
-        BadRequest, PayloadTooLarge, Unprocessable, StoreFailure,
+        BadRequest,
+        (status = 409, description = "Namespace `gateway`: its schema is the project's and \
+            cannot be changed.", body = Problem, content_type = "application/problem+json"),
+        PayloadTooLarge, Unprocessable, StoreFailure,
     ),
 )]
 async fn put_schema(
@@ -973,6 +985,7 @@ async fn put_schema(
 ) -> Result<Response, ConfigError> {
     let inner = &app.inner;
     let ns = namespace(&ns)?;
+    refuse_reserved_schema(&ns)?;
     let dry_run = dry_run(&query)?;
     let text = std::str::from_utf8(&body).map_err(|e| ConfigError::Body(e.to_string()))?;
     let text = compact_json(text);
@@ -1049,6 +1062,17 @@ async fn put_schema(
     Err(ConfigError::Contended)
 }
 
+/// The `gateway` namespace's schema is the project's (see [`crate::policy`]).
+fn refuse_reserved_schema(ns: &Name) -> Result<(), ConfigError> {
+    if crate::policy::is_reserved(ns.as_str()) {
+        return Err(ConfigError::Reserved(format!(
+            "the schema of namespace `{ns}` is the gateway policy schema, installed and kept by \
+             config-svc; it cannot be replaced or removed"
+        )));
+    }
+    Ok(())
+}
+
 /// `DELETE …/schema`: 204.
 #[utoipa::path(
     delete, path = "/v1/namespaces/{ns}/schema", tag = "schemas",
@@ -1060,6 +1084,8 @@ async fn put_schema(
         BadRequest,
         (status = 404, description = "The namespace has no schema.", body = Problem,
             content_type = "application/problem+json"),
+        (status = 409, description = "Namespace `gateway`: its schema is the project's and \
+            cannot be changed.", body = Problem, content_type = "application/problem+json"),
         StoreFailure,
     ),
 )]
@@ -1068,6 +1094,7 @@ async fn delete_schema(
     Path(ns): Path<String>,
 ) -> Result<Response, ConfigError> {
     let ns = namespace(&ns)?;
+    refuse_reserved_schema(&ns)?;
     if !app.inner.store.delete_schema(ns.as_str()).await? {
         return Err(ConfigError::NotFound(format!(
             "namespace `{ns}` has no schema"

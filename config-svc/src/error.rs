@@ -54,6 +54,12 @@ pub enum ConfigError {
     /// Concurrent schema changes kept invalidating the write; retry.
     #[error("the namespace's schema kept changing during the write")]
     Contended,
+    /// The write conflicts with another value (a route answering the same requests).
+    #[error("{0}")]
+    Conflict(String),
+    /// The resource belongs to the project (the `gateway` namespace's schema).
+    #[error("{0}")]
+    Reserved(String),
     /// Redis.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -103,6 +109,9 @@ impl From<ConfigError> for Problem {
             ConfigError::Contended => Problem::unavailable(
                 "the namespace's schema changed repeatedly during the write; retry",
             ),
+            ConfigError::Conflict(detail) | ConfigError::Reserved(detail) => {
+                Problem::new(axum::http::StatusCode::CONFLICT, detail)
+            }
             ConfigError::Store(e) => Problem::from(e),
         }
     }

@@ -4,6 +4,7 @@
 //! - [`store`]: every Redis key and script of the service.
 //! - [`model`]: wire types and the stored entry format.
 //! - [`openapi`]: the hand-written parts of the OpenAPI document (parameters, bodies).
+//! - [`policy`]: the reserved namespace `gateway` (gateway policies): its schema and write checks.
 //! - [`schema`]: JSON Schema compilation and the per-process cache.
 //! - [`propagation`]: which watching client has received which revision.
 //! - [`error`]: the error enum and its problem+json mapping.
@@ -12,6 +13,7 @@ pub mod api;
 pub mod error;
 pub mod model;
 pub mod openapi;
+pub mod policy;
 pub mod propagation;
 pub mod schema;
 pub mod store;
@@ -94,6 +96,13 @@ pub async fn run(
     let log = EventLog::new(redis.clone(), store::LOG_NAME, settings.events_maxlen);
     let (feed, tail) = EventFeed::spawn(log.clone(), "config_watchers", tasks.clone());
     let store = store::ConfigStore::new(redis.clone(), log, settings.history_limit);
+    // The gateway policy schema is in place before the first request when
+    // Redis is up (so a write never races the install); else it is retried.
+    let installer = if policy::install_now(&store).await {
+        None
+    } else {
+        Some(tokio::spawn(policy::install(store.clone(), tasks.clone())))
+    };
     let propagation = Arc::new(propagation::Propagation::default());
     let writer = tokio::spawn(propagation::run_writer(
         propagation.clone(),
@@ -113,5 +122,8 @@ pub async fn run(
     tasks.cancel();
     let _ = tail.await;
     let _ = writer.await;
+    if let Some(installer) = installer {
+        let _ = installer.await;
+    }
     served
 }

@@ -33,7 +33,7 @@ use crate::model::Precondition;
 type Pairs = Vec<(String, String)>;
 
 /// Name of config-svc's event log.
-pub const LOG_NAME: &str = "cfg";
+pub const LOG_NAME: &str = mcp_shared::config::LOG_NAME;
 
 /// What a put script did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,7 +177,8 @@ impl ConfigStore {
     }
 
     fn entries_key(&self, ns: &str) -> String {
-        self.redis.key(&[LOG_NAME, "entries", ns])
+        self.redis
+            .key(&[LOG_NAME, mcp_shared::config::ENTRIES_KEY, ns])
     }
 
     fn history_key(&self, ns: &str, key: &str) -> String {

@@ -1,5 +1,7 @@
 //! `GET /admin/upstreams` (scope `admin`): every upstream with its
 //! instances, their health status, circuit state and requests in flight;
+//! `GET /admin/policies` (scope `admin`): the effective policy of every
+//! service and the config version it came from;
 //! and the gateway's `GET /metrics` (scope `metrics:read` or `admin`), with
 //! the per-upstream and per-instance series rendered from the live table.
 
@@ -18,16 +20,197 @@ use crate::{
     auth,
     balance::{Upstream, UpstreamCounters, escape_label},
     jwt::Verifier,
+    policy::{Applied, Policies},
     routing::{ControlPlane, Routes},
 };
 
-/// What the admin handler reads.
+/// What the admin handlers read.
 #[derive(Clone)]
 pub struct AdminState {
     /// The service routing table.
     pub routes: Arc<Routes>,
     /// The control-plane upstreams.
     pub control: Arc<ControlPlane>,
+    /// The per-service policies.
+    pub policies: Arc<Policies>,
+    /// The global settings a service without a policy field runs on.
+    pub globals: Arc<Globals>,
+}
+
+/// The global settings (environment) that unset policy fields fall back to.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Globals {
+    /// `UPSTREAM_TIMEOUT_MS`.
+    pub timeout_ms: u64,
+    /// `RATE_LIMIT_RPS` (0: off).
+    pub rate_limit_rps: u32,
+    /// `RATE_LIMIT_BURST`.
+    pub rate_limit_burst: u32,
+    /// `RATE_LIMIT_MODE`.
+    pub rate_limit_mode: &'static str,
+    /// `CB_FAILURE_THRESHOLD`.
+    pub failure_threshold: u32,
+    /// `CB_OPEN_SECONDS`.
+    pub open_seconds: u64,
+}
+
+/// The answer of `GET /admin/policies`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PoliciesView {
+    /// The config revision this replica's policies reflect.
+    pub revision: u64,
+    /// The global settings unset fields fall back to.
+    pub globals: Globals,
+    /// Every service known to the routing table or with a policy, by name.
+    pub services: Vec<ServicePolicyView>,
+    /// The extra routes, in match order.
+    pub routes: Vec<RouteView>,
+}
+
+/// The effective policy of one service.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ServicePolicyView {
+    /// The service.
+    pub service: String,
+    /// `config` (a policy in namespace `gateway`) or `global` (none: the global settings).
+    pub source: &'static str,
+    /// The config version of `services/{service}` it came from.
+    pub version: Option<u64>,
+    /// The config revision of that version.
+    pub revision: Option<u64>,
+    /// Who wrote it.
+    pub updated_by: Option<String>,
+    /// The policy as written (`{}` for none).
+    #[schema(value_type = Object)]
+    pub policy: serde_json::Value,
+    /// The settings in force, the global ones filling the unset fields.
+    pub effective: EffectiveView,
+}
+
+/// The settings in force for one service.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EffectiveView {
+    /// `jwt` or `none`.
+    pub auth: &'static str,
+    /// Scopes needed on top of a valid token.
+    pub scopes: Vec<String>,
+    /// Time for the upstream's response headers.
+    pub timeout_ms: u64,
+    /// Sustained requests per second (0: off).
+    pub rate_limit_rps: u32,
+    /// Burst.
+    pub rate_limit_burst: u32,
+    /// `local` or `redis`.
+    pub rate_limit_mode: &'static str,
+    /// Breaker: consecutive failures that open a circuit.
+    pub failure_threshold: u32,
+    /// Breaker: seconds open.
+    pub open_seconds: u64,
+    /// Retries after the first try (by default one, after a connect error).
+    pub retry_attempts: u32,
+}
+
+/// One extra route.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RouteView {
+    /// Its name (`routes/{name}`).
+    pub name: String,
+    /// The config version it came from.
+    pub version: u64,
+    /// The route as written.
+    #[schema(value_type = Object)]
+    pub route: serde_json::Value,
+}
+
+fn effective(applied: Option<&Applied>, globals: &Globals) -> EffectiveView {
+    let policy = applied.map(|a| &a.policy);
+    let limit = policy.and_then(|p| p.rate_limit.as_ref());
+    let breaker = policy.and_then(|p| p.circuit_breaker).unwrap_or_default();
+    EffectiveView {
+        auth: if applied.is_some_and(|a| a.public) {
+            "none"
+        } else {
+            "jwt"
+        },
+        scopes: applied.map(|a| a.scopes.clone()).unwrap_or_default(),
+        timeout_ms: policy
+            .and_then(|p| p.timeout_ms)
+            .unwrap_or(globals.timeout_ms),
+        rate_limit_rps: limit.map_or(globals.rate_limit_rps, |l| l.rps),
+        rate_limit_burst: limit.map_or(globals.rate_limit_burst, |l| l.burst.unwrap_or(l.rps)),
+        rate_limit_mode: match limit.map(|l| l.mode) {
+            Some(mcp_shared::policy::LimitMode::Local) => "local",
+            Some(mcp_shared::policy::LimitMode::Redis) => "redis",
+            None => globals.rate_limit_mode,
+        },
+        failure_threshold: breaker
+            .failure_threshold
+            .unwrap_or(globals.failure_threshold),
+        open_seconds: breaker.open_seconds.unwrap_or(globals.open_seconds),
+        retry_attempts: policy
+            .and_then(|p| p.retries.as_ref())
+            .map_or(1, |r| r.attempts),
+    }
+}
+
+/// `GET /admin/policies`.
+#[utoipa::path(
+    get, path = "/admin/policies", tag = "admin", operation_id = "adminPolicies",
+    summary = "The effective policy of every service",
+    description = "Every service (in the routing table or with a policy) with the policy in \
+        force on this replica, the config version it came from, and the global settings that \
+        fill its unset fields; then the extra routes in match order. Policies are written in \
+        config namespace `gateway` (`services/{service}`, `routes/{name}`; schemas \
+        `GatewayServicePolicy` and `GatewayRoute`).",
+    responses((status = 200, description = "The policies.", body = PoliciesView)),
+)]
+pub async fn policies(State(state): State<AdminState>) -> Json<PoliciesView> {
+    let snapshot = state.policies.current();
+    let table = state.routes.current();
+    let mut names: Vec<&str> = table
+        .services
+        .keys()
+        .chain(snapshot.services.keys())
+        .map(String::as_str)
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let services = names
+        .into_iter()
+        .map(|service| {
+            let applied = snapshot.service(service).map(|a| &**a);
+            ServicePolicyView {
+                service: service.to_owned(),
+                source: if applied.is_some() {
+                    "config"
+                } else {
+                    "global"
+                },
+                version: applied.map(|a| a.source.version),
+                revision: applied.map(|a| a.source.revision),
+                updated_by: applied.map(|a| a.source.updated_by.clone()),
+                policy: applied
+                    .and_then(|a| serde_json::to_value(&a.policy).ok())
+                    .unwrap_or_else(|| serde_json::json!({})),
+                effective: effective(applied, &state.globals),
+            }
+        })
+        .collect();
+    let routes = snapshot
+        .routes
+        .iter()
+        .map(|r| RouteView {
+            name: r.name.to_string(),
+            version: r.source.version,
+            route: serde_json::to_value(&r.route).unwrap_or_default(),
+        })
+        .collect();
+    Json(PoliciesView {
+        revision: snapshot.revision,
+        globals: (*state.globals).clone(),
+        services,
+        routes,
+    })
 }
 
 /// The answer of `GET /admin/upstreams`.
@@ -116,6 +299,8 @@ pub struct MetricsState {
     pub routes: Arc<Routes>,
     /// The control-plane upstreams.
     pub control: Arc<ControlPlane>,
+    /// The policies (for the per-service series).
+    pub policies: Arc<Policies>,
 }
 
 /// Middleware over the whole app: the gateway's `GET /metrics` (the
@@ -152,6 +337,7 @@ pub async fn guard_metrics(
 fn render_metrics(state: &MetricsState) -> String {
     let mut out = mcp_shared::metrics::handle().render();
     UpstreamCounters::render(&mut out);
+    crate::policy::render_metrics(&state.policies.current(), &mut out);
     out.push_str(
         "# HELP gateway_circuit_state Circuit breaker state per upstream instance: 0 closed, 1 open, 2 half-open.\n\
          # TYPE gateway_circuit_state gauge\n",

@@ -10,6 +10,10 @@
 //! it removed the hop-by-hop headers: set here, a client's
 //! `Connection: x-auth-subject` would have the proxy remove them again.
 //!
+//! A service whose policy says `auth: {mode: none}` takes requests without
+//! a token on its `/svc` paths (a token that is sent is still verified);
+//! `auth.scopes` are required on top of a valid token (or `admin`).
+//!
 //! Runs after path normalisation, so the scope is decided on the same
 //! canonical path the proxy routes on.
 
@@ -36,6 +40,7 @@ use tower::{Layer, Service};
 use crate::{
     error::GatewayError,
     jwt::{AuthFailure, Identity, Verifier},
+    policy::Applied,
 };
 
 /// Set by the gateway: the token's `sub`.
@@ -239,9 +244,16 @@ pub async fn check(verifier: &Verifier, request: &mut Request) -> Result<(), Res
 
 async fn authorize(verifier: &Verifier, request: &mut Request) -> Result<(), GatewayError> {
     strip_auth_headers(request.headers_mut());
-    let token = bearer_token(request)
-        .or_else(|| consul_token(request))
-        .ok_or(GatewayError::Unauthorized(AuthFailure::Missing))?;
+    // A service's policy (set by the edge layer for `/svc/{service}`; one
+    // `Arc` clone, none without a policy).
+    let policy = request.extensions().get::<Arc<Applied>>().cloned();
+    let Some(token) = bearer_token(request).or_else(|| consul_token(request)) else {
+        // A public service needs no token (one sent is still verified).
+        if policy.as_ref().is_some_and(|p| p.public) {
+            return Ok(());
+        }
+        return Err(GatewayError::Unauthorized(AuthFailure::Missing));
+    };
     let identity = verifier
         .identify(token)
         .await
@@ -257,6 +269,12 @@ async fn authorize(verifier: &Verifier, request: &mut Request) -> Result<(), Gat
             .missing_scope()
             .unwrap_or(Cow::Borrowed("admin"));
         return Err(GatewayError::Forbidden(missing));
+    }
+    if let Some(missing) = policy
+        .as_ref()
+        .and_then(|p| missing_policy_scope(p, &identity.scope))
+    {
+        return Err(GatewayError::Forbidden(Cow::Owned(missing.to_owned())));
     }
     // No `X-Auth-*` header is set here: the proxy sets them (see the module docs).
     request.extensions_mut().insert(Principal {
@@ -278,6 +296,18 @@ fn consul_token(request: &Request) -> Option<&str> {
     }
     let token = request.headers().get(X_CONSUL_TOKEN)?.to_str().ok()?.trim();
     (!token.is_empty()).then_some(token)
+}
+
+/// The first of the policy's `auth.scopes` that `scopes` lacks (`admin` grants all).
+fn missing_policy_scope<'a>(policy: &'a Applied, scopes: &str) -> Option<&'a str> {
+    if policy.scopes.is_empty() || scopes.split(' ').any(|s| s == "admin") {
+        return None;
+    }
+    policy
+        .scopes
+        .iter()
+        .find(|want| !scopes.split(' ').any(|have| have == want.as_str()))
+        .map(String::as_str)
 }
 
 /// Drop every client-sent `X-Auth-*` header. Allocates only when there is one.

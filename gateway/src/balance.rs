@@ -244,6 +244,8 @@ impl Endpoint {
 pub struct Member {
     /// Health status name (`passing`, …, or `static` for the control plane).
     pub status: &'static str,
+    /// The instance's tags (for traffic splits).
+    pub tags: Vec<String>,
     /// The endpoint.
     pub endpoint: Arc<Endpoint>,
 }
@@ -257,6 +259,9 @@ pub struct Upstream {
     pub members: Vec<Member>,
     /// The instances that get traffic (`passing`).
     routable: Vec<Arc<Endpoint>>,
+    /// The routable instances by tag (built with the table, so a split's
+    /// choice costs one hash lookup and no allocation).
+    by_tag: HashMap<String, Vec<Arc<Endpoint>>>,
 }
 
 /// Why no instance was chosen.
@@ -271,16 +276,32 @@ pub enum Unavailable {
 impl Upstream {
     /// An upstream of `members`; those with status `passing` or `static` get traffic.
     pub fn new(name: String, members: Vec<Member>) -> Self {
+        let passing = |m: &&Member| m.status == "passing" || m.status == "static";
         let routable = members
             .iter()
-            .filter(|m| m.status == "passing" || m.status == "static")
+            .filter(passing)
             .map(|m| m.endpoint.clone())
             .collect();
+        let mut by_tag: HashMap<String, Vec<Arc<Endpoint>>> = HashMap::new();
+        for member in members.iter().filter(passing) {
+            for tag in &member.tags {
+                by_tag
+                    .entry(tag.clone())
+                    .or_default()
+                    .push(member.endpoint.clone());
+            }
+        }
         Self {
             name,
             members,
             routable,
+            by_tag,
         }
+    }
+
+    /// How many routable instances carry `tag`.
+    pub fn tagged_len(&self, tag: &str) -> usize {
+        self.by_tag.get(tag).map_or(0, Vec::len)
     }
 
     /// How many instances get traffic.
@@ -290,7 +311,22 @@ impl Upstream {
 
     /// Choose an instance (not `exclude`) whose circuit lets the request through.
     pub fn pick(&self, exclude: Option<&Arc<Endpoint>>) -> Result<Lease, Unavailable> {
-        let candidates = &self.routable;
+        self.pick_with(None, exclude, None)
+    }
+
+    /// [`Self::pick`] among the instances tagged `tag` (all of them when
+    /// none has it: a canary tag without an instance sends nothing to the
+    /// void), with a policy's `breaker` thresholds when given.
+    pub fn pick_with(
+        &self,
+        tag: Option<&str>,
+        exclude: Option<&Arc<Endpoint>>,
+        breaker: Option<BreakerSettings>,
+    ) -> Result<Lease, Unavailable> {
+        let candidates = tag
+            .and_then(|tag| self.by_tag.get(tag))
+            .filter(|tagged| !tagged.is_empty())
+            .unwrap_or(&self.routable);
         let n = candidates.len();
         if n == 0 {
             return Err(Unavailable::NoInstance);
@@ -301,8 +337,12 @@ impl Upstream {
             if excluded(endpoint) {
                 return None;
             }
-            match endpoint.breaker.try_acquire() {
-                Ok(admission) => Some(Lease::new(endpoint.clone(), admission)),
+            let acquired = match &breaker {
+                Some(settings) => endpoint.breaker.try_acquire_with(settings),
+                None => endpoint.breaker.try_acquire(),
+            };
+            match acquired {
+                Ok(admission) => Some(Lease::new(endpoint.clone(), admission, breaker)),
                 Err(ms) => {
                     retry_ms = retry_ms.min(ms);
                     None
@@ -349,14 +389,21 @@ pub struct Lease {
     endpoint: Arc<Endpoint>,
     admission: Admission,
     in_flight: Option<InFlight>,
+    /// A service policy's breaker thresholds, when it sets them.
+    breaker: Option<BreakerSettings>,
 }
 
 impl Lease {
-    fn new(endpoint: Arc<Endpoint>, admission: Admission) -> Self {
+    fn new(
+        endpoint: Arc<Endpoint>,
+        admission: Admission,
+        breaker: Option<BreakerSettings>,
+    ) -> Self {
         Self {
             in_flight: Some(InFlight::new(endpoint.clone())),
             endpoint,
             admission,
+            breaker,
         }
     }
 
@@ -369,9 +416,14 @@ impl Lease {
     /// response body is done.
     pub fn finish(mut self, outcome: Outcome) -> Option<InFlight> {
         self.endpoint.count(outcome);
-        self.endpoint
-            .breaker
-            .record(self.admission, !outcome.is_failure());
+        let success = !outcome.is_failure();
+        match &self.breaker {
+            Some(settings) => self
+                .endpoint
+                .breaker
+                .record_with(self.admission, success, settings),
+            None => self.endpoint.breaker.record(self.admission, success),
+        }
         self.in_flight.take()
     }
 }

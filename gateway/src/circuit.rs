@@ -118,10 +118,16 @@ impl CircuitBreaker {
 
     /// Let a request through, or say in how many ms to ask again.
     pub fn try_acquire(&self) -> Result<Admission, u64> {
+        self.try_acquire_with(&self.settings)
+    }
+
+    /// [`Self::try_acquire`] with a service policy's thresholds instead of the global ones.
+    pub fn try_acquire_with(&self, settings: &BreakerSettings) -> Result<Admission, u64> {
+        let open_for_ms = settings.open_for.as_millis() as u64;
         match self.state.load(Ordering::Acquire) {
             CLOSED => Ok(Admission::Normal),
             OPEN => {
-                let reopen_at = self.opened_at_ms.load(Ordering::Acquire) + self.open_for_ms();
+                let reopen_at = self.opened_at_ms.load(Ordering::Acquire) + open_for_ms;
                 let now = now_ms();
                 if now < reopen_at {
                     return Err(reopen_at - now);
@@ -134,16 +140,21 @@ impl CircuitBreaker {
                 ) {
                     Ok(_) => Ok(Admission::Trial),
                     // Another request won the trial.
-                    Err(_) => Err(self.open_for_ms()),
+                    Err(_) => Err(open_for_ms),
                 }
             }
             // A trial is in flight; its outcome decides.
-            _ => Err(self.open_for_ms().min(1000)),
+            _ => Err(open_for_ms.min(1000)),
         }
     }
 
     /// Record the outcome of a request let through as `admission`.
     pub fn record(&self, admission: Admission, success: bool) {
+        self.record_with(admission, success, &self.settings);
+    }
+
+    /// [`Self::record`] with a service policy's thresholds instead of the global ones.
+    pub fn record_with(&self, admission: Admission, success: bool, settings: &BreakerSettings) {
         if success {
             self.failures.store(0, Ordering::Relaxed);
             // A passing trial (or any success while half-open) closes the circuit.
@@ -158,7 +169,7 @@ impl CircuitBreaker {
             return;
         }
         let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if failures >= self.settings.failure_threshold {
+        if failures >= settings.failure_threshold {
             // Stamp the time before the state, so nobody sees OPEN with a stale stamp.
             self.opened_at_ms.store(now_ms(), Ordering::Release);
             if self

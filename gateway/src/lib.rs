@@ -1,8 +1,8 @@
 //! gateway: the API gateway, the only door into MCP.
 //!
 //! Every `/api/*`, `/svc/*` and `/admin/*` request goes through one visible
-//! stack of tower layers (see [`run`]): path normalisation → JWT auth and
-//! scopes → rate limit → the proxy, which picks an upstream instance (power
+//! stack of tower layers (see [`run`]): extra routes → path normalisation →
+//! the service's policy at the edge → JWT auth and scopes → rate limit → the proxy, which picks an upstream instance (power
 //! of two choices with a circuit breaker per instance) and streams the
 //! request and the answer through untouched.
 //!
@@ -13,6 +13,9 @@
 //! - [`balance`] and [`circuit`]: instance choice and the per-instance breaker.
 //! - [`egress`]: the connector that keeps the proxy inside the egress rules.
 //! - [`routing`]: the in-memory routing table that follows the registry.
+//! - [`policy`]: per-service policies and extra routes, followed from
+//!   config-svc's namespace `gateway`; [`edge`] applies the parts answered
+//!   before auth (extra routes, CORS preflight, methods, body size).
 //! - [`store`]: all the gateway's Redis access.
 //! - [`admin`]: `GET /admin/upstreams`.
 //! - [`profile`]: `GET /admin/profile`, CPU profiles on demand (`PROFILING_ENABLED`).
@@ -29,11 +32,13 @@ pub mod balance;
 pub mod circuit;
 pub mod consul;
 pub mod docs;
+pub mod edge;
 pub mod egress;
 pub mod error;
 pub mod jwt;
 pub mod normalize;
 pub mod openapi;
+pub mod policy;
 pub mod profile;
 pub mod proxy;
 pub mod ratelimit;
@@ -297,6 +302,8 @@ async fn protected_egress(settings: &Settings, listener: &TcpListener) -> Egress
 
 /// Events the registry's log keeps (only used by writers; the gateway reads).
 const REGISTRY_LOG_MAXLEN: u64 = 100_000;
+/// The same for config-svc's log.
+const CONFIG_LOG_MAXLEN: u64 = 100_000;
 
 /// Run the gateway on `listener` until `shutdown` fires.
 ///
@@ -347,6 +354,27 @@ pub async fn run(
         breaker,
         shutdown.clone(),
     ));
+    // The policies: the same pattern over config-svc's event log.
+    let (config_feed, config_feed_task) = EventFeed::spawn(
+        EventLog::new(
+            redis.clone(),
+            mcp_shared::config::LOG_NAME,
+            CONFIG_LOG_MAXLEN,
+        ),
+        "gateway_config_watchers",
+        shutdown.clone(),
+    );
+    let policies = Arc::new(policy::Policies::default());
+    let policy_task = tokio::spawn(policy::follow(
+        config_feed,
+        store.clone(),
+        policies.clone(),
+        policy::Defaults {
+            breaker,
+            store: store.clone(),
+        },
+        shutdown.clone(),
+    ));
     let control = Arc::new(routing::ControlPlane::new(
         &settings.registry_url.0,
         &settings.config_url.0,
@@ -377,12 +405,25 @@ pub async fn run(
         verifier: verifier.clone(),
         routes: routes.clone(),
         control: control.clone(),
+        policies: policies.clone(),
     };
+    let globals = Arc::new(admin::Globals {
+        timeout_ms: settings.upstream_timeout_ms,
+        rate_limit_rps: settings.rate_limit_rps,
+        rate_limit_burst: settings.rate_limit_burst,
+        rate_limit_mode: match settings.rate_limit_mode {
+            RateLimitMode::Local => "local",
+            RateLimitMode::Redis => "redis",
+        },
+        failure_threshold: settings.cb_failure_threshold,
+        open_seconds: settings.cb_open_seconds,
+    });
 
     // The life of a request, top to bottom (inside the scaffold's request id,
     // trace span, metrics, problem+json and body limit).
-    let policies = ServiceBuilder::new()
+    let layers = ServiceBuilder::new()
         .layer(normalize::NormalizePathLayer)
+        .layer(edge::PolicyLayer::new(policies.clone()))
         .layer(auth::AuthLayer::new(verifier.clone()))
         .layer(ratelimit::RateLimitLayer::new(limiter));
     let consul = consul::ConsulState {
@@ -392,7 +433,13 @@ pub async fn run(
     };
     let gated = Router::new()
         .route("/admin/upstreams", get(admin::upstreams))
-        .with_state(admin::AdminState { routes, control })
+        .route("/admin/policies", get(admin::policies))
+        .with_state(admin::AdminState {
+            routes,
+            control,
+            policies: policies.clone(),
+            globals,
+        })
         .route("/admin/profile", get(profile::profile))
         .with_state(profile::ProfileState {
             enabled: settings.profiling_enabled,
@@ -402,7 +449,7 @@ pub async fn run(
         .route_service("/api/{*rest}", proxy.clone())
         .route_service("/svc/{*rest}", proxy)
         .merge(consul::routes(consul.clone()))
-        .layer(policies);
+        .layer(layers);
     // Public (no token): the document, the docs page, the console (pages
     // without data: the console calls the API above with the user's token)
     // and Consul's static facts.
@@ -418,6 +465,8 @@ pub async fn run(
     let app = server::scaffold(gated.merge(public), redis, common.max_body_bytes).layer(
         axum::middleware::from_fn_with_state(metrics, admin::guard_metrics),
     );
+    // Extra routes are rewritten to `/svc/…` before the app routes (see `edge`).
+    let app = Router::new().fallback_service(edge::ExtraRoutes::new(policies, app));
     let served = match tls {
         Some(config) => {
             tls::serve(
@@ -434,6 +483,13 @@ pub async fn run(
 
     // Stop and wait for the background tasks this function owns.
     shutdown.cancel();
-    let _ = tokio::join!(feed_task, follow_task, retain_task, jwks_task);
+    let _ = tokio::join!(
+        feed_task,
+        follow_task,
+        config_feed_task,
+        policy_task,
+        retain_task,
+        jwks_task
+    );
     served
 }

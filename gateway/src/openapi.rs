@@ -6,6 +6,7 @@
 //! ([`CONTROL_PLANE`]) and re-rooted where the gateway exposes them
 //! (registry-svc `/v1/x` → `/api/v1/registry/x`, and so on), plus the
 //! gateway's own operations: `/svc/{service}/{rest}`, `/admin/upstreams`,
+//! `/admin/policies` (with the gateway policy schemas `Gateway*`),
 //! `/admin/profile`, `/healthz`, `/readyz`, `/metrics`, this document and
 //! the docs page ([`crate::docs`]). The services' own `/healthz`, `/readyz`,
 //! `/metrics` and `/openapi.json` are not reachable through the gateway and
@@ -154,7 +155,7 @@ fn console_page() {}
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(
-        crate::admin::upstreams, crate::profile::profile,
+        crate::admin::upstreams, crate::admin::policies, crate::profile::profile,
         svc_get, svc_put, svc_post, svc_patch, svc_delete, docs_page, console_page,
     ),
     tags(
@@ -182,6 +183,18 @@ pub fn document() -> OpenApi {
     gate(&mut document);
     order(&mut document);
     let components = document.components.get_or_insert_with(Default::default);
+    // The gateway policy schema (config namespace `gateway`), from the one
+    // JSON Schema config-svc enforces: `GatewayServicePolicy`, `GatewayRoute`, ….
+    for (name, schema) in mcp_shared::policy::openapi_schemas() {
+        match serde_json::from_value::<RefOr<utoipa::openapi::schema::Schema>>(schema) {
+            Ok(schema) => {
+                components.schemas.insert(name, schema);
+            }
+            Err(error) => {
+                tracing::warn!(%error, name, "policy schema not representable in OpenAPI")
+            }
+        }
+    }
     components.security_schemes.insert(
         BEARER.to_owned(),
         RefOr::T(SecurityScheme::Http(
@@ -626,6 +639,22 @@ fn add_gateway_responses(responses: &mut BTreeMap<String, RefOr<Response>>, prox
                     .headers
                     .entry(name.to_owned())
                     .or_insert(RefOr::T(header));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod policy_schema_tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use utoipa::openapi::{RefOr, schema::Schema};
+
+    #[test]
+    fn every_policy_schema_is_an_openapi_schema() {
+        for (name, schema) in mcp_shared::policy::openapi_schemas() {
+            if let Err(error) = serde_json::from_value::<RefOr<Schema>>(schema.clone()) {
+                panic!("{name}: {error}\n{schema}");
             }
         }
     }

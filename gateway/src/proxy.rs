@@ -12,6 +12,12 @@
 //! credential the gateway mints per request ([`mcp_shared::internal`]) as
 //! its `Authorization`.
 //!
+//! A service's policy ([`crate::policy`], put on the request by the edge
+//! layer) changes the timeout, retries (attempts, failures, methods, a
+//! budget), the instance choice (a traffic split over tags, breaker
+//! thresholds) and adds the request header rules after the gateway's own
+//! headers; each in one helper below, none when the service has no policy.
+//!
 //! Tracing: while traces are exported, each attempt is a client span (the
 //! OpenTelemetry HTTP client attributes: `http.request.method`, `url.full`,
 //! `server.address`/`server.port`, `http.response.status_code`) under the
@@ -68,6 +74,7 @@ use crate::{
     balance::{InFlight, Outcome, Unavailable, Upstream},
     egress::{EgressConnector, refusal_of},
     error::GatewayError,
+    policy::{Applied, Failure, Retry},
     routing::{ControlPlane, Routes},
 };
 
@@ -213,6 +220,9 @@ impl Inner {
         let (mut parts, body) = request.into_parts();
         let target = self.resolve(parts.uri.path())?;
         let upstream = target.upstream.clone();
+        // The service's policy, set by the edge layer (`/svc` only).
+        let policy = parts.extensions.get::<Arc<Applied>>().cloned();
+        let policy = policy.as_deref();
         // Only the control plane's blocking queries are known to hold a
         // request; a `/svc` upstream gets `UPSTREAM_TIMEOUT_MS` whatever its
         // query says, so `?index=1` cannot stretch any request to 5 minutes.
@@ -221,7 +231,10 @@ impl Inner {
         } else {
             None
         };
-        let header_timeout = self.timeout + long_poll.unwrap_or_default();
+        let header_timeout =
+            policy.and_then(|p| p.timeout).unwrap_or(self.timeout) + long_poll.unwrap_or_default();
+        let tag = policy.and_then(|p| split_tag(p, &parts.headers, &parts.extensions));
+        let breaker = policy.and_then(|p| p.breaker);
 
         let mut headers = std::mem::take(&mut parts.headers);
         let peer = parts
@@ -241,14 +254,20 @@ impl Inner {
             let credential = self.internal_credential(&parts.extensions, &headers)?;
             headers.insert(header::AUTHORIZATION, credential);
         }
+        // After the gateway's own headers: the rules cannot touch those
+        // (config-svc refuses such rules at write time).
+        if let Some(rules) = policy.and_then(|p| p.request_headers.as_ref()) {
+            rules.apply(&mut headers);
+        }
 
         // Only a request without a body can be sent twice (it is not buffered).
-        let replayable = is_idempotent(&parts.method)
-            && (body.is_end_stream() || body.size_hint().exact() == Some(0));
+        let bodiless = body.is_end_stream() || body.size_hint().exact() == Some(0);
+        let mut plan = RetryPlan::new(policy, &parts.method, bodiless);
+        let replayable = plan.left > 0;
         let mut body = Some(body);
         let mut tried = None;
         loop {
-            let lease = match upstream.pick(tried.as_ref()) {
+            let lease = match upstream.pick_with(tag.as_deref(), tried.as_ref(), breaker) {
                 Ok(lease) => lease,
                 Err(Unavailable::NoInstance) if tried.is_some() => {
                     return Err(GatewayError::BadGateway(format!(
@@ -267,7 +286,7 @@ impl Inner {
                 }
             };
             let endpoint = lease.endpoint().clone();
-            let may_retry = replayable && tried.is_none() && upstream.routable_len() > 1;
+            let may_retry = plan.left > 0 && upstream.routable_len() > 1;
             // The headers are cloned only when a retry may need them again.
             let mut attempt_headers = if may_retry {
                 headers.clone()
@@ -315,6 +334,13 @@ impl Inner {
                     } else {
                         Outcome::of_status(status)
                     };
+                    if may_retry && status >= 500 && plan.take(Failure::Status(status)) {
+                        // The answer is dropped unread: a retry policy asked for another try.
+                        let _ = lease.finish(outcome);
+                        tracing::debug!(upstream = %upstream.name, instance = %endpoint.id, status, "retrying");
+                        tried = Some(endpoint);
+                        continue;
+                    }
                     let in_flight = lease.finish(outcome);
                     return Ok(pass_through(response, in_flight));
                 }
@@ -328,6 +354,10 @@ impl Inner {
                     };
                     let _ = lease.finish(outcome);
                     tracing::warn!(upstream = %upstream.name, instance = %endpoint.id, ?header_timeout, "upstream timed out");
+                    if may_retry && long_poll.is_none() && plan.take(Failure::Timeout) {
+                        tried = Some(endpoint);
+                        continue;
+                    }
                     return Err(GatewayError::Timeout(header_timeout));
                 }
                 Ok(Err(error)) if error.is_connect() => {
@@ -343,7 +373,7 @@ impl Inner {
                     }
                     let _ = lease.finish(Outcome::ConnectError);
                     tracing::warn!(upstream = %upstream.name, instance = %endpoint.id, %error, "cannot connect to upstream");
-                    if may_retry {
+                    if may_retry && plan.take(Failure::Connect) {
                         tried = Some(endpoint);
                         continue;
                     }
@@ -366,6 +396,66 @@ impl Inner {
                 }
             }
         }
+    }
+}
+
+/// The tag a service's traffic split sends this request to (an `Arc`
+/// clone of the policy's tag: no allocation).
+fn split_tag(
+    policy: &Applied,
+    headers: &HeaderMap,
+    extensions: &axum::http::Extensions,
+) -> Option<Arc<str>> {
+    let split = policy.split.as_ref()?;
+    let subject = extensions
+        .get::<Principal>()
+        .and_then(|p| p.subject.as_deref());
+    split.choose(headers, subject).cloned()
+}
+
+/// How many more tries a request may make, and on which failures: a
+/// service's retry policy (methods, failures, attempts, budget), or by
+/// default one retry of an idempotent request after a connect error.
+/// Either way only a request without a body is retried.
+struct RetryPlan<'a> {
+    /// Retries left.
+    left: u32,
+    policy: Option<&'a Retry>,
+}
+
+impl<'a> RetryPlan<'a> {
+    fn new(policy: Option<&'a Applied>, method: &Method, bodiless: bool) -> Self {
+        match policy.and_then(|p| p.retry.as_ref()) {
+            Some(retry) => {
+                retry.deposit();
+                let allowed = bodiless && retry.method_allowed(method);
+                Self {
+                    left: if allowed { retry.attempts } else { 0 },
+                    policy: Some(retry),
+                }
+            }
+            None => Self {
+                left: u32::from(bodiless && is_idempotent(method)),
+                policy: None,
+            },
+        }
+    }
+
+    /// Whether `failure` is retried now (and the retry counted against the budget).
+    fn take(&mut self, failure: Failure) -> bool {
+        let retried = match self.policy {
+            Some(retry) => retry.retries(failure),
+            None => matches!(failure, Failure::Connect),
+        };
+        if self.left == 0 || !retried {
+            return false;
+        }
+        if self.policy.is_some_and(|retry| !retry.withdraw()) {
+            self.left = 0;
+            return false;
+        }
+        self.left -= 1;
+        true
     }
 }
 
@@ -464,7 +554,8 @@ fn wait_of(query: Option<&str>) -> Option<Duration> {
     Blocking::parse(query).ok().flatten().map(|b| b.wait)
 }
 
-fn is_idempotent(method: &Method) -> bool {
+/// GET, HEAD, OPTIONS, PUT, DELETE, TRACE (RFC 9110 §9.2.2).
+pub fn is_idempotent(method: &Method) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE

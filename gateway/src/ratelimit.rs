@@ -8,6 +8,9 @@
 //! answer, not only on 429) and a problem+json 429, which `tower_governor`'s
 //! fixed `x-ratelimit-*` headers and plain-text error do not give.
 //!
+//! A service whose policy sets `rate_limit` (see [`crate::policy`]) is
+//! limited by a limiter of its own instead, keyed as the policy says.
+//!
 //! - `local`: an in-process keyed GCRA (lock-free per key), per replica.
 //! - `redis`: one atomic Lua script per request holds the limit across
 //!   replicas. When Redis is down the limiter fails open (requests pass,
@@ -42,7 +45,13 @@ use governor::{
 use tokio_util::sync::CancellationToken;
 use tower::{Layer, Service};
 
-use crate::{RateLimitMode, auth::Principal, error::GatewayError, store::Store};
+use crate::{
+    RateLimitMode,
+    auth::Principal,
+    error::GatewayError,
+    policy::{Applied, Limit},
+    store::Store,
+};
 
 /// `RateLimit-Limit`.
 pub const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
@@ -72,6 +81,17 @@ pub struct RateLimiter {
     backend: Backend,
     burst: u32,
     burst_header: HeaderValue,
+    /// A service's own limiter: its Redis keys are `gw:rl:svc:{service}:{client}`.
+    scope: Option<Box<str>>,
+}
+
+impl std::fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("burst", &self.burst)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
 }
 
 // One per process, built once and never moved: variant sizes do not matter.
@@ -116,7 +136,14 @@ impl RateLimiter {
             backend,
             burst,
             burst_header: HeaderValue::from(burst),
+            scope: None,
         }
+    }
+
+    /// The same limiter, kept apart for `service` (a policy's own limit).
+    pub fn scoped(mut self, service: &str) -> Self {
+        self.scope = Some(format!("svc:{service}").into_boxed_str());
+        self
     }
 
     /// Take one request from `client`'s allowance; `None` when limiting is off.
@@ -155,7 +182,17 @@ impl RateLimiter {
                     metrics::counter!("gateway_rate_limit_fail_open_total").increment(1);
                     return None;
                 }
-                match store.rate_limit(client, *interval_us, self.burst).await {
+                // A service's limiter keeps its own buckets (one `format!`
+                // next to a Redis round trip).
+                let scoped;
+                let key = match &self.scope {
+                    Some(scope) => {
+                        scoped = format!("{scope}:{client}");
+                        scoped.as_str()
+                    }
+                    None => &**client,
+                };
+                match store.rate_limit(key, *interval_us, self.burst).await {
                     Ok(decision) => Some(Decision {
                         allowed: decision.allowed,
                         remaining: decision.remaining,
@@ -254,9 +291,22 @@ where
     fn call(&mut self, request: Request) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let limiter = self.limiter.clone();
+        let global = self.limiter.clone();
         Box::pin(async move {
-            let decision = limiter.check(&client_of(&request)).await;
+            // A service with a limit of its own is limited by it instead of
+            // the global one (one `Arc` clone; no policy, no cost).
+            let own = request
+                .extensions()
+                .get::<Arc<Applied>>()
+                .and_then(|applied| applied.limiter.clone());
+            let (limiter, client) = match own {
+                Some((limiter, key)) => {
+                    let client = client_by(&request, &key);
+                    (limiter, client)
+                }
+                None => (global, client_of(&request)),
+            };
+            let decision = limiter.check(&client).await;
             let Some(decision) = decision else {
                 return inner.call(request).await;
             };
@@ -275,6 +325,27 @@ where
             Ok(response)
         })
     }
+}
+
+/// The key of a service's own limit: the subject, the IP or a header (else the IP).
+fn client_by(request: &Request, key: &Limit) -> Arc<str> {
+    match key {
+        Limit::Subject => client_of(request),
+        Limit::Ip => ip_of(request),
+        Limit::Header(name) => match request.headers().get(name).and_then(|v| v.to_str().ok()) {
+            Some(value) => Arc::from(format!("h:{value}")),
+            None => ip_of(request),
+        },
+    }
+}
+
+fn ip_of(request: &Request) -> Arc<str> {
+    let ip = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip().to_string())
+        .unwrap_or_default();
+    Arc::from(ip)
 }
 
 /// The rate-limit key: the token's `sub` (a shared string: no copy), else the peer's IP.

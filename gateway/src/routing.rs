@@ -93,6 +93,7 @@ impl ControlPlane {
                     let endpoint = Endpoint::new(name, url.clone(), authority, base_path, breaker)?;
                     Some(Member {
                         status: "static",
+                        tags: Vec::new(),
                         endpoint: Arc::new(endpoint),
                     })
                 })
@@ -193,6 +194,7 @@ impl Registry {
                     .values()
                     .map(|known| Member {
                         status: known.instance.status.as_str(),
+                        tags: known.instance.tags.clone(),
                         endpoint: known.endpoint.clone(),
                     })
                     .collect();

@@ -1,12 +1,14 @@
 //! All of the gateway's Redis access: reading the registry (for the
-//! routing table) and the global rate limit script. Nothing else in the
+//! routing table), the policies (namespace `gateway` of config-svc) and the
+//! rate limit script. Nothing else in the
 //! gateway touches Redis.
 
 use std::{collections::HashMap, sync::Arc};
 
 use mcp_shared::{
-    Redis, StoreError,
+    Redis, StoreError, config,
     events::EventLog,
+    policy,
     registry::{self, Instance, RegistryKeys},
 };
 use redis::Script;
@@ -97,6 +99,25 @@ impl Store {
             revision,
             instances,
         })
+    }
+
+    /// config-svc's revision and every entry (JSON) of the namespace
+    /// `gateway`, read atomically (one round trip; key layout: config-svc's
+    /// `store` module, names in `mcp_shared::config`).
+    pub async fn load_policies(&self) -> Result<(u64, Vec<String>), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .get(self.redis.key(&[config::LOG_NAME, config::REVISION_KEY]))
+            .hvals(
+                self.redis
+                    .key(&[config::LOG_NAME, config::ENTRIES_KEY, policy::NAMESPACE]),
+            );
+        let mut conn = self.redis.conn();
+        let (revision, entries): (Option<u64>, Vec<String>) = self
+            .redis
+            .run(async move { pipe.query_async(&mut conn).await })
+            .await?;
+        Ok((revision.unwrap_or(0), entries))
     }
 
     /// Take one request from `client`'s GCRA bucket (`interval_us` between

@@ -15,6 +15,13 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, value::RawValue};
 
+/// The name of config-svc's event log (`{prefix}:cfg:…` keys).
+pub const LOG_NAME: &str = "cfg";
+/// `{prefix}:cfg:revision`: the log's revision (see `mcp_shared::events`).
+pub const REVISION_KEY: &str = "revision";
+/// `{prefix}:cfg:entries:{ns}`: the hash key → entry JSON of a namespace.
+pub const ENTRIES_KEY: &str = "entries";
+
 /// The longest `message` accepted on a write.
 pub const MAX_MESSAGE_LEN: usize = 1024;
 

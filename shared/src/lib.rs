@@ -14,6 +14,7 @@
 //! - [`events`]: the revisioned event log in Redis and the watch/blocking-query machinery on it.
 //! - [`registry`]: the registry's Redis schema and wire types (the bodies of registry-svc's API), read by health-svc and the gateway too.
 //! - [`config`]: the bodies of config-svc's API.
+//! - [`policy`]: gateway policies (namespace `gateway` of config-svc): types, JSON Schema, checks.
 //! - [`health`]: the bodies of health-svc's API.
 //! - [`internal`]: the credential the gateway mints per forwarded request and the services require.
 //! - [`scope`]: the scope grammar (`{area}:{read|write}[:{name}]`, `admin`) and its checks.
@@ -37,6 +38,7 @@ pub mod json;
 pub mod metrics;
 pub mod names;
 pub mod openapi;
+pub mod policy;
 pub mod problem;
 pub mod registry;
 pub mod scope;
