@@ -129,16 +129,17 @@ if [ "${CONTRACT_BROWSER:-1}" != 0 ]; then
     else
         log "gateway: /docs in headless Chromium"
         started=$(date +%s)
+        # No name leaves the browser (every lookup but loopback fails inside
+        # Chromium) and none of its background services run: the pages are
+        # on 127.0.0.1 and nothing else may be reached.
+        chromium_flags=(--headless --no-sandbox --disable-gpu --disable-dev-shm-usage
+            --no-first-run --user-data-dir="$OUT/chromium-profile"
+            --no-proxy-server --host-resolver-rules="MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1"
+            --disable-background-networking --disable-component-update --disable-sync
+            --disable-default-apps --disable-domain-reliability --no-pings
+            --disable-client-side-phishing-detection --disable-features=OptimizationHints,MediaRouter,Translate)
         browse() {
-            # No name leaves the browser (every lookup but loopback fails
-            # inside Chromium) and none of its background services run:
-            # the page is on 127.0.0.1 and nothing else may be reached.
-            timeout --kill-after=5 60 "$CHROMIUM" --headless --no-sandbox --disable-gpu \
-                --disable-dev-shm-usage --no-first-run --user-data-dir="$OUT/chromium-profile" \
-                --no-proxy-server --host-resolver-rules="MAP * ~NOTFOUND, EXCLUDE localhost" \
-                --disable-background-networking --disable-component-update --disable-sync \
-                --disable-default-apps --disable-domain-reliability --no-pings \
-                --disable-client-side-phishing-detection --disable-features=OptimizationHints,MediaRouter,Translate \
+            timeout --kill-after=5 60 "$CHROMIUM" "${chromium_flags[@]}" \
                 --virtual-time-budget=10000 "$@" "$GATEWAY/docs" 2>>"$OUT/chromium.log"
         }
         browse --dump-dom >"$OUT/docs.html" || browser_status=$?
@@ -170,8 +171,7 @@ EOF
             # The console (/ui) signs in from the fragment, loads its modules
             # under its CSP and renders the services from the API.
             log "gateway: /ui in headless Chromium"
-            timeout --kill-after=5 60 "$CHROMIUM" --headless --no-sandbox --disable-gpu \
-                --disable-dev-shm-usage --no-first-run --user-data-dir="$OUT/chromium-profile" \
+            timeout --kill-after=5 60 "$CHROMIUM" "${chromium_flags[@]}" \
                 --virtual-time-budget=5000 --dump-dom "$GATEWAY/ui/#token=$TOKEN&view=services" \
                 >"$OUT/ui.html" 2>>"$OUT/chromium.log" || browser_status=$?
             if [ "$browser_status" -eq 0 ] && ! grep -q 'data-view="services"' "$OUT/ui.html"; then

@@ -264,7 +264,7 @@ impl Browser {
                 // fails inside Chromium (CI also runs this test in a
                 // loopback-only network namespace).
                 "--no-proxy-server",
-                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost",
+                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
                 "--disable-default-apps",
                 "--disable-domain-reliability",
                 "--no-pings",
