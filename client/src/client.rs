@@ -2,7 +2,9 @@
 //!
 //! Routes follow DESIGN.md: `/api/v1/registry/…`, `/api/v1/config/…`,
 //! `/api/v1/health/…`, each with `Authorization: Bearer <JWT>`. Path
-//! segments are percent-encoded (a config key's `/` travels as `%2F`), query
+//! segments are percent-encoded, except a config key's `/`, which stays a
+//! path separator (config-svc routes `keys/{*key}`, and the gateway refuses
+//! an encoded slash with a 400; keys cannot hold `.`/`..` segments), query
 //! strings are built with `Url::query_pairs_mut` (reqwest's `query` feature
 //! is not enabled in the workspace). Every error status becomes
 //! [`Error::Api`] with the server's problem+json.
@@ -16,9 +18,9 @@ use serde_json::Value;
 use crate::{
     Error, ProblemDetails,
     model::{
-        ConfigEntry, ConfigHistory, ConfigList, ConfigRollback, ConfigWrite, HealthSummary,
-        Instance, InstanceList, InstanceQuery, InstanceSpec, NamespaceList, PutOptions,
-        ServiceHealth, ServiceList,
+        ConfigEntry, ConfigHistory, ConfigList, ConfigRollback, ConfigWrite, DryRunEntry,
+        HealthSummary, Instance, InstanceList, InstanceQuery, InstanceSpec, NamespaceList,
+        PutOptions, ServiceHealth, ServiceList,
     },
     sse::EventStream,
 };
@@ -144,6 +146,16 @@ impl Client {
         let mut url = self.base.clone();
         if let Ok(mut path) = url.path_segments_mut() {
             path.pop_if_empty().extend(area.segments()).extend(segments);
+        }
+        url
+    }
+
+    /// `{base}/api/v1/config/namespaces/{ns}/keys/{key}[/{suffix}]`, the
+    /// key's `/` kept as separators (see the module doc).
+    fn key_url(&self, namespace: &str, key: &str, suffix: Option<&str>) -> Url {
+        let mut url = self.url(Area::Config, &["namespaces", namespace, "keys"]);
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.extend(key.split('/')).extend(suffix);
         }
         url
     }
@@ -309,8 +321,7 @@ impl Client {
 
     /// `GET /v1/namespaces/{ns}/keys/{key}`.
     pub async fn get_config(&self, namespace: &str, key: &str) -> Result<ConfigEntry, Error> {
-        self.get(self.url(Area::Config, &["namespaces", namespace, "keys", key]))
-            .await
+        self.get(self.key_url(namespace, key, None)).await
     }
 
     /// Blocking `GET` of one key: answers once the store's revision passes
@@ -322,7 +333,7 @@ impl Client {
         index: u64,
         wait: Duration,
     ) -> Result<ConfigEntry, Error> {
-        let mut url = self.url(Area::Config, &["namespaces", namespace, "keys", key]);
+        let mut url = self.key_url(namespace, key, None);
         url.query_pairs_mut()
             .append_pair("index", &index.to_string())
             .append_pair("wait", &format!("{}ms", wait.as_millis()));
@@ -341,9 +352,39 @@ impl Client {
         value: &V,
         options: &PutOptions,
     ) -> Result<ConfigEntry, Error> {
+        let (builder, url) = self.put_request(namespace, key, value, options, false)?;
+        self.json(builder, url).await
+    }
+
+    /// The same write with `?dry_run=true`: validated (schema, preconditions)
+    /// and answered with what would be stored, nothing written; a value the
+    /// namespace refuses is an [`Error::Api`] 422 with the validator's errors.
+    pub async fn put_config_dry_run<V: Serialize + ?Sized>(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &V,
+        options: &PutOptions,
+    ) -> Result<DryRunEntry, Error> {
+        let (builder, url) = self.put_request(namespace, key, value, options, true)?;
+        self.json(builder, url).await
+    }
+
+    /// The request of a config write, a dry run when `dry_run`.
+    fn put_request<V: Serialize + ?Sized>(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &V,
+        options: &PutOptions,
+        dry_run: bool,
+    ) -> Result<(RequestBuilder, Url), Error> {
         let body = ConfigWrite::new(value, options.message.clone())
             .map_err(|e| Error::Invalid(format!("config value: {e}")))?;
-        let url = self.url(Area::Config, &["namespaces", namespace, "keys", key]);
+        let mut url = self.key_url(namespace, key, None);
+        if dry_run {
+            url.query_pairs_mut().append_pair("dry_run", "true");
+        }
         let mut builder = self
             .request(Method::PUT, url.clone())
             .timeout(self.timeout)
@@ -354,7 +395,7 @@ impl Client {
         if options.create_only {
             builder = builder.header(header::IF_NONE_MATCH, "*");
         }
-        self.json(builder, url).await
+        Ok((builder, url))
     }
 
     /// `DELETE /v1/namespaces/{ns}/keys/{key}`, compare-and-swap with `if_match`.
@@ -364,7 +405,7 @@ impl Client {
         key: &str,
         if_match: Option<u64>,
     ) -> Result<(), Error> {
-        let url = self.url(Area::Config, &["namespaces", namespace, "keys", key]);
+        let url = self.key_url(namespace, key, None);
         let mut builder = self.request(Method::DELETE, url.clone());
         if let Some(version) = if_match {
             builder = builder.header(header::IF_MATCH, format!("\"{version}\""));
@@ -374,11 +415,8 @@ impl Client {
 
     /// `GET …/history`: the key's versions, newest first.
     pub async fn config_history(&self, namespace: &str, key: &str) -> Result<ConfigHistory, Error> {
-        self.get(self.url(
-            Area::Config,
-            &["namespaces", namespace, "keys", key, "history"],
-        ))
-        .await
+        self.get(self.key_url(namespace, key, Some("history")))
+            .await
     }
 
     /// `POST …/rollback` with a [`ConfigRollback`] (`{"version": N}`): a new
@@ -389,10 +427,7 @@ impl Client {
         key: &str,
         version: u64,
     ) -> Result<ConfigEntry, Error> {
-        let url = self.url(
-            Area::Config,
-            &["namespaces", namespace, "keys", key, "rollback"],
-        );
+        let url = self.key_url(namespace, key, Some("rollback"));
         let builder = self
             .request(Method::POST, url.clone())
             .timeout(self.timeout)
@@ -523,6 +558,16 @@ mod tests {
         assert_eq!(
             url.as_str(),
             "http://127.0.0.1:8080/api/v1/config/namespaces/echo/keys/a%2Fb%20c"
+        );
+    }
+
+    #[test]
+    fn config_keys_keep_their_slashes_as_path_separators() {
+        let client = Client::new("http://127.0.0.1:8080/", None).unwrap_or_else(|e| panic!("{e}"));
+        let url = client.key_url("gateway", "services/shop", Some("history"));
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:8080/api/v1/config/namespaces/gateway/keys/services/shop/history"
         );
     }
 

@@ -44,9 +44,10 @@ pub use error::{Error, FieldError, ProblemDetails};
 #[allow(deprecated)]
 pub use model::Lease;
 pub use model::{
-    Check, CheckType, ConfigEntry, ConfigHistory, ConfigList, HealthStatus, HealthSummary,
-    Instance, InstanceHealth, InstanceList, InstanceQuery, InstanceSpec, PutOptions, RegistryEvent,
-    ServiceHealth, ServiceHealthSummary, ServiceList, ServiceSummary, http_check, tcp_check,
+    Check, CheckType, ConfigEntry, ConfigHistory, ConfigList, DryRunEntry, HealthStatus,
+    HealthSummary, Instance, InstanceHealth, InstanceList, InstanceQuery, InstanceSpec, PutOptions,
+    RegistryEvent, ServiceHealth, ServiceHealthSummary, ServiceList, ServiceSummary, http_check,
+    tcp_check,
 };
 pub use registration::{ConnectionState, Registration};
 pub use watcher::{ServiceSnapshot, ServiceWatcher};

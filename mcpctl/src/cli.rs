@@ -64,6 +64,10 @@ pub enum Command {
     /// Read and write configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Gateway policies and routes (config namespace `gateway`), one at a
+    /// time or declaratively from a JSON file (`apply -f`).
+    #[command(subcommand)]
+    Policy(crate::policy::PolicyCommand),
     /// Health of every service, or of one service's instances.
     Health {
         /// Show this service's instances.
@@ -301,6 +305,7 @@ pub async fn execute(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Config(command) => config(&client, command, cli.json, out).await,
+            Command::Policy(command) => crate::policy::run(&client, command, cli.json, out).await,
             Command::Health { service } => health(&client, service.as_deref(), cli.json, out).await,
             Command::Token(args) => token(args, out),
             Command::Up(_) => bail!("`up` runs the stack; call it through the binary"),
@@ -337,7 +342,10 @@ fn short_reason(reason: &str) -> &str {
         .unwrap_or(reason)
 }
 
-fn print_json<T: Serialize + ?Sized>(out: &mut dyn Write, value: &T) -> anyhow::Result<()> {
+pub(crate) fn print_json<T: Serialize + ?Sized>(
+    out: &mut dyn Write,
+    value: &T,
+) -> anyhow::Result<()> {
     serde_json::to_writer_pretty(&mut *out, value)?;
     writeln!(out)?;
     Ok(())
@@ -546,40 +554,13 @@ async fn config(
             Ok(())
         }
         ConfigCommand::History { namespace, key } => {
-            let history = client.config_history(namespace, key).await?;
-            if json {
-                return print_json(out, &history);
-            }
-            let mut table = Table::new(&["VERSION", "UPDATED_AT", "BY", "VALUE", "MESSAGE"]);
-            for entry in &history.versions {
-                table.row(vec![
-                    entry.version.to_string(),
-                    entry.updated_at.clone(),
-                    entry.updated_by.clone(),
-                    compact(&entry.value, 40),
-                    entry.message.clone().unwrap_or_default(),
-                ]);
-            }
-            table.write(out)?;
-            Ok(())
+            history(client, namespace, key, json, out).await
         }
         ConfigCommand::Rollback {
             namespace,
             key,
             to_version: version,
-        } => {
-            let entry = client.rollback_config(namespace, key, *version).await?;
-            if json {
-                return print_json(out, &entry);
-            }
-            writeln!(
-                out,
-                "{namespace}/{key} = {} (version {}, restored from version {version})",
-                compact(&entry.value, 60),
-                entry.version
-            )?;
-            Ok(())
-        }
+        } => rollback(client, namespace, key, *version, json, out).await,
         ConfigCommand::Watch {
             namespace,
             key,
@@ -610,6 +591,54 @@ async fn config(
             Ok(())
         }
     }
+}
+
+/// Print a key's versions, newest first (`config history`, `policy history`).
+pub(crate) async fn history(
+    client: &Client,
+    namespace: &str,
+    key: &str,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let history = client.config_history(namespace, key).await?;
+    if json {
+        return print_json(out, &history);
+    }
+    let mut table = Table::new(&["VERSION", "UPDATED_AT", "BY", "VALUE", "MESSAGE"]);
+    for entry in &history.versions {
+        table.row(vec![
+            entry.version.to_string(),
+            entry.updated_at.clone(),
+            entry.updated_by.clone(),
+            compact(&entry.value, 40),
+            entry.message.clone().unwrap_or_default(),
+        ]);
+    }
+    table.write(out)?;
+    Ok(())
+}
+
+/// Restore `version`'s value as a new version (`config rollback`, `policy rollback`).
+pub(crate) async fn rollback(
+    client: &Client,
+    namespace: &str,
+    key: &str,
+    version: u64,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let entry = client.rollback_config(namespace, key, version).await?;
+    if json {
+        return print_json(out, &entry);
+    }
+    writeln!(
+        out,
+        "{namespace}/{key} = {} (version {}, restored from version {version})",
+        compact(&entry.value, 60),
+        entry.version
+    )?;
+    Ok(())
 }
 
 /// Print a namespace's events as they come; reconnect with the last revision
