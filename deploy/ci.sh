@@ -88,6 +88,7 @@ step_done tools
 log "1. docker-compose config"
 compose config -q
 compose --profile observability config -q
+compose --profile ha config -q
 # What users run: the file alone, with the committed example settings.
 timeout 60 docker-compose --env-file .env.example -f docker-compose.yml config -q
 # Without JWT_SECRET the file refuses to start rather than running unauthenticated.

@@ -22,7 +22,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use clap::Parser;
 use mcp_shared::{
-    CommonSettings, Redis,
+    CommonSettings,
     events::{EventFeed, EventLog},
     internal::{InternalSettings, RequireInternalLayer},
     server,
@@ -85,12 +85,7 @@ pub async fn run(
             "CONFIG_MAX_VALUE_BYTES is not below MAX_BODY_BYTES: the body limit answers 413 first"
         );
     }
-    let redis = Redis::new(
-        common.redis_url.expose(),
-        common.redis_prefix.as_str(),
-        common.redis_timeout,
-    )
-    .map_err(std::io::Error::other)?;
+    let redis = common.redis().map_err(std::io::Error::other)?;
     // Background tasks stop with the service, or when serving fails.
     let tasks = shutdown.child_token();
     let log = EventLog::new(redis.clone(), store::LOG_NAME, settings.events_maxlen);

@@ -216,8 +216,12 @@ impl ConfigStore {
         let mut conn = self.redis.conn();
         let (code, a, b, c): (String, u64, u64, u64) = self
             .redis
-            .run(async move { invocation.invoke_async(&mut conn).await })
+            .run(async { invocation.invoke_async(&mut conn).await })
             .await?;
+        if code == "ok" {
+            // REDIS_MIN_REPLICAS_ACK: acknowledged only once replicated.
+            self.redis.replicated(&mut conn).await?;
+        }
         match code.as_str() {
             "ok" => Ok(PutOutcome::Written {
                 version: a,
@@ -259,8 +263,11 @@ impl ConfigStore {
         let mut conn = self.redis.conn();
         let (code, a, b): (String, u64, u64) = self
             .redis
-            .run(async move { invocation.invoke_async(&mut conn).await })
+            .run(async { invocation.invoke_async(&mut conn).await })
             .await?;
+        if code == "ok" {
+            self.redis.replicated(&mut conn).await?;
+        }
         match code.as_str() {
             "ok" => Ok(DeleteOutcome::Deleted {
                 version: a,
@@ -408,8 +415,11 @@ impl ConfigStore {
         let mut conn = self.redis.conn();
         let (code, id, created): (String, u64, u64) = self
             .redis
-            .run(async move { invocation.invoke_async(&mut conn).await })
+            .run(async { invocation.invoke_async(&mut conn).await })
             .await?;
+        if code == "ok" {
+            self.redis.replicated(&mut conn).await?;
+        }
         Ok((code == "ok").then_some((id, created == 1)))
     }
 
@@ -424,8 +434,11 @@ impl ConfigStore {
         let mut conn = self.redis.conn();
         let removed: u64 = self
             .redis
-            .run(async move { invocation.invoke_async(&mut conn).await })
+            .run(async { invocation.invoke_async(&mut conn).await })
             .await?;
+        if removed == 1 {
+            self.redis.replicated(&mut conn).await?;
+        }
         Ok(removed == 1)
     }
 

@@ -52,7 +52,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 use axum::{Router, routing::get};
 use clap::{Parser, ValueEnum};
 use mcp_shared::{
-    CommonSettings, Redis,
+    CommonSettings,
     egress::{Egress, EgressSettings},
     events::{EventFeed, EventLog},
     internal::InternalSettings,
@@ -291,9 +291,9 @@ async fn protected_egress(settings: &Settings, listener: &TcpListener) -> Egress
             egress.protect_endpoint(url, what).await;
         }
     }
-    egress
-        .protect_endpoint(settings.common.redis_url.expose(), "Redis")
-        .await;
+    for endpoint in settings.common.redis_endpoints() {
+        egress.protect_endpoint(&endpoint, "Redis").await;
+    }
     if let Ok(own) = listener.local_addr() {
         egress.protect(own, "the gateway itself");
     }
@@ -322,12 +322,7 @@ pub async fn run(
     // Without the secret no control-plane service would take a forwarded request.
     let internal = Arc::new(settings.internal.key().map_err(std::io::Error::other)?);
     let common = &settings.common;
-    let redis = Redis::new(
-        common.redis_url.expose(),
-        common.redis_prefix.as_str(),
-        common.redis_timeout,
-    )
-    .map_err(std::io::Error::other)?;
+    let redis = common.redis().map_err(std::io::Error::other)?;
     let verifier = Arc::new(
         jwt::Verifier::from_settings(&settings)
             .await

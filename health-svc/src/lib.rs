@@ -29,7 +29,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use clap::Parser;
 use mcp_shared::{
-    CommonSettings, Redis,
+    CommonSettings,
     egress::{Egress, EgressSettings},
     events::{EventFeed, EventLog},
     internal::{InternalSettings, RequireInternalLayer},
@@ -114,12 +114,7 @@ pub async fn run(
         ));
     }
     let common = &settings.common;
-    let redis = Redis::new(
-        common.redis_url.expose(),
-        common.redis_prefix.as_str(),
-        common.redis_timeout,
-    )
-    .map_err(std::io::Error::other)?;
+    let redis = common.redis().map_err(std::io::Error::other)?;
     let log = EventLog::new(
         redis.clone(),
         registry::LOG_NAME,
@@ -137,9 +132,9 @@ pub async fn run(
     let (membership, live) = Membership::new(replica_id);
     // Probes never reach Redis or this service itself (nor EGRESS_DENY_ADDRS).
     let mut egress = Egress::from_settings(&settings.egress).await;
-    egress
-        .protect_endpoint(common.redis_url.expose(), "Redis")
-        .await;
+    for endpoint in common.redis_endpoints() {
+        egress.protect_endpoint(&endpoint, "Redis").await;
+    }
     if let Ok(own) = listener.local_addr() {
         egress.protect(own, "health-svc");
     }

@@ -27,7 +27,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use clap::Parser;
 use mcp_shared::{
-    CommonSettings, Redis,
+    CommonSettings,
     egress::{Egress, EgressSettings},
     events::{EventFeed, EventLog},
     internal::{InternalSettings, RequireInternalLayer},
@@ -117,12 +117,7 @@ pub async fn run(
         settings.internal.key().map_err(std::io::Error::other)?,
     ));
     let common = &settings.common;
-    let redis = Redis::new(
-        common.redis_url.expose(),
-        common.redis_prefix.as_str(),
-        common.redis_timeout,
-    )
-    .map_err(std::io::Error::other)?;
+    let redis = common.redis().map_err(std::io::Error::other)?;
     let log = EventLog::new(redis.clone(), registry::LOG_NAME, settings.events_max);
     let store = Store::new(redis.clone(), log.clone());
 
@@ -144,9 +139,9 @@ pub async fn run(
     ));
 
     let mut egress = Egress::from_settings(&settings.egress).await;
-    egress
-        .protect_endpoint(common.redis_url.expose(), "Redis")
-        .await;
+    for endpoint in common.redis_endpoints() {
+        egress.protect_endpoint(&endpoint, "Redis").await;
+    }
     if let Ok(own) = listener.local_addr() {
         egress.protect(own, "registry-svc");
     }

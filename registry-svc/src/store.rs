@@ -178,6 +178,8 @@ impl Store {
         let mut conn = inner.redis.conn();
         let (created, status, revision, deadline_ms): (u8, String, u64, u64) =
             inner.redis.run(invocation.invoke_async(&mut conn)).await?;
+        // REDIS_MIN_REPLICAS_ACK: acknowledged only once replicated.
+        inner.redis.replicated(&mut conn).await?;
         Ok(Registered {
             created: created == 1,
             status: parse_status(&status),
@@ -204,6 +206,9 @@ impl Store {
         let mut conn = inner.redis.conn();
         let reply: Option<(String, u64)> =
             inner.redis.run(invocation.invoke_async(&mut conn)).await?;
+        if reply.is_some() {
+            inner.redis.replicated(&mut conn).await?;
+        }
         Ok(reply.map(|(stored, deadline_ms)| Renewed {
             stored,
             deadline_ms,
@@ -226,7 +231,11 @@ impl Store {
             .arg(id.as_str())
             .arg(RegistryKeys::lease_member(service.as_str(), id.as_str()));
         let mut conn = inner.redis.conn();
-        inner.redis.run(invocation.invoke_async(&mut conn)).await
+        let revision: Option<u64> = inner.redis.run(invocation.invoke_async(&mut conn)).await?;
+        if revision.is_some() {
+            inner.redis.replicated(&mut conn).await?;
+        }
+        Ok(revision)
     }
 
     /// The revision and every instance of `service` (sorted by id), with

@@ -30,6 +30,14 @@
 //! counts as a loss too (a restore of an older snapshot keeps its epoch).
 //! An epoch that appears where there was none is adopted without a reset:
 //! it is the first write (or the first since an upgrade), not a loss.
+//!
+//! A Sentinel failover keeps the epoch (a replica copies it). A promoted
+//! replica that missed the last writes has a lower revision (a reset); if
+//! it has taken new writes since, reaching the old revision again, the tail
+//! notices on reconnecting that the event at the revision it published last
+//! is not the same one, and resets too. A replica that has every event
+//! (`REDIS_MIN_REPLICAS_ACK`) is followed with no reset: watchers see each
+//! event once.
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
@@ -556,6 +564,10 @@ async fn tail(
 ) {
     // What this process knows: `None` until the first read.
     let mut known: Option<Head> = None;
+    // The last event published, to check after a reconnect that the server
+    // now answering (a promoted replica) has the same history, not only as
+    // many revisions.
+    let mut last: Option<Arc<Event>> = None;
     let options = StreamReadOptions::default()
         .count(PAGE)
         .block(TAIL_BLOCK.as_millis() as usize);
@@ -576,13 +588,29 @@ async fn tail(
                 continue;
             }
         };
+        let diverged = match (&known, &last) {
+            (Some(seen), Some(event)) if !seen.lost_to(&head) => {
+                match log.read_after(event.revision.saturating_sub(1), 1).await {
+                    Ok(found) => found.first() != Some(event.as_ref()),
+                    Err(_) => {
+                        pause(&shutdown).await;
+                        continue;
+                    }
+                }
+            }
+            _ => false,
+        };
         let mut head = match known.take() {
-            Some(seen) if !seen.lost_to(&head) => Head {
+            Some(seen) if !seen.lost_to(&head) && !diverged => Head {
                 revision: seen.revision,
                 epoch: head.epoch.or(seen.epoch),
             },
             Some(seen) => {
+                // Fewer revisions, another epoch, or (after a failover to a
+                // replica that missed the last writes and took new ones
+                // since) another event at the revision we last published.
                 publish_reset(&log, &events, &position, &seen, &head);
+                last = None;
                 head
             }
             None => {
@@ -624,6 +652,7 @@ async fn tail(
                 // The events just read (if any) belong to the new history
                 // or to the lost one: readers re-list instead.
                 publish_reset(&log, &events, &position, &head, &now);
+                last = None;
                 head = now;
                 continue;
             }
@@ -638,8 +667,10 @@ async fn tail(
                 if let Some(event) = Event::from_stream_id(entry) {
                     head.revision = event.revision;
                     position.send_modify(|p| p.revision = event.revision);
+                    let event = Arc::new(event);
+                    last = Some(event.clone());
                     // No receivers is fine: nobody is watching.
-                    let _ = events.send(Arc::new(event));
+                    let _ = events.send(event);
                 }
             }
         }

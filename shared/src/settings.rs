@@ -26,6 +26,33 @@ pub struct CommonSettings {
     #[arg(long, env = "REDIS_URL", hide_env_values = true, default_value = "redis://127.0.0.1:6379", value_parser = RedisUrlParser)]
     pub redis_url: RedisUrl,
 
+    /// Sentinels to discover the Redis primary through (`host:port,...`);
+    /// when set, `REDIS_URL`'s host is ignored and only its user, password and
+    /// database apply (to the primary). See README "High availability".
+    #[arg(long, env = "REDIS_SENTINELS", value_parser = parse_host_list, conflicts_with = "redis_cluster_nodes")]
+    pub redis_sentinels: Option<HostList>,
+
+    /// The name the Sentinels monitor the primary under.
+    #[arg(long, env = "REDIS_SENTINEL_MASTER", default_value = "mymaster")]
+    pub redis_sentinel_master: String,
+
+    /// Password of the Sentinels themselves (`requirepass` in sentinel.conf),
+    /// when they want one; never shown.
+    #[arg(long, env = "REDIS_SENTINEL_PASSWORD", hide_env_values = true, value_parser = parse_redis_password)]
+    pub redis_sentinel_password: Option<RedisPassword>,
+
+    /// Seed nodes of a Redis Cluster (`host:port,...`); when set, `REDIS_URL`'s
+    /// host is ignored and only its user and password apply. Every key of
+    /// the stack then lives in one hash slot (`{prefix}:…`).
+    #[arg(long, env = "REDIS_CLUSTER_NODES", value_parser = parse_host_list)]
+    pub redis_cluster_nodes: Option<HostList>,
+
+    /// Replicas that must have a write before it is acknowledged (`WAIT`);
+    /// 0 acknowledges once the primary has it. A write not copied within
+    /// half of `REDIS_TIMEOUT` answers 503 (it may still exist).
+    #[arg(long, env = "REDIS_MIN_REPLICAS_ACK", default_value_t = 0)]
+    pub redis_min_replicas_ack: u32,
+
     /// Prefix of every Redis key, so several stacks or tests can share one Redis.
     #[arg(long = "redis-prefix", env = "MCP_REDIS_PREFIX", default_value = "mcp")]
     pub redis_prefix: Name,
@@ -81,6 +108,48 @@ pub struct CommonSettings {
 }
 
 impl CommonSettings {
+    /// The Redis handle these settings describe: one server (`REDIS_URL`),
+    /// a primary behind Sentinels, or a Cluster. Connects lazily.
+    pub fn redis(&self) -> Result<crate::store::Redis, crate::store::StoreError> {
+        use crate::store::{Redis, RedisOptions, Topology};
+        let topology = if let Some(sentinels) = &self.redis_sentinels {
+            Topology::Sentinel {
+                sentinels: sentinels.0.to_vec(),
+                master: self.redis_sentinel_master.clone(),
+                password: self
+                    .redis_sentinel_password
+                    .as_ref()
+                    .map(|p| p.0.to_string()),
+            }
+        } else if let Some(nodes) = &self.redis_cluster_nodes {
+            Topology::Cluster {
+                nodes: nodes.0.to_vec(),
+            }
+        } else {
+            Topology::Standalone
+        };
+        Redis::connect(RedisOptions {
+            url: self.redis_url.expose().to_owned(),
+            topology,
+            prefix: self.redis_prefix.as_str().to_owned(),
+            timeout: self.redis_timeout,
+            min_replicas_ack: self.redis_min_replicas_ack,
+        })
+    }
+
+    /// Every Redis address these settings name (as `redis://` URLs), for
+    /// the egress rules to protect: `REDIS_URL`, each Sentinel, each seed node.
+    pub fn redis_endpoints(&self) -> Vec<String> {
+        let mut urls = vec![self.redis_url.expose().to_owned()];
+        for list in [&self.redis_sentinels, &self.redis_cluster_nodes]
+            .into_iter()
+            .flatten()
+        {
+            urls.extend(list.0.iter().map(|host| format!("redis://{host}")));
+        }
+        urls
+    }
+
     /// The connection limits of this binary's listener (the `HTTP_*` settings).
     pub fn connection_limits(&self) -> crate::server::ConnectionLimits {
         crate::server::ConnectionLimits {
@@ -213,6 +282,44 @@ impl clap::builder::TypedValueParser for RedisUrlParser {
             .with_cmd(cmd)
         })
     }
+}
+
+/// A comma-separated list of `host:port` (Sentinels, Cluster seed nodes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostList(pub Arc<[String]>);
+
+/// Accept `host:port[,host:port...]` (at least one; a port on each).
+pub fn parse_host_list(value: &str) -> Result<HostList, String> {
+    let mut hosts = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (host, port) = item
+            .rsplit_once(':')
+            .ok_or_else(|| format!("'{item}' has no port; expected host:port"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || host.contains(['/', '@', ' ']) || port.parse::<u16>().is_err() {
+            return Err(format!("'{item}' is not host:port"));
+        }
+        hosts.push(item.to_owned());
+    }
+    if hosts.is_empty() {
+        return Err("expected at least one host:port".to_owned());
+    }
+    Ok(HostList(hosts.into()))
+}
+
+/// A Redis password from a setting; never printed, not even by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisPassword(Arc<str>);
+
+impl fmt::Debug for RedisPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RedisPassword(***)")
+    }
+}
+
+/// Accept any text as a password (kept out of clap's error lines).
+fn parse_redis_password(value: &str) -> Result<RedisPassword, String> {
+    Ok(RedisPassword(Arc::from(value)))
 }
 
 /// Accept a `redis://`, `rediss://` or `unix://` URL that the driver can use.

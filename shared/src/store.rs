@@ -10,12 +10,23 @@
 //! client span (`db.system.name=redis`, `server.address`/`server.port`) as a
 //! child of the request's span; otherwise [`Redis::run`] makes no span at all.
 
-use std::{future::Future, sync::Arc, time::Duration};
-
-use redis::{
-    AsyncConnectionConfig, Client, ConnectionAddr, RedisError, RedisResult,
-    aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection},
+use std::{
+    future::Future,
+    sync::{Arc, Weak},
+    time::Duration,
 };
+
+use arc_swap::ArcSwapOption;
+use redis::{
+    AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, ErrorKind,
+    IntoConnectionInfo as _, RedisConnectionInfo, RedisError, RedisResult, ServerErrorKind,
+    aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection},
+    cluster::{ClusterClient, ClusterConfig},
+    cluster_async::ClusterConnection,
+    cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr},
+    sentinel::{Sentinel, SentinelNodeConnectionInfo},
+};
+use tokio::sync::Notify;
 use tracing::Instrument as _;
 
 use crate::problem::Problem;
@@ -32,11 +43,24 @@ pub enum StoreError {
     /// Data in Redis could not be decoded.
     #[error("corrupt data in redis: {0}")]
     Corrupt(String),
+    /// The primary applied a write, but fewer replicas than
+    /// `REDIS_MIN_REPLICAS_ACK` confirmed it in time (`WAIT`): the write may
+    /// or may not survive a failover, so it is not acknowledged.
+    #[error("write not confirmed by {wanted} replica(s) in time (only {acks})")]
+    NotReplicated {
+        /// Replicas that confirmed it.
+        acks: u32,
+        /// Replicas asked for.
+        wanted: u32,
+    },
 }
 
 impl From<RedisError> for StoreError {
     fn from(e: RedisError) -> Self {
         if e.is_io_error()
+            // A write that reached a primary demoted to replica by a failover:
+            // the handle follows the new primary; retry shortly.
+            || e.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
             || e.is_timeout()
             || e.is_connection_dropped()
             || e.is_connection_refusal()
@@ -63,19 +87,105 @@ impl From<StoreError> for Problem {
                 tracing::error!(error = %e, "corrupt data in redis");
                 Problem::internal("the state store holds data this version cannot read")
             }
+            StoreError::NotReplicated { acks, wanted } => {
+                tracing::warn!(
+                    acks,
+                    wanted,
+                    "write not confirmed by enough replicas in time"
+                );
+                Problem::unavailable(format!(
+                    "the write reached the state store's primary but only {acks} of the {wanted} \
+                     replica(s) required (REDIS_MIN_REPLICAS_ACK) confirmed it in time; it may or \
+                     may not be kept: read it back or retry"
+                ))
+            }
         }
     }
+}
+
+/// How a [`Redis`] handle reaches Redis (see README "High availability").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Topology {
+    /// One server, at the URL of [`RedisOptions::url`].
+    Standalone,
+    /// The primary the Sentinels at `sentinels` (`host:port`) name `master`;
+    /// the handle follows it across failovers.
+    Sentinel {
+        /// `host:port` of each Sentinel.
+        sentinels: Vec<String>,
+        /// The name the Sentinels monitor the primary under.
+        master: String,
+        /// The Sentinels' own password (`requirepass` in sentinel.conf).
+        password: Option<String>,
+    },
+    /// A Redis Cluster reached through these seed nodes (`host:port`);
+    /// every key lives in the one hash slot of `{prefix}`.
+    Cluster {
+        /// `host:port` of each seed node.
+        nodes: Vec<String>,
+    },
+}
+
+/// Everything [`Redis::connect`] needs.
+#[derive(Clone)]
+pub struct RedisOptions {
+    /// `REDIS_URL`: the server in standalone mode; in the other modes only
+    /// its user, password and database are used (for the data nodes).
+    pub url: String,
+    /// Standalone, Sentinel or Cluster.
+    pub topology: Topology,
+    /// `MCP_REDIS_PREFIX`.
+    pub prefix: String,
+    /// `REDIS_TIMEOUT`: the bound on every command.
+    pub timeout: Duration,
+    /// `REDIS_MIN_REPLICAS_ACK`: replicas a write must reach before it is acknowledged.
+    pub min_replicas_ack: u32,
 }
 
 /// A cheap-to-clone handle on Redis with a key prefix.
 #[derive(Clone)]
 pub struct Redis {
-    client: Client,
-    manager: ConnectionManager,
+    backend: Backend,
     prefix: Arc<str>,
     timeout: Duration,
+    min_replicas_ack: u32,
     /// `server.address` and `server.port` of the command spans.
     server: Arc<(String, Option<u16>)>,
+}
+
+/// The connection(s) behind a handle, per topology.
+#[derive(Clone)]
+enum Backend {
+    Standalone {
+        client: Client,
+        manager: ConnectionManager,
+    },
+    Sentinel(Arc<Follower>),
+    Cluster {
+        client: Arc<ClusterClient>,
+        conn: ClusterConnection,
+        /// The hash slot of every key (`{prefix}`), where `WAIT` is sent.
+        slot: u16,
+    },
+}
+
+/// The primary a Sentinel-mode handle talks to now. Its connection does
+/// not reconnect by itself: only the follower connects, to a node it has
+/// just seen answer `ROLE` as master, so no command ever lands on a node
+/// that came back at the old address as an (empty) replica.
+struct Primary {
+    client: Client,
+    conn: MultiplexedConnection,
+    addr: String,
+}
+
+/// Sentinel mode: the current primary, swapped by the follower task when
+/// the Sentinels name another one.
+struct Follower {
+    current: ArcSwapOption<Primary>,
+    /// Wakes the follower task at once: a command failed (the primary may
+    /// be gone), or a Sentinel announced `+switch-master`.
+    wake: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Redis {
@@ -87,42 +197,235 @@ impl std::fmt::Debug for Redis {
     }
 }
 
+/// One connection to Redis, whatever the topology: what [`Redis::conn`] and
+/// [`Redis::dedicated`] hand out, usable wherever the driver wants an async
+/// connection (`query_async`, `invoke_async`).
+#[derive(Clone)]
+pub enum Conn {
+    /// The shared self-healing connection of one server (or of the current primary).
+    Manager(ConnectionManager),
+    /// A connection of its own to one server.
+    Multiplexed(MultiplexedConnection),
+    /// A Redis Cluster connection (routes each command to its slot's node).
+    Cluster(ClusterConnection),
+    /// No primary known yet (Sentinel mode, at start or in a failover):
+    /// every command fails as unavailable.
+    Down,
+}
+
+fn no_primary() -> RedisError {
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::NotConnected,
+        "no Redis primary known yet (Sentinel)",
+    ))
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Manager(c) => c.req_packed_command(cmd),
+            Conn::Multiplexed(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Down => Box::pin(async { Err(no_primary()) }),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Manager(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Multiplexed(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Down => Box::pin(async { Err(no_primary()) }),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Manager(c) => c.get_db(),
+            Conn::Multiplexed(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+            Conn::Down => 0,
+        }
+    }
+}
+
+/// The Redis Cluster hash slot of `key` (CRC16/XMODEM of its hash tag, mod 16384).
+pub fn key_slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = bytes.iter().position(|&b| b == b'{').and_then(|open| {
+        let rest = &bytes[open + 1..];
+        rest.iter()
+            .position(|&b| b == b'}')
+            .filter(|&close| close > 0)
+            .map(|close| &rest[..close])
+    });
+    let mut crc: u16 = 0;
+    for &byte in tagged.unwrap_or(bytes) {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
+/// `host:port` as a TCP address.
+fn tcp_addr(host_port: &str) -> Result<ConnectionAddr, StoreError> {
+    let (host, port) = host_port
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
+        .ok_or_else(|| StoreError::Unavailable(format!("'{host_port}' is not host:port")))?;
+    Ok(ConnectionAddr::Tcp(host.to_owned(), port))
+}
+
 impl Redis {
-    /// A lazy handle: nothing connects until the first command, so a service
-    /// starts (and answers `/readyz` 503) while Redis is still down.
+    /// A lazy handle on one server: nothing connects until the first
+    /// command, so a service starts (and answers `/readyz` 503) while Redis
+    /// is still down.
     pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
+        Self::connect(RedisOptions {
+            url: url.to_owned(),
+            topology: Topology::Standalone,
+            prefix: prefix.to_owned(),
+            timeout,
+            min_replicas_ack: 0,
+        })
+    }
+
+    /// A lazy handle for `options` (see [`Topology`]). In Sentinel mode it
+    /// starts a task (on the current Tokio runtime) that finds the primary
+    /// and follows failovers, and ends when the last clone is dropped.
+    pub fn connect(options: RedisOptions) -> Result<Self, StoreError> {
         // Every service builds its Redis handle first: installing the metrics
         // recorder here means metrics registered at start-up are never lost.
         crate::metrics::handle();
-        let client = Client::open(url).map_err(StoreError::Redis)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            // Few quick retries: the next command triggers a new reconnect anyway,
-            // so a short schedule makes the service heal fast when Redis returns.
-            .set_number_of_retries(2)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(250));
-        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config)
+        let timeout = options.timeout;
+        let url_info = options
+            .url
+            .as_str()
+            .into_connection_info()
             .map_err(StoreError::Redis)?;
-        let server = match client.get_connection_info().addr() {
-            ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
-                (host.clone(), Some(*port))
+        let (backend, prefix, server) = match &options.topology {
+            Topology::Standalone => {
+                let client = Client::open(url_info).map_err(StoreError::Redis)?;
+                let manager = ConnectionManager::new_lazy_with_config(
+                    client.clone(),
+                    manager_config(timeout),
+                )
+                .map_err(StoreError::Redis)?;
+                let server = span_address(client.get_connection_info().addr());
+                (
+                    Backend::Standalone { client, manager },
+                    options.prefix.clone(),
+                    server,
+                )
             }
-            ConnectionAddr::Unix(path) => (path.display().to_string(), None),
-            // A future address kind: name the scheme-less URL's host as best we can.
-            _ => (String::from("redis"), None),
+            Topology::Sentinel {
+                sentinels,
+                master,
+                password,
+            } => {
+                let mut infos = Vec::with_capacity(sentinels.len());
+                for host in sentinels {
+                    let mut settings = RedisConnectionInfo::default();
+                    if let Some(password) = password {
+                        settings = settings.set_password(password);
+                    }
+                    infos.push(
+                        tcp_addr(host)?
+                            .into_connection_info()
+                            .map_err(StoreError::Redis)?
+                            .set_redis_settings(settings),
+                    );
+                }
+                let sentinel = Sentinel::build(infos.clone()).map_err(StoreError::Redis)?;
+                let node = SentinelNodeConnectionInfo::default()
+                    .set_redis_connection_info(url_info.redis_settings().clone());
+                let wake = Arc::new(Notify::new());
+                let follower = Arc::new(Follower {
+                    current: ArcSwapOption::empty(),
+                    wake: wake.clone(),
+                });
+                let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+                    StoreError::Unavailable("Sentinel mode needs a Tokio runtime".to_owned())
+                })?;
+                runtime.spawn(follow_primary(
+                    Arc::downgrade(&follower),
+                    sentinel,
+                    master.clone(),
+                    node,
+                    timeout,
+                ));
+                for info in infos {
+                    runtime.spawn(watch_switches(
+                        Arc::downgrade(&follower),
+                        info,
+                        wake.clone(),
+                    ));
+                }
+                (
+                    Backend::Sentinel(follower),
+                    options.prefix.clone(),
+                    (format!("sentinel:{master}"), None),
+                )
+            }
+            Topology::Cluster { nodes } => {
+                let mut infos = Vec::with_capacity(nodes.len());
+                for host in nodes {
+                    infos.push(
+                        tcp_addr(host)?
+                            .into_connection_info()
+                            .map_err(StoreError::Redis)?
+                            .set_redis_settings(url_info.redis_settings().clone()),
+                    );
+                }
+                let client = ClusterClient::builder(infos)
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout)
+                    .retries(2)
+                    .build()
+                    .map_err(StoreError::Redis)?;
+                let config = ClusterConfig::new()
+                    .set_connection_timeout(timeout)
+                    .set_response_timeout(timeout);
+                let conn = client.get_pending_async_connection_with_config(config);
+                // The hash tag: every key of the stack in one slot, so each
+                // Lua script (which touches several keys) stays atomic.
+                let prefix = format!("{{{}}}", options.prefix);
+                let slot = key_slot(&prefix);
+                (
+                    Backend::Cluster {
+                        client: Arc::new(client),
+                        conn,
+                        slot,
+                    },
+                    prefix,
+                    (format!("cluster:{}", nodes.join(",")), None),
+                )
+            }
         };
         Ok(Self {
-            client,
-            manager,
+            backend,
             prefix: Arc::from(prefix),
             timeout,
+            min_replicas_ack: options.min_replicas_ack,
             server: Arc::new(server),
         })
     }
 
-    /// The key prefix (`MCP_REDIS_PREFIX`).
+    /// The key prefix: `MCP_REDIS_PREFIX`, as the hash tag `{prefix}` in Cluster mode.
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
@@ -140,8 +443,57 @@ impl Redis {
     }
 
     /// The shared multiplexed connection (cheap clone). Use it through [`Redis::run`].
-    pub fn conn(&self) -> ConnectionManager {
-        self.manager.clone()
+    /// In Sentinel mode, the current primary's (one lock-free load: the
+    /// failover follower may swap it at any time).
+    pub fn conn(&self) -> Conn {
+        match &self.backend {
+            Backend::Standalone { manager, .. } => Conn::Manager(manager.clone()),
+            Backend::Sentinel(follower) => match &*follower.current.load() {
+                Some(primary) => Conn::Multiplexed(primary.conn.clone()),
+                None => Conn::Down,
+            },
+            Backend::Cluster { conn, .. } => Conn::Cluster(conn.clone()),
+        }
+    }
+
+    /// Acknowledge a write only once `REDIS_MIN_REPLICAS_ACK` replicas have
+    /// it: `WAIT n timeout` on `conn`, the connection the write went through
+    /// (so `WAIT` covers it), bounded by half of `REDIS_TIMEOUT`. Nothing
+    /// to do (no round trip) when the setting is 0. Fewer acks in time →
+    /// [`StoreError::NotReplicated`] (→ 503; the write may still exist).
+    pub async fn replicated(&self, conn: &mut Conn) -> Result<(), StoreError> {
+        let wanted = self.min_replicas_ack;
+        if wanted == 0 {
+            return Ok(());
+        }
+        let wait_ms = u64::try_from(self.timeout.as_millis() / 2)
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(wanted).arg(wait_ms);
+        let acks: i64 = match (conn, &self.backend) {
+            // A cluster client would ask every primary; ask the stack's own.
+            (Conn::Cluster(cluster), Backend::Cluster { slot, .. }) => {
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                    Route::new(*slot, SlotAddr::Master),
+                ));
+                let value = self
+                    .run_op("WAIT", cluster.route_command(cmd, routing))
+                    .await?;
+                redis::from_redis_value(value).map_err(|e| StoreError::Corrupt(e.to_string()))?
+            }
+            (conn, _) => self.run_op("WAIT", cmd.query_async(conn)).await?,
+        };
+        let acks = u32::try_from(acks.max(0)).unwrap_or(u32::MAX);
+        if acks < wanted {
+            return Err(StoreError::NotReplicated { acks, wanted });
+        }
+        Ok(())
+    }
+
+    /// Replicas a write must reach before it is acknowledged (`REDIS_MIN_REPLICAS_ACK`).
+    pub fn min_replicas_ack(&self) -> u32 {
+        self.min_replicas_ack
     }
 
     /// Run one Redis operation bounded by the command timeout.
@@ -167,6 +519,12 @@ impl Redis {
             ))),
         };
         if let Err(error) = &result {
+            if let (StoreError::Unavailable(_), Backend::Sentinel(follower)) =
+                (error, &self.backend)
+            {
+                // The primary may be gone: ask the Sentinels now.
+                follower.wake.notify_one();
+            }
             span.record("otel.status_code", "error");
             span.record(
                 "error.type",
@@ -174,6 +532,7 @@ impl Redis {
                     StoreError::Unavailable(_) => "unavailable",
                     StoreError::Redis(_) => "redis_error",
                     StoreError::Corrupt(_) => "corrupt",
+                    StoreError::NotReplicated { .. } => "not_replicated",
                 },
             );
         }
@@ -219,18 +578,239 @@ impl Redis {
     /// A connection of its own, for blocking commands (`XREAD BLOCK`) that
     /// would stall every other caller of the shared multiplexed connection.
     /// Its response timeout is `block + timeout`, so the block itself is allowed.
-    pub async fn dedicated(&self, block: Duration) -> Result<MultiplexedConnection, StoreError> {
+    pub async fn dedicated(&self, block: Duration) -> Result<Conn, StoreError> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(block + self.timeout));
-        let connect = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config);
-        self.run_op("CONNECT", connect).await
+        let client = match &self.backend {
+            Backend::Standalone { client, .. } => client.clone(),
+            Backend::Sentinel(follower) => match &*follower.current.load() {
+                Some(primary) => primary.client.clone(),
+                None => {
+                    follower.wake.notify_one();
+                    return Err(StoreError::Unavailable(no_primary().to_string()));
+                }
+            },
+            Backend::Cluster { client, .. } => {
+                let config = ClusterConfig::new()
+                    .set_connection_timeout(self.timeout)
+                    .set_response_timeout(block + self.timeout);
+                let connect = client.get_async_connection_with_config(config);
+                return self.run_op("CONNECT", connect).await.map(Conn::Cluster);
+            }
+        };
+        let sentinel = matches!(self.backend, Backend::Sentinel(_));
+        let connect = async {
+            let mut conn = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            if sentinel {
+                is_master(&mut conn).await?;
+            }
+            Ok(conn)
+        };
+        self.run_op("CONNECT", connect).await.map(Conn::Multiplexed)
     }
 
     /// The command timeout.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+}
+
+/// The retry schedule of a self-healing connection.
+fn manager_config(timeout: Duration) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        // Few quick retries: the next command triggers a new reconnect anyway,
+        // so a short schedule makes the service heal fast when Redis returns.
+        .set_number_of_retries(2)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_millis(250))
+}
+
+/// A connection to `client`'s node, checked to be the primary (`ROLE`).
+async fn connect_primary(client: &Client, timeout: Duration) -> RedisResult<MultiplexedConnection> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout));
+    let connect = async {
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        is_master(&mut conn).await?;
+        Ok(conn)
+    };
+    match tokio::time::timeout(timeout.saturating_mul(2), connect).await {
+        Ok(result) => result,
+        Err(_) => Err(RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "connecting to the Redis primary timed out",
+        ))),
+    }
+}
+
+/// Fails unless the node behind `conn` is a primary (`ROLE` → `master`):
+/// a node that came back at the old address as a replica is refused.
+async fn is_master(conn: &mut MultiplexedConnection) -> RedisResult<()> {
+    let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(conn).await?;
+    match role.first() {
+        Some(redis::Value::BulkString(kind)) if kind.as_slice() == b"master" => Ok(()),
+        Some(redis::Value::SimpleString(kind)) if kind == "master" => Ok(()),
+        _ => Err(RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "the node is not (or no longer) the Redis primary",
+        ))),
+    }
+}
+
+/// `server.address`/`server.port` of the spans for `addr`.
+fn span_address(addr: &ConnectionAddr) -> (String, Option<u16>) {
+    match addr {
+        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+            (host.clone(), Some(*port))
+        }
+        ConnectionAddr::Unix(path) => (path.display().to_string(), None),
+        // A future address kind: name it as best we can.
+        _ => (String::from("redis"), None),
+    }
+}
+
+/// How often the follower asks the Sentinels while the primary answers
+/// (a missed `+switch-master` is noticed within this)…
+const SENTINEL_POLL: Duration = Duration::from_secs(5);
+/// …and while it does not (a failover in progress).
+const SENTINEL_RETRY: Duration = Duration::from_millis(200);
+
+/// Sentinel mode: find the primary, and again whenever woken (a command
+/// failed, a Sentinel announced `+switch-master`) or every
+/// [`SENTINEL_POLL`]; swap the handle's connection when it moved. The
+/// driver checks that the named node calls itself master (`ROLE`) before
+/// returning it. Ends when the last handle is dropped.
+async fn follow_primary(
+    follower: Weak<Follower>,
+    mut sentinel: Sentinel,
+    master: String,
+    node: SentinelNodeConnectionInfo,
+    timeout: Duration,
+) {
+    let mut failing = false;
+    loop {
+        let Some(wake) = follower.upgrade().map(|f| f.wake.clone()) else {
+            return;
+        };
+        let found = tokio::time::timeout(
+            timeout.saturating_mul(4),
+            sentinel.async_master_for(&master, Some(&node)),
+        )
+        .await;
+        let healthy = match found {
+            Ok(Ok(client)) => {
+                let Some(current) = follower.upgrade() else {
+                    return;
+                };
+                let addr = client.get_connection_info().addr().to_string();
+                let known = current.current.load_full();
+                let keep = match &known {
+                    Some(primary) if primary.addr == addr => {
+                        // Same node: keep the connection while it answers.
+                        let mut conn = primary.conn.clone();
+                        let ping = redis::cmd("PING");
+                        let ping = ping.query_async::<String>(&mut conn);
+                        matches!(tokio::time::timeout(timeout, ping).await, Ok(Ok(_)))
+                    }
+                    _ => false,
+                };
+                if keep {
+                    true
+                } else {
+                    match connect_primary(&client, timeout).await {
+                        Ok(conn) => {
+                            if known.as_ref().is_none_or(|p| p.addr != addr) {
+                                tracing::warn!(%master, primary = %addr, "following the Redis primary the Sentinels name");
+                            }
+                            current
+                                .current
+                                .store(Some(Arc::new(Primary { client, conn, addr })));
+                            true
+                        }
+                        Err(error) => {
+                            if !failing {
+                                tracing::warn!(%error, primary = %addr, "cannot connect to the Redis primary yet; retrying");
+                            }
+                            false
+                        }
+                    }
+                }
+            }
+            Ok(Err(error)) => {
+                if !failing {
+                    tracing::warn!(%error, %master, "no Redis primary from the Sentinels yet; retrying");
+                }
+                false
+            }
+            Err(_) => {
+                if !failing {
+                    tracing::warn!(%master, "the Sentinels did not answer in time; retrying");
+                }
+                false
+            }
+        };
+        failing = !healthy;
+        let pause = if healthy {
+            SENTINEL_POLL
+        } else {
+            SENTINEL_RETRY
+        };
+        tokio::select! {
+            _ = wake.notified() => {
+                // Debounce a burst of failed commands into one lookup.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// Sentinel mode: subscribe to `+switch-master` on one Sentinel and wake
+/// the follower on each announcement (resubscribing after a lost
+/// connection). Ends when the last handle is dropped.
+async fn watch_switches(follower: Weak<Follower>, sentinel: ConnectionInfo, wake: Arc<Notify>) {
+    use futures_util::StreamExt as _;
+    while follower.strong_count() > 0 {
+        let subscribed = async {
+            let client = Client::open(sentinel.clone())?;
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe("+switch-master").await?;
+            RedisResult::Ok(pubsub)
+        };
+        if let Ok(Ok(pubsub)) = tokio::time::timeout(Duration::from_secs(2), subscribed).await {
+            let mut messages = pubsub.into_on_message();
+            loop {
+                match tokio::time::timeout(SENTINEL_POLL, messages.next()).await {
+                    Ok(Some(_)) => wake.notify_one(),
+                    Ok(None) => break,
+                    Err(_) if follower.strong_count() == 0 => return,
+                    Err(_) => {}
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_slot;
+
+    #[test]
+    fn key_slots_match_redis_cluster() {
+        // Values from `CLUSTER KEYSLOT`.
+        assert_eq!(key_slot("foo"), 12182);
+        assert_eq!(key_slot("{user1000}.following"), key_slot("user1000"));
+        assert_eq!(key_slot("{mcp}:reg:revision"), key_slot("mcp"));
+        assert_ne!(key_slot("foo{}{bar}"), key_slot("bar"));
+        assert_eq!(key_slot("123456789"), 0x31C3);
     }
 }

@@ -115,15 +115,25 @@ pub async fn registry(redis_url: &str, prefix: &str, extra: &[&str]) -> Watched 
 
 /// config-svc on `redis_url` under `prefix`, default settings.
 pub async fn config(redis_url: &str, prefix: &str) -> Watched {
+    config_with(redis_url, prefix, &[]).await
+}
+
+/// config-svc on `redis_url` under `prefix`, default settings plus `extra`.
+pub async fn config_with(redis_url: &str, prefix: &str, extra: &[&str]) -> Watched {
     let settings =
-        config_svc::Settings::try_parse_from(args("config-svc", redis_url, prefix, &[])).unwrap();
+        config_svc::Settings::try_parse_from(args("config-svc", redis_url, prefix, extra)).unwrap();
     watched(move |l, s| config_svc::run(settings, l, s)).await
 }
 
 /// health-svc on `redis_url` under `prefix`, default settings.
 pub async fn health(redis_url: &str, prefix: &str) -> Watched {
+    health_with(redis_url, prefix, &[]).await
+}
+
+/// health-svc on `redis_url` under `prefix`, default settings plus `extra`.
+pub async fn health_with(redis_url: &str, prefix: &str, extra: &[&str]) -> Watched {
     let settings =
-        health_svc::Settings::try_parse_from(args("health-svc", redis_url, prefix, &[])).unwrap();
+        health_svc::Settings::try_parse_from(args("health-svc", redis_url, prefix, extra)).unwrap();
     watched(move |l, s| health_svc::run(settings, l, s)).await
 }
 

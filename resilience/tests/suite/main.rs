@@ -6,6 +6,7 @@
 mod bad_upstreams;
 mod common;
 mod data_loss;
+mod ha;
 mod redis_outage;
 mod replica_loss;
 mod rolling_restart;
