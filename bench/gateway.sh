@@ -2,7 +2,10 @@
 # bench/gateway.sh: the gateway doing all its policy work (JWT verification,
 # scope check, rate limiting with a high limit, circuit breaking, discovery
 # routing) against nginx as a plain reverse proxy, both in front of the same
-# upstream, in one run. Also the upstream called directly, for added latency.
+# upstream, in one run. Also the upstream called directly, for added latency,
+# and the same gateway again once a per-service policy is stored for the
+# benchmarked service (config-svc, namespace `gateway`), for what the policy
+# engine costs.
 #
 #   bash bench/gateway.sh            # DURATION=10s CONNECTIONS=32 THREADS=1 to change the load
 source "$(dirname "$0")/lib.sh"
@@ -11,9 +14,9 @@ CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-1}
 
 need wrk:wrk nginx:nginx-light redis-server:redis-server curl:curl
-build_release registry-svc gateway
+build_release registry-svc config-svc gateway
 
-UPSTREAM_PORT=$(free_port) PROXY_PORT=$(free_port) REG_PORT=$(free_port) GW_PORT=$(free_port)
+UPSTREAM_PORT=$(free_port) PROXY_PORT=$(free_port) REG_PORT=$(free_port) GW_PORT=$(free_port) CFG_PORT=$(free_port)
 # Two nginx processes: one is the upstream (a fixed 200), the other the
 # plain reverse proxy with a keep-alive pool to it (the peer, no policy work).
 nginx_conf() { # NAME SERVER-BLOCK WORKERS
@@ -46,8 +49,10 @@ SECRET=bench-secret-bench-secret-bench-secret
 export REDIS_URL MCP_REDIS_PREFIX=bench LOG_FORMAT=json RUST_LOG=warn
 REGISTRY_ADDR=127.0.0.1:$REG_PORT start registry "$BIN/registry-svc" >/dev/null
 wait_http "http://127.0.0.1:$REG_PORT/readyz"
+CONFIG_ADDR=127.0.0.1:$CFG_PORT start config "$BIN/config-svc" >/dev/null
+wait_http "http://127.0.0.1:$CFG_PORT/readyz"
 GATEWAY_ADDR=127.0.0.1:$GW_PORT REGISTRY_URL=http://127.0.0.1:$REG_PORT \
-  CONFIG_URL=http://127.0.0.1:$REG_PORT HEALTH_URL=http://127.0.0.1:$REG_PORT \
+  CONFIG_URL=http://127.0.0.1:$CFG_PORT HEALTH_URL=http://127.0.0.1:$REG_PORT \
   JWT_SECRET=$SECRET RATE_LIMIT_MODE=local RATE_LIMIT_RPS=10000000 RATE_LIMIT_BURST=10000000 \
   CB_FAILURE_THRESHOLD=5 CB_OPEN_SECONDS=10 UPSTREAM_TIMEOUT_MS=5000 \
   start gateway "$BIN/gateway" >/dev/null
@@ -82,6 +87,24 @@ DIRECT=$(measure direct "http://127.0.0.1:$UPSTREAM_PORT/" "$UPSTREAM_PID")
 NGINX=$(measure nginx "http://127.0.0.1:$PROXY_PORT/" "$NGINX_PID")
 GATEWAY=$(measure gateway "http://127.0.0.1:$GW_PORT/svc/bench/" "$GW_PID")
 
+# The same gateway with a policy for `bench`: every field that does work on
+# each request (per-service limit, timeout, retries, breaker, header rules,
+# methods, body size), none that would change the answer.
+curl -fsS -o /dev/null -X PUT "${INTERNAL_AUTH[@]}" -H 'content-type: application/json' \
+  "http://127.0.0.1:$CFG_PORT/v1/namespaces/gateway/keys/services/bench" \
+  -d '{"value":{"rate_limit":{"rps":10000000,"burst":10000000,"key":"subject"},"timeout_ms":5000,
+       "retries":{"attempts":2,"on":["connect_error"]},"circuit_breaker":{"failure_threshold":5,"open_seconds":10},
+       "request_headers":{"set":{"x-env":"bench"}},"response_headers":{"set":{"x-served-by":"mcp"}},
+       "methods":["GET","HEAD"],"max_body_bytes":1048576}}'
+for _ in $(seq 100); do
+  curl -fsS -D - -o /dev/null "${AUTH[@]}" "http://127.0.0.1:$GW_PORT/svc/bench/" | grep -qi '^x-served-by: mcp' && break
+  sleep 0.05
+done
+curl -fsS -D - -o /dev/null "${AUTH[@]}" "http://127.0.0.1:$GW_PORT/svc/bench/" | grep -qi '^x-served-by: mcp' ||
+  { log "the gateway did not apply the policy"; exit 1; }
+wrk -t1 -c8 -d2s "${AUTH[@]}" "http://127.0.0.1:$GW_PORT/svc/bench/" >/dev/null
+POLICY=$(measure gateway+policy "http://127.0.0.1:$GW_PORT/svc/bench/" "$GW_PID")
+
 {
   echo "### bench/gateway — $(machine_line)"
   echo
@@ -89,16 +112,18 @@ GATEWAY=$(measure gateway "http://127.0.0.1:$GW_PORT/svc/bench/" "$GW_PID")
   echo
   echo "| target | req/s | p50 ms | p99 ms | p99.9 ms | requests | errors | CPU µs/req (proxy) |"
   echo "|---|---|---|---|---|---|---|---|"
-  for row in "$DIRECT" "$NGINX" "$GATEWAY"; do
+  for row in "$DIRECT" "$NGINX" "$GATEWAY" "$POLICY"; do
     set -- $row
     echo "| $1 | $2 | $3 | $4 | $5 | $6 | $7 | $8 |"
   done
   set -- $NGINX; N_RPS=$2 N_P50=$3 N_P99=$4
   set -- $GATEWAY; G_RPS=$2 G_P50=$3 G_P99=$4
   set -- $DIRECT; D_P50=$3
-  awk -v g="$G_RPS" -v n="$N_RPS" -v gp="$G_P50" -v np="$N_P50" -v g9="$G_P99" -v n9="$N_P99" -v d="$D_P50" 'BEGIN {
+  set -- $POLICY; P_RPS=$2
+  awk -v g="$G_RPS" -v n="$N_RPS" -v gp="$G_P50" -v np="$N_P50" -v g9="$G_P99" -v n9="$N_P99" -v d="$D_P50" -v p="$P_RPS" 'BEGIN {
     printf "\nratio gateway/nginx: req/s %.2f, p50 %.2f, p99 %.2f; added p50 latency over direct: gateway %.3f ms, nginx %.3f ms\n",
-      g / n, gp / np, g9 / n9, gp - d, np - d }'
+      g / n, gp / np, g9 / n9, gp - d, np - d
+    printf "policy engine: gateway+policy/gateway req/s %.3f (%.1f%% throughput change with a policy stored)\n", p / g, (p / g - 1) * 100 }'
   echo "(CPU µs/req: direct = the upstream nginx; nginx = the proxy nginx alone; gateway = the gateway process alone.)"
 } | tee "$WORK/result.md"
 echo

@@ -353,6 +353,35 @@ async fn sentinel_failover_under_load_loses_no_acknowledged_write() {
     let _stop_watching = watching.clone().drop_guard();
     let mut config_watch = sse_events(config.at("/v1/watch?namespace=ha"), watching.clone());
     let mut registry_watch = sse_events(registry.at("/v1/watch?service=fleet"), watching.clone());
+    // The watches connect in the background: probe each until it sees a
+    // change (bounded), so no acknowledged change below predates them.
+    let probe = client();
+    let mut live = (false, false);
+    for n in 0..20 {
+        if !live.0 {
+            let put = probe
+                .put(config.at("/v1/namespaces/ha/keys/probe"))
+                .json(&serde_json::json!({ "value": n }))
+                .send()
+                .await
+                .unwrap();
+            assert!(put.status().is_success());
+        }
+        if !live.1 {
+            let id = format!("probe-{n}");
+            assert_eq!(
+                register(&registry.service.url, "fleet", &id, echo.addr.port(), 60).await,
+                201
+            );
+        }
+        let quiet = Duration::from_millis(300);
+        live.0 = live.0 || !drain(&mut config_watch, quiet).await.is_empty();
+        live.1 = live.1 || !drain(&mut registry_watch, quiet).await.is_empty();
+        if live.0 && live.1 {
+            break;
+        }
+    }
+    assert!(live.0 && live.1, "the watches never went live: {live:?}");
     let acks = Arc::new(Mutex::new(Acks::default()));
     let bearer = token("admin");
     let gw_url = gw.service.url.clone();
