@@ -33,6 +33,26 @@ import yaml
 
 BINARIES = ("gateway", "registry-svc", "config-svc", "health-svc")
 ADDR_VARS = ("GATEWAY_ADDR", "REGISTRY_ADDR", "CONFIG_ADDR", "HEALTH_ADDR")
+# Settings that name a place to connect to: their hosts (compose service
+# names such as `redis`) become 127.0.0.1, so starting a binary here never
+# looks a name up in DNS or connects outside loopback.
+URL_VARS = ("REDIS_URL", "REGISTRY_URL", "CONFIG_URL", "HEALTH_URL", "JWT_JWKS_URL",
+            "REDIS_SENTINELS", "REDIS_CLUSTER_NODES")
+
+
+def loopback_hosts(value):
+    """`value` (a URL or a comma list of URLs or host:port) with every host 127.0.0.1."""
+    out = []
+    for item in value.split(","):
+        scheme, sep, rest = item.partition("://")
+        if not sep:
+            scheme, rest = "", item
+        authority, slash, path = rest.partition("/")
+        userinfo, at, hostport = authority.rpartition("@")
+        port = hostport.rsplit(":", 1)[1] if ":" in hostport and not hostport.endswith("]") else ""
+        authority = (userinfo + at if at else "") + "127.0.0.1" + (":" + port if port else "")
+        out.append((scheme + "://" if sep else "") + authority + slash + path)
+    return ",".join(out)
 ENV_IN_HELP = re.compile(r"\[env: ([A-Za-z_][A-Za-z0-9_]*)[=\]]")
 
 
@@ -161,6 +181,9 @@ def check_values(bin_dir, targets):
         for var in ADDR_VARS:
             if var in values:
                 values[var] = "127.0.0.1:0"
+        for var in URL_VARS:
+            if var in values:
+                values[var] = loopback_hosts(values[var])
         values.setdefault("PATH", "/usr/bin:/bin")
         # Never export traces from this check.
         values.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
