@@ -51,11 +51,15 @@ REGISTRY_ADDR=127.0.0.1:$REG_PORT start registry "$BIN/registry-svc" >/dev/null
 wait_http "http://127.0.0.1:$REG_PORT/readyz"
 CONFIG_ADDR=127.0.0.1:$CFG_PORT start config "$BIN/config-svc" >/dev/null
 wait_http "http://127.0.0.1:$CFG_PORT/readyz"
-GATEWAY_ADDR=127.0.0.1:$GW_PORT REGISTRY_URL=http://127.0.0.1:$REG_PORT \
-  CONFIG_URL=http://127.0.0.1:$CFG_PORT HEALTH_URL=http://127.0.0.1:$REG_PORT \
-  JWT_SECRET=$SECRET RATE_LIMIT_MODE=local RATE_LIMIT_RPS=10000000 RATE_LIMIT_BURST=10000000 \
-  CB_FAILURE_THRESHOLD=5 CB_OPEN_SECONDS=10 UPSTREAM_TIMEOUT_MS=5000 \
-  start gateway "$BIN/gateway" >/dev/null
+start_gateway() { # NAME PORT [WRAPPER...]: the gateway under test, optionally under a wrapper (valgrind)
+  local name=$1 port=$2; shift 2
+  GATEWAY_ADDR=127.0.0.1:$port REGISTRY_URL=http://127.0.0.1:$REG_PORT \
+    CONFIG_URL=http://127.0.0.1:$CFG_PORT HEALTH_URL=http://127.0.0.1:$REG_PORT \
+    JWT_SECRET=$SECRET RATE_LIMIT_MODE=local RATE_LIMIT_RPS=10000000 RATE_LIMIT_BURST=10000000 \
+    CB_FAILURE_THRESHOLD=5 CB_OPEN_SECONDS=10 UPSTREAM_TIMEOUT_MS=5000 \
+    start "$name" "$@" "$BIN/gateway" >/dev/null
+}
+start_gateway gateway "$GW_PORT"
 GW_PID=${PIDS[-1]}
 wait_http "http://127.0.0.1:$GW_PORT/readyz"
 
@@ -91,23 +95,23 @@ GATEWAY=$(measure gateway "http://127.0.0.1:$GW_PORT/svc/bench/" "$GW_PID")
 # each request (per-service limit, timeout, retries, breaker, header rules,
 # methods, body size), none that would change the answer. Measured in turns
 # with the policy stored and removed (best of each), so a machine that gets
-# busier during the run does not count as the policy's cost.
+# busier during the run does not count as the policy's cost (TURNS=3).
 POLICY_URL="http://127.0.0.1:$CFG_PORT/v1/namespaces/gateway/keys/services/bench"
-policy_seen() { # yes|no: until the gateway's answer shows the policy's response header, or stops showing it
-  local want=$1
-  for _ in $(seq 100); do
-    if curl -fsS -D - -o /dev/null "${AUTH[@]}" "http://127.0.0.1:$GW_PORT/svc/bench/" | grep -qi '^x-served-by: mcp'; then
+policy_seen() { # yes|no [PORT]: until that gateway's answer shows the policy's response header, or stops showing it
+  local want=$1 port=${2:-$GW_PORT}
+  for _ in $(seq 200); do
+    if curl -fsS -D - -o /dev/null "${AUTH[@]}" "http://127.0.0.1:$port/svc/bench/" | grep -qi '^x-served-by: mcp'; then
       [[ $want == yes ]] && return 0
     else
       [[ $want == no ]] && return 0
     fi
     sleep 0.05
   done
-  log "the gateway did not $([[ $want == yes ]] && echo apply || echo drop) the policy"; exit 1
+  log "the gateway on $port did not $([[ $want == yes ]] && echo apply || echo drop) the policy"; exit 1
 }
 store_policy() {
   curl -fsS -o /dev/null -X PUT "${INTERNAL_AUTH[@]}" -H 'content-type: application/json' "$POLICY_URL" \
-    -d '{"value":{"rate_limit":{"rps":10000000,"burst":10000000,"key":"subject"},"timeout_ms":5000,
+    -d '{"value":{"rate_limit":{"rps":1000000,"burst":1000000,"key":"subject"},"timeout_ms":5000,
          "retries":{"attempts":2,"on":["connect_error"]},"circuit_breaker":{"failure_threshold":5,"open_seconds":10},
          "request_headers":{"set":{"x-env":"bench"}},"response_headers":{"set":{"x-served-by":"mcp"}},
          "methods":["GET","HEAD"],"max_body_bytes":1048576}}'
@@ -123,17 +127,47 @@ best() { # the row with more req/s
   local a=($1) b=($2)
   awk -v x="${a[1]}" -v y="${b[1]}" 'BEGIN { exit !(x >= y) }' && echo "$1" || echo "$2"
 }
+TURNS=${TURNS:-3}
 store_policy
 POLICY=$(measure gateway+policy "http://127.0.0.1:$GW_PORT/svc/bench/" "$GW_PID")
-remove_policy
-GATEWAY=$(best "$GATEWAY" "$(measure gateway "http://127.0.0.1:$GW_PORT/svc/bench/" "$GW_PID")")
-store_policy
-POLICY=$(best "$POLICY" "$(measure gateway+policy "http://127.0.0.1:$GW_PORT/svc/bench/" "$GW_PID")")
+for _ in $(seq 2 "$TURNS"); do
+  remove_policy
+  GATEWAY=$(best "$GATEWAY" "$(measure gateway "http://127.0.0.1:$GW_PORT/svc/bench/" "$GW_PID")")
+  store_policy
+  POLICY=$(best "$POLICY" "$(measure gateway+policy "http://127.0.0.1:$GW_PORT/svc/bench/" "$GW_PID")")
+done
+
+# The same comparison in instructions, which a busy machine does not change:
+# a second gateway under callgrind, counters zeroed and dumped around a
+# fixed load with and without the policy (user-space instructions per
+# request; the kernel's share, the same loopback I/O either way, is not in it).
+INSTRUCTIONS=""
+if command -v valgrind >/dev/null 2>&1 && [[ ${CALLGRIND:-1} == 1 ]]; then
+  CG_PORT=$(free_port)
+  start_gateway gateway-callgrind "$CG_PORT" valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.%p"
+  CG_PID=${PIDS[-1]}
+  wait_http "http://127.0.0.1:$CG_PORT/readyz" 120
+  count_instructions() { # NAME: user-space instructions per request of the callgrind gateway over 5 s of load
+    local name=$1 before after requests ir
+    policy_seen "$([[ $name == gateway+policy ]] && echo yes || echo no)" "$CG_PORT"
+    wrk -t1 -c4 -d2s "${AUTH[@]}" "http://127.0.0.1:$CG_PORT/svc/bench/" >/dev/null
+    callgrind_control -z "$CG_PID" >/dev/null
+    requests=$(wrk -t1 -c4 -d5s "${AUTH[@]}" "http://127.0.0.1:$CG_PORT/svc/bench/" | awk '/requests in/ {print $1}')
+    callgrind_control -d "$CG_PID" >/dev/null
+    ir=$(cat "$WORK"/callgrind.$CG_PID.* 2>/dev/null | awk '/^(summary|totals):/ {v = $2} END {print v + 0}')
+    rm -f "$WORK"/callgrind.$CG_PID.*
+    awk -v ir="$ir" -v r="$requests" 'BEGIN { printf "%.1f", ir / r / 1000 }'
+  }
+  P_IR=$(count_instructions gateway+policy)
+  remove_policy
+  G_IR=$(count_instructions gateway)
+  INSTRUCTIONS="instructions per request (callgrind, user space): gateway ${G_IR}k, gateway+policy ${P_IR}k ($(awk -v g="$G_IR" -v p="$P_IR" 'BEGIN { printf "%+.1f%%", (p / g - 1) * 100 }'))"
+fi
 
 {
   echo "### bench/gateway — $(machine_line)"
   echo
-  echo "\`bash bench/gateway.sh\` (wrk -t$THREADS -c$CONNECTIONS -d$DURATION, HTTP/1.1 keep-alive, same nginx upstream; gateway and gateway+policy: best of two, measured in turns)"
+  echo "\`bash bench/gateway.sh\` (wrk -t$THREADS -c$CONNECTIONS -d$DURATION, HTTP/1.1 keep-alive, same nginx upstream; gateway and gateway+policy: best of $TURNS, measured in turns)"
   echo
   echo "| target | req/s | p50 ms | p99 ms | p99.9 ms | requests | errors | CPU µs/req (proxy) |"
   echo "|---|---|---|---|---|---|---|---|"
@@ -144,13 +178,19 @@ POLICY=$(best "$POLICY" "$(measure gateway+policy "http://127.0.0.1:$GW_PORT/svc
   set -- $NGINX; N_RPS=$2 N_P50=$3 N_P99=$4
   set -- $GATEWAY; G_RPS=$2 G_P50=$3 G_P99=$4
   set -- $DIRECT; D_P50=$3
-  set -- $POLICY; P_RPS=$2
-  awk -v g="$G_RPS" -v n="$N_RPS" -v gp="$G_P50" -v np="$N_P50" -v g9="$G_P99" -v n9="$N_P99" -v d="$D_P50" -v p="$P_RPS" 'BEGIN {
+  set -- $GATEWAY; G_CPU=$8
+  set -- $POLICY; P_RPS=$2 P_CPU=$8
+  awk -v g="$G_RPS" -v n="$N_RPS" -v gp="$G_P50" -v np="$N_P50" -v g9="$G_P99" -v n9="$N_P99" -v d="$D_P50" -v p="$P_RPS" \
+    -v gc="$G_CPU" -v pc="$P_CPU" 'BEGIN {
     printf "\nratio gateway/nginx: req/s %.2f, p50 %.2f, p99 %.2f; added p50 latency over direct: gateway %.3f ms, nginx %.3f ms\n",
       g / n, gp / np, g9 / n9, gp - d, np - d
-    printf "policy engine: gateway+policy/gateway req/s %.3f (%.1f%% throughput change with a policy stored)\n", p / g, (p / g - 1) * 100 }'
+    printf "policy engine: gateway+policy/gateway req/s %.3f (%.1f%% throughput change with a policy stored), CPU per request %+.1f%%\n",
+      p / g, (p / g - 1) * 100, (pc / gc - 1) * 100 }'
+  [[ -n $INSTRUCTIONS ]] && echo "$INSTRUCTIONS"
   echo "(CPU µs/req: direct = the upstream nginx; nginx = the proxy nginx alone; gateway = the gateway process alone.)"
 } | tee "$WORK/result.md"
 echo
 log "append to bench/RESULTS.md with: cat >> bench/RESULTS.md (the table above)"
-[[ ${BENCH_APPEND:-1} == 1 ]] && { echo; cat "$WORK/result.md"; echo; } >>"$BENCH_DIR/RESULTS.md"
+if [[ ${BENCH_APPEND:-1} == 1 ]]; then
+  { echo; cat "$WORK/result.md"; echo; } >>"$BENCH_DIR/RESULTS.md"
+fi

@@ -39,6 +39,9 @@ need() {
 }
 
 build_release() {
+  # BENCH_NO_BUILD=1 measures the release binaries already built (say, while
+  # the working tree has changes that are not meant to be measured).
+  [[ ${BENCH_NO_BUILD:-0} == 1 ]] && { log "using the release binaries in $BIN"; return; }
   log "building release binaries: $*"
   (cd "$ROOT" && cargo build --release --locked $(printf -- '-p %s ' "$@") >&2)
 }
