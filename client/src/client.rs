@@ -1,7 +1,7 @@
 //! [`Client`]: one typed async method per public API call, through the gateway.
 //!
-//! Routes follow DESIGN.md: `/api/v1/registry/…`, `/api/v1/config/…`,
-//! `/api/v1/health/…`, each with `Authorization: Bearer <JWT>`. Path
+//! Routes are the gateway's public API (README, "The gateway"):
+//! `/api/v1/registry/…`, `/api/v1/config/…`, `/api/v1/health/…`, each with `Authorization: Bearer <JWT>`. Path
 //! segments are percent-encoded, except a config key's `/`, which stays a
 //! path separator (config-svc routes `keys/{*key}`, and the gateway refuses
 //! an encoded slash with a 400; keys cannot hold `.`/`..` segments), query

@@ -1,6 +1,6 @@
 //! The loop both watchers run: keep a local copy current from an SSE watch.
 //!
-//! The protocol (DESIGN.md, "Shared state in Redis"): events carry
+//! The protocol (ARCHITECTURE.md, "Event streams"): events carry
 //! `id:` = revision; a reconnect sends `Last-Event-ID` and loses nothing;
 //! a `reset` event (the asked-for revision was trimmed, or Redis lost its
 //! data) means "re-list, then carry on from here". The first connection

@@ -1,4 +1,4 @@
-//! Request and response bodies of the public API (DESIGN.md, "Public API").
+//! Request and response bodies of the public API (README, "Using it").
 //!
 //! Every body is the type the services serialize and generate their OpenAPI
 //! documents from: [`mcp_shared::registry`], [`mcp_shared::config`] and

@@ -73,6 +73,11 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    // `config_writes_total` of every result is there, at 0, from the first scrape.
+    mcp_shared::metrics::handle();
+    for result in ["ok", "conflict", "rejected", "error"] {
+        metrics::counter!("config_writes_total", "result" => result).increment(0);
+    }
     // No secret, no service: it would otherwise answer anyone who reaches it.
     let internal = RequireInternalLayer::new(Arc::new(
         settings.internal.key().map_err(std::io::Error::other)?,

@@ -380,3 +380,7 @@ impl PartialSchema for WatchEvent {
             .into()
     }
 }
+
+// The gateway serves this document from `docs/openapi/`: keep it exact.
+#[cfg(test)]
+mcp_testkit::snapshot_test!(crate::api::openapi);

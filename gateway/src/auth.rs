@@ -235,7 +235,7 @@ where
 pub async fn check(verifier: &Verifier, request: &mut Request) -> Result<(), Response> {
     authorize(verifier, request).await.map_err(|error| {
         if let GatewayError::Unauthorized(failure) = &error {
-            metrics::counter!("gateway_auth_failures_total", "reason" => failure.reason())
+            metrics::counter!(crate::counters::AUTH_FAILURES, "reason" => failure.reason())
                 .increment(1);
         }
         error.into_response()

@@ -63,7 +63,7 @@ impl Service<Uri> for EgressConnector {
             let port = destination.port_u16().unwrap_or(80);
             let addrs = egress.resolve(host, port).await.inspect_err(|e| {
                 if e.refusal().is_some() {
-                    metrics::counter!("gateway_egress_refused_total").increment(1);
+                    metrics::counter!(crate::counters::EGRESS_REFUSED).increment(1);
                 }
             })?;
             let addr = addrs

@@ -31,6 +31,7 @@ pub mod auth;
 pub mod balance;
 pub mod circuit;
 pub mod consul;
+pub mod counters;
 pub mod docs;
 pub mod edge;
 pub mod egress;
@@ -314,6 +315,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    // Every counter a dashboard or alert reads is there, at 0, from the first scrape.
+    counters::register();
     // Load the certificate first: a bad TLS setting stops start-up with one line.
     let tls = match (&settings.tls_cert_file, &settings.tls_key_file) {
         (Some(cert), Some(key)) => Some(tls::load(cert, key).await?),

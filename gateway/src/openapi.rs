@@ -2,8 +2,8 @@
 //! (no token needed).
 //!
 //! It is the one contract a client of MCP needs: the control plane's
-//! documents, built in-process from the services' own code
-//! ([`CONTROL_PLANE`]) and re-rooted where the gateway exposes them
+//! documents, from the snapshots their tests keep exact ([`CONTROL_PLANE`])
+//! and re-rooted where the gateway exposes them
 //! (registry-svc `/v1/x` → `/api/v1/registry/x`, and so on), plus the
 //! gateway's own operations: `/svc/{service}/{rest}`, `/admin/upstreams`,
 //! `/admin/policies` (with the gateway policy schemas `Gateway*`),
@@ -48,16 +48,31 @@ pub const BEARER: &str = "bearer";
 /// `/openapi.json` ([`mcp_shared::openapi::document`]).
 const PROBES_TAG: &str = "operations";
 
-/// A function building a service's whole document.
+/// A function giving a service's whole document.
 type Document = fn() -> OpenApi;
 
-/// The control plane behind `/api/v1/{area}/…`: each area with the function
-/// that builds its service's document (the same code the service serves
-/// its own `/openapi.json` from, so the two cannot drift).
+/// The control plane behind `/api/v1/{area}/…`: each area with its
+/// service's document.
+///
+/// The documents are snapshots checked in under `docs/openapi/`, which each
+/// service's tests keep exactly equal to the document it serves (run them
+/// with `UPDATE_SNAPSHOTS=1` after changing an API). Snapshots rather than
+/// the services' code: the gateway, the hot-path binary, then links none of
+/// the services (their JSON Schema validator, Lua, prober), and an edit of
+/// a handler does not rebuild it. Rather than fetching the documents at run
+/// time: the public document then never depends on which services answer
+/// at start, and a schemathesis run or a client generator gets the same
+/// document every time from the same build.
 pub const CONTROL_PLANE: &[(&str, Document)] = &[
-    ("registry", registry_svc::api::openapi),
-    ("config", config_svc::api::openapi),
-    ("health", health_svc::api::openapi),
+    ("registry", || {
+        snapshot(include_str!("../../docs/openapi/registry-svc.json"))
+    }),
+    ("config", || {
+        snapshot(include_str!("../../docs/openapi/config-svc.json"))
+    }),
+    ("health", || {
+        snapshot(include_str!("../../docs/openapi/health-svc.json"))
+    }),
 ];
 
 /// `/svc/{service}/{rest}` with any method: forwarded to `/{rest}` on a
@@ -164,6 +179,65 @@ fn console_page() {}
     ),
 )]
 struct Own;
+
+/// A service's document from its snapshot. The services' tests write the
+/// snapshots from a real document and the gateway's tests read them back,
+/// so a snapshot that does not parse cannot ship; if one did, its area
+/// would be missing from the document (logged), not the gateway down.
+fn snapshot(text: &str) -> OpenApi {
+    serde_json::from_str(text)
+        .and_then(|mut json| {
+            mark_typeless(&mut json, false);
+            serde_json::from_value(json)
+        })
+        .unwrap_or_else(|error| {
+            tracing::error!(%error, "a control-plane OpenAPI snapshot does not parse");
+            OpenApi::default()
+        })
+}
+
+/// utoipa writes a schema of any type (config-svc's `value`) without a
+/// `type` but cannot read one back without it; `"type": null` is how its
+/// `SchemaType::AnyValue` reads, and writes back as no `type` at all. So
+/// give every schema in `value` that has no `type`, `$ref` or composition
+/// a `"type": null` (`schema`: whether `value` itself is a schema).
+fn mark_typeless(value: &mut serde_json::Value, schema: bool) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let typed = ["type", "$ref", "oneOf", "allOf", "anyOf"]
+                .iter()
+                .any(|key| map.contains_key(*key));
+            if schema && !typed {
+                map.insert("type".to_owned(), Value::Null);
+            }
+            for (key, child) in map.iter_mut() {
+                match key.as_str() {
+                    // Values, not schemas.
+                    "example" | "examples" | "default" | "enum" | "const" => {}
+                    "schema" | "items" | "additionalProperties" => mark_typeless(child, true),
+                    "properties" | "schemas" => {
+                        for member in child
+                            .as_object_mut()
+                            .into_iter()
+                            .flat_map(|m| m.values_mut())
+                        {
+                            mark_typeless(member, true);
+                        }
+                    }
+                    "oneOf" | "allOf" | "anyOf" => {
+                        for member in child.as_array_mut().into_iter().flatten() {
+                            mark_typeless(member, true);
+                        }
+                    }
+                    _ => mark_typeless(child, false),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|item| mark_typeless(item, false)),
+        _ => {}
+    }
+}
 
 /// The whole public document (built once at start; see the module docs).
 pub fn document() -> OpenApi {
@@ -312,7 +386,13 @@ fn rename_clashing_schemas(document: &OpenApi, area: &str, mut service: OpenApi)
     let clashes: Vec<String> = theirs
         .schemas
         .iter()
-        .filter(|(name, schema)| ours.schemas.get(*name).is_some_and(|o| o != *schema))
+        .filter(|(name, schema)| {
+            // Compared as JSON: the same definition read from a snapshot
+            // may list its properties in another order.
+            ours.schemas
+                .get(*name)
+                .is_some_and(|o| serde_json::to_value(o).ok() != serde_json::to_value(schema).ok())
+        })
         .map(|(name, _)| name.clone())
         .collect();
     if clashes.is_empty() {
@@ -656,6 +736,31 @@ mod policy_schema_tests {
             if let Err(error) = serde_json::from_value::<RefOr<Schema>>(schema.clone()) {
                 panic!("{name}: {error}\n{schema}");
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// Each snapshot parses, and nothing is lost on the way: the document
+    /// the gateway merges is the one the service's tests wrote.
+    #[test]
+    fn every_snapshot_parses_without_losing_a_member() {
+        let texts = [
+            include_str!("../../docs/openapi/registry-svc.json"),
+            include_str!("../../docs/openapi/config-svc.json"),
+            include_str!("../../docs/openapi/health-svc.json"),
+        ];
+        assert_eq!(texts.len(), CONTROL_PLANE.len());
+        for (text, (area, build)) in texts.iter().zip(CONTROL_PLANE) {
+            let stored: serde_json::Value = serde_json::from_str(text).unwrap();
+            let parsed = serde_json::to_value(build()).unwrap();
+            assert_eq!(parsed, stored, "{area}");
+            assert!(!build().paths.paths.is_empty(), "{area}");
         }
     }
 }

@@ -179,7 +179,7 @@ impl RateLimiter {
             } => {
                 let now_ms = epoch.elapsed().as_millis() as u64;
                 if now_ms < skip_until_ms.load(Ordering::Relaxed) {
-                    metrics::counter!("gateway_rate_limit_fail_open_total").increment(1);
+                    metrics::counter!(crate::counters::RATE_LIMIT_FAIL_OPEN).increment(1);
                     return None;
                 }
                 // A service's limiter keeps its own buckets (one `format!`
@@ -203,7 +203,7 @@ impl RateLimiter {
                         // Fail open; say so once per outage second, not per request.
                         skip_until_ms.store(now_ms + 1000, Ordering::Relaxed);
                         tracing::warn!(%error, "rate limit store unavailable; letting requests through");
-                        metrics::counter!("gateway_rate_limit_fail_open_total").increment(1);
+                        metrics::counter!(crate::counters::RATE_LIMIT_FAIL_OPEN).increment(1);
                         None
                     }
                 }
@@ -311,7 +311,7 @@ where
                 return inner.call(request).await;
             };
             if !decision.allowed {
-                metrics::counter!("gateway_rate_limited_total").increment(1);
+                metrics::counter!(crate::counters::RATE_LIMITED).increment(1);
                 let mut response = GatewayError::RateLimited {
                     retry_after: decision.retry_after_secs,
                 }

@@ -397,17 +397,22 @@ async fn trace_of(collector: &Collector, gateway_path: &str, registry_path: &str
 }
 
 async fn otel_stack() -> (Collector, Process, Process) {
+    otel_stack_with(&[]).await
+}
+
+/// A collector, registry-svc and a gateway exporting to it, all with `env`.
+async fn otel_stack_with(env: &[(&str, String)]) -> (Collector, Process, Process) {
     let prefix = prefix();
     let collector = Collector::start().await;
-    let otel = [("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url.clone())];
-    let registry = Process::start("registry-svc", &prefix, &otel).await;
-    let gateway = gateway(&prefix, &registry, &otel).await;
+    let mut all = vec![("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url.clone())];
+    all.extend(env.iter().cloned());
+    let registry = Process::start("registry-svc", &prefix, &all).await;
+    let gateway = gateway(&prefix, &registry, &all).await;
     (collector, registry, gateway)
 }
 
-#[tokio::test]
-async fn one_request_through_the_gateway_is_one_trace_across_both_processes_down_to_redis() {
-    let (collector, registry, gateway) = otel_stack().await;
+/// `GET /api/v1/registry/services` through `gateway` answers 200.
+async fn list_services(gateway: &Process) {
     let response = reqwest::Client::new()
         .get(gateway.at("/api/v1/registry/services"))
         .header("authorization", bearer("registry:read"))
@@ -415,6 +420,12 @@ async fn one_request_through_the_gateway_is_one_trace_across_both_processes_down
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn one_request_through_the_gateway_is_one_trace_across_both_processes_down_to_redis() {
+    let (collector, registry, gateway) = otel_stack().await;
+    list_services(&gateway).await;
 
     let trace = trace_of(&collector, "/api/v1/registry/services", "/v1/services").await;
     let RequestTrace {
@@ -825,4 +836,91 @@ async fn cpu_profiling_is_off_unless_enabled() {
         .await
         .unwrap();
     assert_eq!(response.status(), 404);
+}
+
+#[tokio::test]
+async fn with_rust_log_at_warn_the_services_spans_are_still_exported() {
+    // The prod overlay's log level: only warnings are logged, yet the
+    // request spans (made at `info`) reach the collector.
+    let (collector, _registry, gateway) = otel_stack_with(&[("RUST_LOG", "warn".to_owned())]).await;
+    list_services(&gateway).await;
+
+    let trace = trace_of(&collector, "/api/v1/registry/services", "/v1/services").await;
+    assert_eq!(trace.registry_server.name, "GET /v1/services");
+    assert_eq!(
+        trace.registry_server.parent_span_id,
+        trace.gateway_client.span_id
+    );
+    // …and the log level still holds for the log lines.
+    assert!(
+        gateway
+            .log_lines()
+            .iter()
+            .all(|line| line["level"] != "INFO" && line["level"] != "DEBUG"),
+        "{}",
+        gateway.output()
+    );
+}
+
+#[tokio::test]
+async fn counters_that_alerts_read_are_at_zero_right_after_start() {
+    let prefix = prefix();
+    let registry = Process::start("registry-svc", &prefix, &[]).await;
+    let config = Process::start("config-svc", &prefix, &[]).await;
+    let health = Process::start("health-svc", &prefix, &[]).await;
+    let gateway = gateway(&prefix, &registry, &[]).await;
+
+    let mut expected: Vec<(&Process, String)> = [
+        "gateway_rate_limited_total",
+        "gateway_rate_limit_fail_open_total",
+        "gateway_egress_refused_total",
+    ]
+    .into_iter()
+    .map(|series| (&gateway, series.to_owned()))
+    .collect();
+    for reason in [
+        "missing",
+        "malformed",
+        "signature",
+        "algorithm",
+        "unknown_key",
+        "expired",
+        "not_yet_valid",
+        "issuer",
+        "audience",
+        "claims",
+    ] {
+        expected.push((
+            &gateway,
+            format!(r#"gateway_auth_failures_total{{reason="{reason}"}}"#),
+        ));
+    }
+    for result in ["ok", "conflict", "rejected", "error"] {
+        expected.push((
+            &config,
+            format!(r#"config_writes_total{{result="{result}"}}"#),
+        ));
+    }
+    for kind in ["http", "tcp"] {
+        for result in ["passing", "warning", "critical"] {
+            expected.push((
+                &health,
+                format!(r#"health_checks_total{{type="{kind}",result="{result}"}}"#),
+            ));
+        }
+    }
+    for (process, series) in expected {
+        let metrics = process.metrics().await;
+        assert_eq!(
+            sample(&metrics, &series),
+            0.0,
+            "{} should list {series} at 0:\n{metrics}",
+            process.name
+        );
+        assert!(
+            metrics.lines().any(|line| line.starts_with(&series)),
+            "{} lacks {series}:\n{metrics}",
+            process.name
+        );
+    }
 }

@@ -290,3 +290,7 @@ fn explanation(view: InstanceView, thresholds: Thresholds, now: u64) -> Explain 
         id,
     }
 }
+
+// The gateway serves this document from `docs/openapi/`: keep it exact.
+#[cfg(test)]
+mcp_testkit::snapshot_test!(crate::api::openapi);

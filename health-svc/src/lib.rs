@@ -104,6 +104,19 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    // `health_checks_total` of every type and result is there, at 0, from the
+    // first scrape, so an alert on failed checks sees 0 rather than no data.
+    mcp_shared::metrics::handle();
+    for kind in ["http", "tcp"] {
+        for outcome in [
+            hysteresis::Outcome::Pass,
+            hysteresis::Outcome::Warn,
+            hysteresis::Outcome::Fail,
+        ] {
+            metrics::counter!("health_checks_total", "type" => kind, "result" => outcome.as_str())
+                .increment(0);
+        }
+    }
     // No secret, no service: it would otherwise answer anyone who reaches it.
     let internal = RequireInternalLayer::new(Arc::new(
         settings.internal.key().map_err(std::io::Error::other)?,

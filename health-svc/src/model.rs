@@ -4,7 +4,7 @@
 use mcp_shared::{health::ServiceHealthSummary, registry::HealthStatus};
 
 /// Counts per status and the aggregate of a service: `critical` when no
-/// instance passes, `warning` when some do not, else `passing` (DESIGN.md).
+/// instance passes, `warning` when some do not, else `passing` (README, "Health checks").
 pub fn aggregate(name: String, statuses: &[HealthStatus]) -> ServiceHealthSummary {
     let count = |s: HealthStatus| statuses.iter().filter(|x| **x == s).count() as u32;
     let passing = count(HealthStatus::Passing);

@@ -63,7 +63,7 @@ pub struct StackOptions {
 }
 
 impl Default for StackOptions {
-    /// The defaults of `mcpctl up`: DESIGN.md's ports, on loopback.
+    /// The defaults of `mcpctl up`: the documented ports (README, "Settings"), on loopback.
     fn default() -> Self {
         let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
         Self {

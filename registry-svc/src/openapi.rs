@@ -183,3 +183,7 @@ impl ToSchema for WatchEvent {
         <RegistryEvent as ToSchema>::schemas(schemas);
     }
 }
+
+// The gateway serves this document from `docs/openapi/`: keep it exact.
+#[cfg(test)]
+mcp_testkit::snapshot_test!(crate::api::openapi);

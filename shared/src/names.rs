@@ -1,9 +1,9 @@
 //! Validated names: services, instance ids, namespaces and config keys.
 //!
-//! DESIGN.md: 1–128 of `A-Za-z0-9._-`; keys may also hold `/`. On top of the
-//! character set we refuse `.` and `..` as whole names or key segments and
-//! empty key segments, so a name can never act as a path step. Types are
-//! only built valid ("validate at the edge, trust inside").
+//! Names (README, "Using it"): 1–128 of `A-Za-z0-9._-`; keys may also hold
+//! `/`. On top of the character set we refuse `.` and `..` as whole names
+//! or key segments and empty key segments, so a name can never act as a
+//! path step. Types are only built valid ("validate at the edge, trust inside").
 
 use std::fmt;
 

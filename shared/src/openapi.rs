@@ -195,7 +195,7 @@ fn metrics() {}
 #[utoipa::path(
     get, path = "/openapi.json", tag = "operations", operation_id = "openapi",
     responses((status = 200, description = "The service's OpenAPI 3.1 document.",
-        body = serde_json::Value, content_type = "application/json")),
+        body = Object, content_type = "application/json")),
 )]
 #[allow(dead_code)] // documents `serve`
 fn openapi() {}

@@ -74,6 +74,12 @@ pub struct CommonSettings {
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = parse_optional_http_url)]
     pub otel_exporter_otlp_endpoint: Option<String>,
 
+    /// Which spans are exported to the OTLP collector (`EnvFilter` syntax),
+    /// independent of `RUST_LOG`: a quiet log level (`RUST_LOG=warn`) must
+    /// not empty the traces, since request spans are made at `info`.
+    #[arg(long, env = "OTEL_TRACES_FILTER", default_value = "info")]
+    pub otel_traces_filter: String,
+
     /// Service name reported in traces (defaults to the binary's name).
     #[arg(long, env = "OTEL_SERVICE_NAME")]
     pub otel_service_name: Option<String>,

@@ -84,9 +84,10 @@ pub fn init(
     // scaffold) would be a no-op handle and never show on `/metrics`.
     crate::metrics::handle();
     global::set_text_map_propagator(TraceContextPropagator::new());
-    let filter = EnvFilter::try_new(&settings.rust_log).map_err(|e| {
-        anyhow_like::Error(format!("invalid RUST_LOG {:?}: {e}", settings.rust_log))
-    })?;
+    // Two filters, one per layer: `RUST_LOG` picks the log lines and
+    // `OTEL_TRACES_FILTER` the exported spans, so a service that logs only
+    // warnings still exports its request spans (ARCHITECTURE.md, "Telemetry").
+    let filter = env_filter("RUST_LOG", &settings.rust_log)?;
     let fmt_layer = match settings.log_format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
@@ -113,17 +114,26 @@ pub fn init(
                 .map_err(|e| anyhow_like::Error(format!("OTLP exporter: {e}")))?;
             let provider = tracer_provider(exporter, &service_name);
             global::set_tracer_provider(provider.clone());
-            (Some(layer(&provider, &service_name)), Some(provider))
+            let spans = env_filter("OTEL_TRACES_FILTER", &settings.otel_traces_filter)?;
+            (
+                Some(layer(&provider, &service_name).with_filter(spans)),
+                Some(provider),
+            )
         }
         None => (None, None),
     };
     tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt_layer)
+        .with(fmt_layer.with_filter(filter))
         .with(otel_layer)
         .try_init()
         .map_err(|e| anyhow_like::Error(format!("tracing subscriber: {e}")))?;
     Ok(TelemetryGuard { provider })
+}
+
+/// An `EnvFilter` from the setting `name`, or a start-up error naming it.
+fn env_filter(name: &str, directives: &str) -> anyhow_like::Result<EnvFilter> {
+    EnvFilter::try_new(directives)
+        .map_err(|e| anyhow_like::Error(format!("invalid {name} {directives:?}: {e}")))
 }
 
 /// The tracing layer that turns spans into OpenTelemetry spans of `provider`.

@@ -268,3 +268,44 @@ pub fn assert_body_is<T: Serialize + DeserializeOwned>(body: &Value) -> T {
     );
     typed
 }
+
+/// Environment variable that makes [`assert_snapshot`] rewrite the snapshot.
+pub const UPDATE_SNAPSHOTS: &str = "UPDATE_SNAPSHOTS";
+
+/// The checked-in snapshot of a service's document
+/// (`docs/openapi/{service}.json`, which the gateway merges into its own)
+/// is exactly `document`. With `UPDATE_SNAPSHOTS=1` it is rewritten
+/// instead, for a change that meant to change the document. A service's
+/// unit tests call it through [`snapshot_test!`](crate::snapshot_test).
+pub fn assert_snapshot(document: &OpenApi, service: &str) {
+    let snapshot = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../docs/openapi")
+        .join(format!("{service}.json"));
+    let mut text = serde_json::to_string_pretty(document).unwrap();
+    text.push('\n');
+    if std::env::var_os(UPDATE_SNAPSHOTS).is_some_and(|v| v == "1") {
+        std::fs::write(&snapshot, &text).unwrap();
+        return;
+    }
+    let stored = std::fs::read_to_string(&snapshot).unwrap_or_default();
+    assert!(
+        stored == text,
+        "{} is not {service}'s document: run its tests with {UPDATE_SNAPSHOTS}=1 \
+         and commit the file (the gateway serves the snapshot)",
+        snapshot.display()
+    );
+}
+
+/// The unit test that keeps a service's snapshot exact (see
+/// [`openapi::assert_snapshot`](crate::openapi::assert_snapshot)):
+/// `mcp_testkit::snapshot_test!(crate::api::openapi);` in the service's library.
+#[macro_export]
+macro_rules! snapshot_test {
+    ($document:path) => {
+        #[cfg(test)]
+        #[test]
+        fn the_checked_in_openapi_snapshot_is_the_document() {
+            $crate::openapi::assert_snapshot(&$document(), env!("CARGO_PKG_NAME"));
+        }
+    };
+}
