@@ -263,4 +263,44 @@ mod tests {
         let wait = b.try_acquire().expect_err("open");
         assert!(wait > 59_000 && wait <= 60_000, "{wait}");
     }
+
+    #[test]
+    fn concurrent_requests_at_half_open_get_exactly_one_trial() {
+        const THREADS: usize = 8;
+        // Many rounds, each with every thread released at once by a barrier
+        // onto a circuit whose open time has just run out.
+        for round in 0..200 {
+            let b = std::sync::Arc::new(breaker(Duration::ZERO));
+            b.record(Admission::Normal, false);
+            b.record(Admission::Normal, false);
+            assert_eq!(b.state(), CircuitState::Open);
+            let start = std::sync::Arc::new(std::sync::Barrier::new(THREADS));
+            let threads: Vec<_> = (0..THREADS)
+                .map(|_| {
+                    let (b, start) = (b.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        b.try_acquire()
+                    })
+                })
+                .collect();
+            let admitted: Vec<_> = threads
+                .into_iter()
+                .filter_map(|thread| thread.join().ok())
+                .collect();
+            assert_eq!(admitted.len(), THREADS, "round {round}: a thread died");
+            let trials = admitted
+                .iter()
+                .filter(|a| **a == Ok(Admission::Trial))
+                .count();
+            assert_eq!(trials, 1, "round {round}: {admitted:?}");
+            assert!(
+                admitted
+                    .iter()
+                    .all(|a| a.is_err() || *a == Ok(Admission::Trial)),
+                "round {round}: nobody passes as if closed: {admitted:?}"
+            );
+            assert_eq!(b.state(), CircuitState::HalfOpen);
+        }
+    }
 }
