@@ -9,12 +9,13 @@ use axum::{
     Json, Router,
     body::Bytes,
     extract::{Extension, Path, Query, State},
-    http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use mcp_shared::{
     egress::Egress,
     events::{Event, EventFeed},
+    http,
     internal::{Caller, RequireInternalLayer},
     names::Name,
     openapi::{
@@ -30,7 +31,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     error::ApiError,
-    model::{InstanceQuery, Registration, WatchQuery, parse_revision, parse_services_query},
+    model::{InstanceQuery, Registration, WatchQuery, parse_services_query},
     openapi::{BlockingQuery, WatchEvent},
     store::{ServiceCounts, Store},
 };
@@ -38,8 +39,9 @@ use crate::{
 /// The area of the registry's scopes (`registry:read[:{service}]`, …).
 const AREA: &str = "registry";
 
-/// The header carrying the registry revision a response reflects.
-pub const INDEX_HEADER: HeaderName = HeaderName::from_static("x-mcp-index");
+/// The header carrying the registry revision a response reflects (one name
+/// for every service: [`mcp_shared::http::INDEX_HEADER`]).
+pub use mcp_shared::http::INDEX_HEADER;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -342,15 +344,8 @@ async fn watch(
     Query(pairs): Pairs,
 ) -> Result<Response, ApiError> {
     let query = WatchQuery::parse(&pairs)?;
-    let last_event_id = headers
-        .get("last-event-id")
-        .map(|value| {
-            value
-                .to_str()
-                .map_err(|_| ApiError::bad_param("Last-Event-ID", "must be a revision"))
-                .and_then(|v| parse_revision("Last-Event-ID", v))
-        })
-        .transpose()?;
+    let last_event_id =
+        http::last_event_id(&headers).map_err(|e| ApiError::bad_param(e.field, e.message))?;
     let after = last_event_id.or(query.index);
     let service = query.service.map(Name::into_string);
     // The asked-for service, and in any case only services the caller may read.

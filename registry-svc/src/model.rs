@@ -340,11 +340,7 @@ fn valid_check_path(path: &str) -> bool {
 }
 
 fn parse_bool(field: &str, value: &str) -> Result<bool, ApiError> {
-    match value {
-        "true" | "1" => Ok(true),
-        "false" | "0" => Ok(false),
-        _ => Err(ApiError::bad_param(field, "must be true or false")),
-    }
+    mcp_shared::http::parse_bool(field, value).map_err(|e| ApiError::bad_param(e.field, e.message))
 }
 
 /// The query of `GET /v1/services/{service}/instances`.

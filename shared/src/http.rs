@@ -1,6 +1,7 @@
-//! HTTP request pieces that several binaries must read the same way.
-//!
-//! Today that is the blocking query (`?index=N&wait=D`, as Consul has it):
+//! HTTP request pieces that several binaries must read the same way: the
+//! header names of the revision protocol ([`INDEX_HEADER`],
+//! [`last_event_id`]), boolean query flags ([`parse_bool`]) and, above all,
+//! the blocking query (`?index=N&wait=D`, as Consul has it):
 //! registry-svc and config-svc hold a read until the revision passes `N` or
 //! `D` runs out, and the gateway gives such a request `D` on top of its
 //! upstream timeout. If the gateway read the query differently from the
@@ -21,12 +22,45 @@
 
 use std::time::Duration;
 
+use axum::http::{HeaderMap, HeaderName};
 use utoipa::openapi::{
     ObjectBuilder, Required, Type,
     path::{Parameter, ParameterBuilder, ParameterIn},
 };
 
 use crate::problem::FieldError;
+
+/// The response header carrying the revision a read saw (Consul's
+/// `X-Consul-Index`): the `index` to pass on the next blocking read.
+pub const INDEX_HEADER: HeaderName = HeaderName::from_static("x-mcp-index");
+
+/// The SSE resume header: the revision of the last event the client has.
+pub const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+
+/// The revision in `Last-Event-ID`, if the request has one (surrounding
+/// blanks allowed, as an `EventSource` may send them).
+pub fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, FieldError> {
+    headers
+        .get(LAST_EVENT_ID)
+        .map(|value| {
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or_else(|| FieldError::new("Last-Event-ID", "must be a revision"))
+        })
+        .transpose()
+}
+
+/// A boolean query flag: `true`/`1`, `false`/`0`, or present without a
+/// value (`?healthy`, `?dry_run=`), which means true, as Consul's `?passing`.
+pub fn parse_bool(field: &str, value: &str) -> Result<bool, FieldError> {
+    match value {
+        "" | "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(FieldError::new(field, "must be true or false")),
+    }
+}
 
 /// Longest a blocking query is held; longer asks are cut to it.
 pub const MAX_WAIT: Duration = Duration::from_secs(300);
@@ -203,5 +237,22 @@ mod tests {
                 wait: Duration::from_secs(2)
             }))
         );
+    }
+
+    #[test]
+    fn flags_and_resume_headers_read_one_way() {
+        assert_eq!(parse_bool("f", ""), Ok(true));
+        assert_eq!(parse_bool("f", "1"), Ok(true));
+        assert_eq!(parse_bool("f", "false"), Ok(false));
+        assert_eq!(
+            parse_bool("f", "yes").map_err(|e| e.field),
+            Err("f".to_owned())
+        );
+        let mut headers = HeaderMap::new();
+        assert_eq!(last_event_id(&headers), Ok(None));
+        headers.insert(LAST_EVENT_ID, " 42 ".parse().unwrap());
+        assert_eq!(last_event_id(&headers), Ok(Some(42)));
+        headers.insert(LAST_EVENT_ID, "x".parse().unwrap());
+        assert!(last_event_id(&headers).is_err());
     }
 }

@@ -56,7 +56,6 @@ const MAX_NATIVE_BODY: usize = 32 * 1024 * 1024;
 const X_CONSUL_INDEX: HeaderName = HeaderName::from_static("x-consul-index");
 const X_CONSUL_KNOWN_LEADER: HeaderName = HeaderName::from_static("x-consul-knownleader");
 const X_CONSUL_LAST_CONTACT: HeaderName = HeaderName::from_static("x-consul-lastcontact");
-const X_MCP_INDEX: &str = "x-mcp-index";
 
 /// What the Consul handlers share.
 #[derive(Clone)]
@@ -237,7 +236,7 @@ pub async fn call(
         .map_err(|e| GatewayError::BadGateway(format!("cannot read the native answer: {e}")))?;
     let index = parts
         .headers
-        .get(X_MCP_INDEX)
+        .get(mcp_shared::http::INDEX_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
     Ok(Native {
