@@ -224,7 +224,7 @@ impl Checker {
         let publish = (record.status != HealthStatus::Unknown).then_some(record.status);
         match self
             .store
-            .record(&target.keys, &target.service, &target.id, &record, publish)
+            .record(&target.service, &target.id, &record, publish)
             .await
         {
             Ok(Recorded::Changed) => tracing::info!(
@@ -247,7 +247,7 @@ impl Checker {
         if overdue {
             match self
                 .store
-                .deregister_critical(&target.keys, &target.service, &target.id)
+                .deregister_critical(&target.service, &target.id)
                 .await
             {
                 Ok(true) => tracing::info!(

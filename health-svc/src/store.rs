@@ -11,18 +11,20 @@
 //! | `health:claim:{service}/{id}` | string | the last check slot claimed (expires after 3 intervals) |
 //! | `health:replicas` | sorted set | replica id → last heartbeat (ms, Redis clock) |
 //!
-//! health-svc writes into the registry's keys in two places, both atomic
-//! scripts that bump the registry's revision and append to its stream:
-//! a status change (`lua/record.lua`, event `health`) and the removal of an
-//! instance critical past `deregister_critical_after_seconds`
-//! (`lua/deregister.lua`, event `deregistered`).
+//! health-svc writes into the registry's keys in two places, both through
+//! the registry's one writer ([`RegistryWrites`], the scripts registry-svc
+//! writes with too): a check result and status change (`record.lua`, event
+//! `health`) and the removal of an instance critical past
+//! `deregister_critical_after_seconds` (`deregister.lua`, event
+//! `deregistered`).
 
 use std::collections::HashMap;
 
+pub use mcp_shared::registry::writes::Recorded;
 use mcp_shared::{
     Redis, StoreError,
-    events::{EventLog, script},
-    registry::{HealthRecord, HealthStatus, Instance, RegistryKeys},
+    events::EventLog,
+    registry::{HealthRecord, HealthStatus, Instance, RegistryKeys, writes::RegistryWrites},
 };
 use redis::Script;
 
@@ -37,17 +39,6 @@ pub struct TargetKeys {
     pub claim: String,
     /// `{service}/{id}` in `reg:leases`.
     pub lease_member: String,
-}
-
-/// What writing one check result did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recorded {
-    /// The instance is gone; nothing was kept.
-    Gone,
-    /// Stored; the instance's status did not change.
-    Kept,
-    /// Stored, the status changed and a `health` event went out.
-    Changed,
 }
 
 /// One instance as the explain endpoint needs it.
@@ -67,9 +58,8 @@ pub struct Store {
     log: EventLog,
     registry: RegistryKeys,
     replicas: String,
+    writes: RegistryWrites,
     claim_script: Script,
-    record_script: Script,
-    deregister_script: Script,
     replicas_script: Script,
 }
 
@@ -86,9 +76,8 @@ impl Store {
         Self {
             registry: RegistryKeys::new(redis.clone()),
             replicas: redis.key(&["health", "replicas"]),
+            writes: RegistryWrites::new(redis.clone(), log.clone()),
             claim_script: Script::new(include_str!("lua/claim.lua")),
-            record_script: script(include_str!("lua/record.lua")),
-            deregister_script: script(include_str!("lua/deregister.lua")),
             replicas_script: Script::new(include_str!("lua/replicas.lua")),
             redis,
             log,
@@ -226,7 +215,6 @@ impl Store {
     /// (and emit a `health` event) when it differs from the stored one.
     pub async fn record(
         &self,
-        keys: &TargetKeys,
         service: &str,
         id: &str,
         record: &HealthRecord,
@@ -234,53 +222,17 @@ impl Store {
     ) -> Result<Recorded, StoreError> {
         let json = serde_json::to_string(record)
             .map_err(|e| StoreError::Corrupt(format!("health record: {e}")))?;
-        let mut conn = self.redis.conn();
-        let mut invocation = self.record_script.key(&keys.instances);
-        invocation
-            .key(&keys.health)
-            .key(self.log.revision_key())
-            .key(self.log.stream_key())
-            .arg(id)
-            .arg(service)
-            .arg(json)
-            .arg(publish.map_or("", HealthStatus::as_str))
-            .arg(self.log.max_len());
-        let outcome: i64 = self
-            .redis
-            .run(async move { invocation.invoke_async(&mut conn).await })
-            .await?;
-        Ok(match outcome {
-            0 => Recorded::Gone,
-            2 => Recorded::Changed,
-            _ => Recorded::Kept,
-        })
+        self.writes.record(service, id, &json, publish).await
     }
 
-    /// Remove an instance that is still critical (see `lua/deregister.lua`).
-    /// True when this call removed it.
-    pub async fn deregister_critical(
-        &self,
-        keys: &TargetKeys,
-        service: &str,
-        id: &str,
-    ) -> Result<bool, StoreError> {
-        let mut conn = self.redis.conn();
-        let mut invocation = self.deregister_script.key(&keys.instances);
-        invocation
-            .key(&keys.health)
-            .key(&self.registry.leases)
-            .key(&self.registry.services)
-            .key(self.log.revision_key())
-            .key(self.log.stream_key())
-            .arg(id)
-            .arg(service)
-            .arg(&keys.lease_member)
-            .arg(self.log.max_len());
-        let removed: i64 = self
-            .redis
-            .run(async move { invocation.invoke_async(&mut conn).await })
+    /// Remove an instance that is still critical (see `deregister.lua` of
+    /// the registry's writes). True when this call removed it.
+    pub async fn deregister_critical(&self, service: &str, id: &str) -> Result<bool, StoreError> {
+        let removed = self
+            .writes
+            .deregister(service, id, Some(HealthStatus::Critical))
             .await?;
-        Ok(removed == 1)
+        Ok(removed.is_some())
     }
 
     /// Renew this replica's heartbeat and list the live replicas.

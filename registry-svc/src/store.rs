@@ -2,8 +2,10 @@
 //! revision bump and event in one atomic step) and one read-only script per
 //! listing (data and revision from one consistent snapshot).
 //!
-//! The shared schema is documented in [`mcp_shared::registry`]. On top of it
-//! registry-svc keeps two keys of its own for mass-expiry protection:
+//! The shared schema is documented in [`mcp_shared::registry`], and every
+//! write of it goes through [`RegistryWrites`] (the scripts health-svc
+//! writes with too). On top of it registry-svc keeps two keys of its own for
+//! mass-expiry protection (written by `reap.lua` there as well):
 //!
 //! | key | type | content |
 //! |---|---|---|
@@ -15,64 +17,23 @@
 
 use std::sync::{Arc, LazyLock};
 
+pub use mcp_shared::registry::writes::{Protection, Reaped, Registered, Renewed};
 use mcp_shared::{
     Redis, StoreError,
-    events::{self, EventLog},
+    events::EventLog,
     names::Name,
-    registry::{self, HealthStatus, Instance, RegistryKeys, ServiceSummary},
+    registry::{self, Instance, RegistryKeys, ServiceSummary, writes::RegistryWrites},
     time::rfc3339_ms,
 };
 use redis::Script;
 
-static REGISTER: LazyLock<Script> =
-    LazyLock::new(|| events::script(include_str!("lua/register.lua")));
-static HEARTBEAT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/heartbeat.lua")));
-static DEREGISTER: LazyLock<Script> =
-    LazyLock::new(|| events::script(include_str!("lua/deregister.lua")));
 static INSTANCES: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/instances.lua")));
 static SERVICES: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/services.lua")));
 static DUE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/due.lua")));
-static REAP: LazyLock<Script> = LazyLock::new(|| events::script(include_str!("lua/reap.lua")));
 
 /// Most lease members one reaper pass scans for due services.
 const DUE_SCAN_LIMIT: u64 = 100_000;
-
-/// What a registration did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Registered {
-    /// A new instance (201) rather than a replacement (200).
-    pub created: bool,
-    /// The status it was stored with.
-    pub status: HealthStatus,
-    /// The revision of the change.
-    pub revision: u64,
-    /// Its lease deadline, ms since the epoch.
-    pub deadline_ms: u64,
-}
-
-/// A renewed lease.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Renewed {
-    /// The instance JSON as stored (without `expires_at`).
-    pub stored: String,
-    /// The new deadline, ms since the epoch.
-    pub deadline_ms: u64,
-}
-
-/// Mass-expiry protection policy (see `reap.lua` and the README).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Protection {
-    /// Share of a service's instances at risk above which expiries are held.
-    pub threshold: f64,
-    /// Fewest instances at risk that can trip protection.
-    pub min_instances: u64,
-    /// How far back expiries count as part of the same mass expiry, ms.
-    pub window_ms: u64,
-    /// Leases that ran out within this many ms of each other are judged together.
-    pub settle_ms: u64,
-}
 
 /// One service's instance counts by status, as `services.lua` reads them:
 /// the API shows a [`ServiceSummary`] of them, the metrics every count.
@@ -106,15 +67,6 @@ impl ServiceCounts {
     }
 }
 
-/// One reaper pass over one service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reaped {
-    /// Instances expired (each with one `expired` event).
-    pub expired: u64,
-    /// Whether the service is protected after the pass.
-    pub protected: bool,
-}
-
 /// The registry's Redis store (cheap to clone).
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -126,7 +78,8 @@ struct Inner {
     redis: Redis,
     keys: RegistryKeys,
     log: EventLog,
-    protected: String,
+    /// Every write of the registry's keys (shared with health-svc).
+    writes: RegistryWrites,
     instances_prefix: String,
 }
 
@@ -136,18 +89,12 @@ impl Store {
         Self {
             inner: Arc::new(Inner {
                 keys: RegistryKeys::new(redis.clone()),
-                protected: redis.key(&[registry::LOG_NAME, "protected"]),
+                writes: RegistryWrites::new(redis.clone(), log.clone()).acknowledged(),
                 instances_prefix: redis.key(&[registry::LOG_NAME, "svc", ""]),
                 redis,
                 log,
             }),
         }
-    }
-
-    fn recent_expiries(&self, service: &str) -> String {
-        self.inner
-            .redis
-            .key(&[registry::LOG_NAME, "expired", service])
     }
 
     /// Store an instance (JSON `tail` after the status/revision prefix) and
@@ -160,32 +107,11 @@ impl Store {
         ttl_seconds: u32,
         has_check: bool,
     ) -> Result<Registered, StoreError> {
-        let inner = &self.inner;
-        let mut invocation = REGISTER.prepare_invoke();
-        invocation
-            .key(inner.keys.instances(service.as_str()))
-            .key(&inner.keys.leases)
-            .key(&inner.keys.services)
-            .key(inner.log.revision_key())
-            .key(inner.log.stream_key())
-            .arg(inner.log.max_len())
-            .arg(service.as_str())
-            .arg(id.as_str())
-            .arg(RegistryKeys::lease_member(service.as_str(), id.as_str()))
-            .arg(tail)
-            .arg(u64::from(ttl_seconds) * 1000)
-            .arg(if has_check { "1" } else { "0" });
-        let mut conn = inner.redis.conn();
-        let (created, status, revision, deadline_ms): (u8, String, u64, u64) =
-            inner.redis.run(invocation.invoke_async(&mut conn)).await?;
-        // REDIS_MIN_REPLICAS_ACK: acknowledged only once replicated.
-        inner.redis.replicated(&mut conn).await?;
-        Ok(Registered {
-            created: created == 1,
-            status: parse_status(&status),
-            revision,
-            deadline_ms,
-        })
+        let lease_ms = u64::from(ttl_seconds) * 1000;
+        self.inner
+            .writes
+            .register(service.as_str(), id.as_str(), tail, lease_ms, has_check)
+            .await
     }
 
     /// Renew an instance's lease; `None` when it is not registered (any more).
@@ -194,48 +120,18 @@ impl Store {
         service: &Name,
         id: &Name,
     ) -> Result<Option<Renewed>, StoreError> {
-        let inner = &self.inner;
-        let mut invocation = HEARTBEAT.prepare_invoke();
-        invocation
-            .key(inner.keys.instances(service.as_str()))
-            .key(&inner.keys.leases)
-            .key(&inner.protected)
-            .arg(id.as_str())
-            .arg(RegistryKeys::lease_member(service.as_str(), id.as_str()))
-            .arg(service.as_str());
-        let mut conn = inner.redis.conn();
-        let reply: Option<(String, u64)> =
-            inner.redis.run(invocation.invoke_async(&mut conn)).await?;
-        if reply.is_some() {
-            inner.redis.replicated(&mut conn).await?;
-        }
-        Ok(reply.map(|(stored, deadline_ms)| Renewed {
-            stored,
-            deadline_ms,
-        }))
+        self.inner
+            .writes
+            .heartbeat(service.as_str(), id.as_str())
+            .await
     }
 
     /// Remove an instance; the revision of the change, `None` when unknown.
     pub async fn deregister(&self, service: &Name, id: &Name) -> Result<Option<u64>, StoreError> {
-        let inner = &self.inner;
-        let mut invocation = DEREGISTER.prepare_invoke();
-        invocation
-            .key(inner.keys.instances(service.as_str()))
-            .key(&inner.keys.leases)
-            .key(&inner.keys.services)
-            .key(inner.keys.health(service.as_str()))
-            .key(inner.log.revision_key())
-            .key(inner.log.stream_key())
-            .arg(inner.log.max_len())
-            .arg(service.as_str())
-            .arg(id.as_str())
-            .arg(RegistryKeys::lease_member(service.as_str(), id.as_str()));
-        let mut conn = inner.redis.conn();
-        let revision: Option<u64> = inner.redis.run(invocation.invoke_async(&mut conn)).await?;
-        if revision.is_some() {
-            inner.redis.replicated(&mut conn).await?;
-        }
-        Ok(revision)
+        self.inner
+            .writes
+            .deregister(service.as_str(), id.as_str(), None)
+            .await
     }
 
     /// The revision and every instance of `service` (sorted by id), with
@@ -275,7 +171,7 @@ impl Store {
         let mut invocation = SERVICES.prepare_invoke();
         invocation
             .key(&inner.keys.services)
-            .key(&inner.protected)
+            .key(inner.writes.protected_key())
             .key(inner.log.revision_key())
             .arg(&inner.instances_prefix);
         let mut conn = inner.redis.conn();
@@ -304,7 +200,7 @@ impl Store {
         let mut invocation = DUE.prepare_invoke();
         invocation
             .key(&inner.keys.leases)
-            .key(&inner.protected)
+            .key(inner.writes.protected_key())
             .arg(settle_ms)
             .arg(DUE_SCAN_LIMIT);
         let mut conn = inner.redis.conn();
@@ -313,40 +209,7 @@ impl Store {
 
     /// Expire `service`'s due instances, or hold them back (see `reap.lua`).
     pub async fn reap(&self, service: &str, policy: &Protection) -> Result<Reaped, StoreError> {
-        let inner = &self.inner;
-        let mut invocation = REAP.prepare_invoke();
-        invocation
-            .key(inner.keys.instances(service))
-            .key(&inner.keys.leases)
-            .key(self.recent_expiries(service))
-            .key(&inner.protected)
-            .key(&inner.keys.services)
-            .key(inner.keys.health(service))
-            .key(inner.log.revision_key())
-            .key(inner.log.stream_key())
-            .arg(inner.log.max_len())
-            .arg(service)
-            .arg(policy.settle_ms)
-            .arg(policy.window_ms)
-            .arg(policy.threshold)
-            .arg(policy.min_instances);
-        let mut conn = inner.redis.conn();
-        let (expired, protected, _lapsed): (u64, u8, u64) =
-            inner.redis.run(invocation.invoke_async(&mut conn)).await?;
-        Ok(Reaped {
-            expired,
-            protected: protected == 1,
-        })
-    }
-}
-
-/// The status a script read from a stored prefix.
-fn parse_status(status: &str) -> HealthStatus {
-    match status {
-        "passing" => HealthStatus::Passing,
-        "warning" => HealthStatus::Warning,
-        "critical" => HealthStatus::Critical,
-        _ => HealthStatus::Unknown,
+        self.inner.writes.reap(service, policy).await
     }
 }
 

@@ -38,6 +38,7 @@ use crate::store::Redis;
 
 mod bodies;
 pub mod limits;
+pub mod writes;
 
 pub use bodies::{InstanceList, InstanceSpec, ServiceList, ServiceSummary};
 

@@ -16,16 +16,18 @@
 -- `window` to heartbeat instead of expiring at once: after a partition heals
 -- the instances renew one by one, and the late ones are alive too.
 --
--- KEYS[1] reg:svc:{service}      instances hash
--- KEYS[2] reg:leases             lease deadlines
--- KEYS[3] reg:expired:{service}  recent expiries (id -> ms)
--- KEYS[4] reg:protected          protected services
--- KEYS[5] reg:services           service names
--- KEYS[6] health:svc:{service}   health-svc's check results
--- KEYS[7] reg:revision           revision counter
--- KEYS[8] reg:events             event stream
+-- KEYS (every registry write gets the same eight, in this order; see
+-- shared/src/registry/writes.rs):
+-- KEYS[1] reg:svc:{service}      instances hash (id -> stored instance JSON)
+-- KEYS[2] health:svc:{service}   check results hash (id -> HealthRecord JSON)
+-- KEYS[3] reg:leases             lease deadlines ({service}/{id} -> ms)
+-- KEYS[4] reg:services           service names
+-- KEYS[5] reg:revision           revision counter
+-- KEYS[6] reg:events             event stream
+-- KEYS[7] reg:protected          services under mass-expiry protection
+-- KEYS[8] reg:expired:{service}  recent expiries (id -> ms)
 -- ARGV[1] stream max length
--- ARGV[2] service name
+-- ARGV[2] service name (validated: no quoting needed)
 -- ARGV[3] settle ms
 -- ARGV[4] window ms
 -- ARGV[5] threshold (share, 0..1)
@@ -46,7 +48,7 @@ for first = 1, #ids, chunk do
   for i = first, last do
     members[#members + 1] = service .. '/' .. ids[i]
   end
-  local scores = redis.call('ZMSCORE', KEYS[2], unpack(members))
+  local scores = redis.call('ZMSCORE', KEYS[3], unpack(members))
   for k = 1, #members do
     -- No lease at all counts as long gone.
     local deadline = tonumber(scores[k] or 0)
@@ -61,38 +63,38 @@ end
 
 if #due == 0 then
   if #lapsed == 0 then
-    redis.call('SREM', KEYS[4], service)
+    redis.call('SREM', KEYS[7], service)
   end
-  return {0, redis.call('SISMEMBER', KEYS[4], service), #lapsed}
+  return {0, redis.call('SISMEMBER', KEYS[7], service), #lapsed}
 end
 
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - window)
-local recent = redis.call('ZCARD', KEYS[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', now - window)
+local recent = redis.call('ZCARD', KEYS[8])
 local at_risk = #lapsed + recent
 local total = #ids + recent
 if at_risk >= tonumber(ARGV[6]) and at_risk > tonumber(ARGV[5]) * total then
-  redis.call('SADD', KEYS[4], service)
+  redis.call('SADD', KEYS[7], service)
   return {0, 1, #lapsed}
 end
 
-if redis.call('SREM', KEYS[4], service) == 1 then
+if redis.call('SREM', KEYS[7], service) == 1 then
   -- Lifting protection: a last window for the held instances to heartbeat.
   for _, member in ipairs(lapsed) do
-    redis.call('ZADD', KEYS[2], now + window, member)
+    redis.call('ZADD', KEYS[3], now + window, member)
   end
   return {0, 0, #lapsed}
 end
 for _, id in ipairs(due) do
   redis.call('HDEL', KEYS[1], id)
-  redis.call('ZREM', KEYS[2], service .. '/' .. id)
-  redis.call('HDEL', KEYS[6], id)
-  redis.call('ZADD', KEYS[3], now, id)
-  local rev = mcp_next_revision(KEYS[7])
-  mcp_append(KEYS[8], ARGV[1], rev, 'expired', service,
+  redis.call('ZREM', KEYS[3], service .. '/' .. id)
+  redis.call('HDEL', KEYS[2], id)
+  redis.call('ZADD', KEYS[8], now, id)
+  local rev = mcp_next_revision(KEYS[5])
+  mcp_append(KEYS[6], ARGV[1], rev, 'expired', service,
     '{"service":"' .. service .. '","id":"' .. id .. '"}')
 end
-redis.call('PEXPIRE', KEYS[3], window)
+redis.call('PEXPIRE', KEYS[8], window)
 if redis.call('HLEN', KEYS[1]) == 0 then
-  redis.call('SREM', KEYS[5], service)
+  redis.call('SREM', KEYS[4], service)
 end
 return {#due, 0, #lapsed}
