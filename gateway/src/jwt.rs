@@ -23,6 +23,8 @@ mod cache;
 mod claims;
 mod jwks;
 mod keys;
+#[cfg(test)]
+mod test_keys;
 
 use std::sync::Arc;
 
@@ -217,5 +219,125 @@ mod base64_decode {
             }
         }
         Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    use serde_json::json;
+
+    use super::*;
+    use test_keys::{EC_PUBLIC, SECRET, at, eddsa, es256, hs256};
+
+    fn rules() -> Rules {
+        Rules {
+            leeway: 0,
+            issuer: None,
+            audience: None,
+        }
+    }
+
+    /// A verifier with `JWT_SECRET` when `hmac`, and the EC public key as
+    /// `JWT_PUBLIC_KEY_FILE`.
+    fn verifier(hmac: bool) -> Verifier {
+        let rules = rules();
+        let (algorithm, key) = pem_key(EC_PUBLIC.as_bytes(), None).unwrap();
+        Verifier {
+            hmac: hmac
+                .then(|| KeyEntry::new(Algorithm::HS256, DecodingKey::from_secret(SECRET), &rules)),
+            pem: Some(KeyEntry::new(algorithm, key, &rules)),
+            jwks: None,
+            leeway: rules.leeway,
+            cache: TokenCache::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_token_alg_selects_the_key_source() {
+        let verifier = verifier(true);
+        let claims = json!({"sub": "alice", "exp": at(60)});
+        assert!(verifier.verify(&hs256(&claims)).await.is_ok());
+        assert!(verifier.verify(&es256(None, &claims)).await.is_ok());
+        // No source owns EdDSA.
+        assert_eq!(
+            verifier.verify(&eddsa(None, &claims)).await.err(),
+            Some(AuthFailure::Algorithm)
+        );
+    }
+
+    #[tokio::test]
+    async fn hs256_signed_with_the_public_key_fails_without_a_secret() {
+        // The classic key confusion: the public key used as an HMAC secret.
+        let token = encode(
+            &Header::new(Algorithm::HS256),
+            &json!({"exp": at(60)}),
+            &EncodingKey::from_secret(EC_PUBLIC.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(
+            verifier(false).verify(&token).await.err(),
+            Some(AuthFailure::Algorithm)
+        );
+    }
+
+    #[tokio::test]
+    async fn alg_none_is_refused_as_an_algorithm_and_junk_as_malformed() {
+        let none = format!(
+            "{}.{}.",
+            base64url(br#"{"alg":"none","typ":"JWT"}"#),
+            base64url(br#"{"sub":"mallory","exp":9999999999}"#)
+        );
+        let verifier = verifier(true);
+        assert_eq!(
+            verifier.verify(&none).await.err(),
+            Some(AuthFailure::Algorithm)
+        );
+        assert_eq!(
+            verifier.verify("not-a-token").await.err(),
+            Some(AuthFailure::Malformed)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_verified_token_is_served_from_the_cache_until_it_expires() {
+        let verifier = verifier(true);
+        let token = hs256(&json!({"sub": "alice", "exp": at(60)}));
+        let first = verifier.identify(&token).await.unwrap();
+        let again = verifier.identify(&token).await.unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+        let expired = hs256(&json!({"sub": "alice", "exp": at(-60)}));
+        assert_eq!(
+            verifier.identify(&expired).await.err(),
+            Some(AuthFailure::Expired)
+        );
+        assert!(verifier.cache.get(&expired, unix_now(), 0).is_none());
+    }
+
+    #[test]
+    fn the_base64url_reader_reads_what_tokens_hold() {
+        assert_eq!(
+            base64_decode::decode_url_safe("eyJhbGciOiJub25lIn0").unwrap(),
+            br#"{"alg":"none"}"#
+        );
+        assert_eq!(base64_decode::decode_url_safe("aGk=").unwrap(), b"hi");
+        assert!(base64_decode::decode_url_safe("a.b").is_none());
+    }
+
+    /// base64url without padding, the encoding of a JWT's parts.
+    fn base64url(bytes: &[u8]) -> String {
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n =
+                chunk.iter().fold(0u32, |n, b| (n << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
+            for i in 0..=chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            }
+        }
+        out
     }
 }

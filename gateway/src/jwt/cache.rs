@@ -69,3 +69,47 @@ pub(super) fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::jwt::Claims;
+
+    fn identity(exp: f64, generation: u64) -> Arc<Identity> {
+        let claims = Claims {
+            sub: Some("alice".to_owned()),
+            scope: None,
+            exp: Some(exp),
+        };
+        Arc::new(Identity::new(claims, 0, generation).unwrap())
+    }
+
+    #[test]
+    fn a_cached_token_serves_until_its_expiry_on_its_key_generation() {
+        let cache = TokenCache::new();
+        cache.insert("t", identity(100.0, 1));
+        assert!(cache.get("t", 100, 1).is_some());
+        assert!(cache.get("t", 101, 1).is_none(), "expired");
+        assert!(cache.get("t", 50, 2).is_none(), "the key set changed");
+        assert!(cache.get("other", 50, 1).is_none());
+        cache.remove("t");
+        assert!(cache.get("t", 50, 1).is_none());
+    }
+
+    #[test]
+    fn a_full_cache_starts_again_and_long_tokens_are_not_kept() {
+        let cache = TokenCache::new();
+        for i in 0..TOKEN_CACHE_CAPACITY {
+            cache.insert(&i.to_string(), identity(100.0, 0));
+        }
+        assert!(cache.get("0", 1, 0).is_some());
+        cache.insert("one more", identity(100.0, 0));
+        assert!(cache.get("0", 1, 0).is_none());
+        assert!(cache.get("one more", 1, 0).is_some());
+        let long = "x".repeat(TOKEN_CACHE_MAX_LEN + 1);
+        cache.insert(&long, identity(100.0, 0));
+        assert!(cache.get(&long, 1, 0).is_none());
+    }
+}

@@ -147,3 +147,77 @@ impl Identity {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn claims(sub: Option<&str>, scope: Option<&str>, exp: Option<f64>) -> Claims {
+        Claims {
+            sub: sub.map(str::to_owned),
+            scope: scope.map(str::to_owned),
+            exp,
+        }
+    }
+
+    #[test]
+    fn an_identity_carries_its_headers_and_expires_at_exp_plus_the_leeway() {
+        let identity =
+            Identity::new(claims(Some("alice"), Some("a b"), Some(1000.7)), 5, 3).unwrap();
+        assert_eq!(identity.subject.as_deref(), Some("alice"));
+        assert_eq!(identity.subject_header.as_ref().unwrap(), "alice");
+        assert_eq!(&*identity.scope, "a b");
+        assert_eq!(identity.scopes_header, "a b");
+        // A float `exp` is floored.
+        assert_eq!(identity.valid_until, 1005);
+        assert_eq!(identity.key_generation, 3);
+    }
+
+    #[test]
+    fn no_subject_and_no_scope_make_empty_headers() {
+        let identity = Identity::new(claims(None, None, Some(10.0)), 0, 0).unwrap();
+        assert!(identity.subject.is_none());
+        assert!(identity.subject_header.is_none());
+        assert_eq!(identity.scopes_header, "");
+    }
+
+    #[test]
+    fn a_negative_exp_counts_as_the_epoch() {
+        let identity = Identity::new(claims(None, None, Some(-50.0)), 7, 0).unwrap();
+        assert_eq!(identity.valid_until, 7);
+    }
+
+    #[test]
+    fn a_subject_or_scope_that_cannot_be_a_header_is_refused() {
+        assert_eq!(
+            Identity::new(claims(Some("al\nice"), None, Some(10.0)), 0, 0).err(),
+            Some(AuthFailure::Claims)
+        );
+        assert_eq!(
+            Identity::new(claims(None, Some("a\u{7f}"), Some(10.0)), 0, 0).err(),
+            Some(AuthFailure::Claims)
+        );
+    }
+
+    #[test]
+    fn every_failure_has_its_own_label() {
+        use AuthFailure::*;
+        let all = [
+            Missing,
+            Malformed,
+            Signature,
+            Algorithm,
+            UnknownKey,
+            Expired,
+            NotYetValid,
+            Issuer,
+            Audience,
+            Claims,
+        ];
+        let reasons: std::collections::BTreeSet<_> = all.iter().map(|f| f.reason()).collect();
+        let details: std::collections::BTreeSet<_> = all.iter().map(|f| f.detail()).collect();
+        assert_eq!((reasons.len(), details.len()), (all.len(), all.len()));
+    }
+}

@@ -207,3 +207,142 @@ fn jwk_algorithm(jwk: &Jwk) -> Option<Algorithm> {
 fn withdraws(previous: &JwkSet, next: &JwkSet) -> bool {
     previous.keys.iter().any(|old| !next.keys.contains(old))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::jwt::test_keys::{EC_X, EC_Y, ED_X, at, eddsa, es256};
+
+    fn ec(kid: Option<&str>) -> Value {
+        let mut jwk = json!({"kty": "EC", "crv": "P-256", "x": EC_X, "y": EC_Y});
+        if let Some(kid) = kid {
+            jwk["kid"] = kid.into();
+        }
+        jwk
+    }
+
+    fn ed(kid: &str) -> Value {
+        json!({"kty": "OKP", "crv": "Ed25519", "x": ED_X, "kid": kid})
+    }
+
+    fn set(keys: Vec<Value>) -> JwkSet {
+        serde_json::from_value(json!({ "keys": keys })).unwrap()
+    }
+
+    fn jwk(value: Value) -> Jwk {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn rules() -> Rules {
+        Rules {
+            leeway: 0,
+            issuer: None,
+            audience: None,
+        }
+    }
+
+    #[test]
+    fn a_jwk_verifies_its_alg_or_the_usual_one_of_its_type() {
+        assert_eq!(jwk_algorithm(&jwk(ec(None))), Some(Algorithm::ES256));
+        assert_eq!(jwk_algorithm(&jwk(ed("e"))), Some(Algorithm::EdDSA));
+        let rsa = json!({"kty": "RSA", "n": "sXch", "e": "AQAB"});
+        assert_eq!(jwk_algorithm(&jwk(rsa.clone())), Some(Algorithm::RS256));
+        let mut ps = rsa.clone();
+        ps["alg"] = "PS384".into();
+        assert_eq!(jwk_algorithm(&jwk(ps)), Some(Algorithm::PS384));
+        // An encryption key is no signing key.
+        let mut oaep = rsa;
+        oaep["alg"] = "RSA-OAEP".into();
+        assert_eq!(jwk_algorithm(&jwk(oaep)), None);
+    }
+
+    #[test]
+    fn symmetric_keys_never_come_from_a_key_set() {
+        let oct = json!({"kty": "oct", "k": "c2VjcmV0", "kid": "hs"});
+        assert_eq!(jwk_algorithm(&jwk(oct.clone())), None);
+        let mut hs = oct;
+        hs["alg"] = "HS256".into();
+        assert_eq!(jwk_algorithm(&jwk(hs.clone())), None);
+        let keys = KeySet::from_set(set(vec![hs]), &rules());
+        assert!(keys.find(Some("hs"), Algorithm::HS256).is_none());
+    }
+
+    #[test]
+    fn keys_are_found_by_kid_and_algorithm() {
+        let keys = KeySet::from_set(set(vec![ec(Some("ec")), ed("ed")]), &rules());
+        assert_eq!(keys.by_kid.len(), 2);
+        assert!(keys.find(Some("ec"), Algorithm::ES256).is_some());
+        // The `kid` of a key of another algorithm does not select it.
+        assert!(keys.find(Some("ec"), Algorithm::EdDSA).is_none());
+        assert!(keys.find(Some("missing"), Algorithm::ES256).is_none());
+        // Without `kid`: the first key of the token's algorithm.
+        let found = keys.find(None, Algorithm::EdDSA).unwrap();
+        assert_eq!(found.algorithm, Algorithm::EdDSA);
+    }
+
+    #[test]
+    fn a_key_without_kid_serves_tokens_without_kid() {
+        let keys = KeySet::from_set(set(vec![ec(None)]), &rules());
+        assert!(keys.by_kid.is_empty());
+        let entry = keys.find(None, Algorithm::ES256).unwrap();
+        assert!(entry.verify(&es256(None, &json!({"exp": at(60)}))).is_ok());
+    }
+
+    #[test]
+    fn a_found_key_verifies_the_tokens_of_its_private_half() {
+        let keys = KeySet::from_set(set(vec![ec(Some("ec")), ed("ed")]), &rules());
+        let claims = json!({"sub": "alice", "exp": at(60)});
+        let entry = keys.find(Some("ed"), Algorithm::EdDSA).unwrap();
+        assert!(entry.verify(&eddsa(Some("ed"), &claims)).is_ok());
+        // The other key's token does not verify with it.
+        let entry = keys.find(Some("ec"), Algorithm::ES256).unwrap();
+        assert_eq!(
+            entry.verify(&eddsa(Some("ec"), &claims)).map(|_| ()),
+            Err(AuthFailure::Algorithm)
+        );
+    }
+
+    #[test]
+    fn only_a_dropped_or_changed_key_withdraws() {
+        let one = set(vec![ec(Some("ec"))]);
+        let two = set(vec![ec(Some("ec")), ed("ed")]);
+        assert!(!withdraws(&one, &two), "a key added");
+        assert!(withdraws(&two, &one), "a key dropped");
+        assert!(
+            withdraws(&one, &set(vec![ec(Some("renamed"))])),
+            "a key changed"
+        );
+        assert!(!withdraws(&one, &one));
+    }
+
+    // Nothing listens on port 1: each fetch fails at once, and the cached
+    // (empty) set is served.
+    #[tokio::test]
+    async fn an_unknown_kid_refetches_at_most_once_per_interval() {
+        let jwks = Jwks::new(
+            "http://127.0.0.1:1/jwks".to_owned(),
+            Duration::from_secs(3600),
+            Duration::from_secs(3600),
+            rules(),
+        );
+        assert_eq!(
+            jwks.key(Some("k"), Algorithm::ES256).await.err(),
+            Some(AuthFailure::UnknownKey)
+        );
+        let first = jwks.last_refetch.lock().await.unwrap();
+        assert_eq!(
+            jwks.key(Some("k"), Algorithm::ES256).await.err(),
+            Some(AuthFailure::UnknownKey)
+        );
+        assert_eq!(
+            *jwks.last_refetch.lock().await,
+            Some(first),
+            "no second refetch"
+        );
+        assert_eq!(jwks.generation(), 0);
+    }
+}

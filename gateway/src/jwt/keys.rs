@@ -105,3 +105,197 @@ pub(super) fn is_symmetric(algorithm: Algorithm) -> bool {
         Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
     )
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    use serde_json::json;
+
+    use super::*;
+    use crate::jwt::test_keys::{EC_PUBLIC, ED_PUBLIC, SECRET, at, eddsa, es256, hs256};
+
+    fn rules(leeway: u64, issuer: Option<&str>, audience: Option<&str>) -> Rules {
+        Rules {
+            leeway,
+            issuer: issuer.map(str::to_owned),
+            audience: audience.map(str::to_owned),
+        }
+    }
+
+    fn hmac(rules: &Rules) -> KeyEntry {
+        KeyEntry::new(Algorithm::HS256, DecodingKey::from_secret(SECRET), rules)
+    }
+
+    /// The verdict of an HS256 key with `rules` on `claims`.
+    fn verdict(rules: &Rules, claims: serde_json::Value) -> Result<(), AuthFailure> {
+        hmac(rules).verify(&hs256(&claims)).map(|_| ())
+    }
+
+    #[test]
+    fn a_valid_token_yields_the_claims_the_gateway_reads() {
+        let exp = at(60);
+        let claims = hmac(&rules(0, None, None))
+            .verify(&hs256(&json!({"sub": "alice", "scope": "a b", "exp": exp})))
+            .unwrap();
+        assert_eq!(claims.sub.as_deref(), Some("alice"));
+        assert_eq!(claims.scope.as_deref(), Some("a b"));
+        assert_eq!(claims.exp, Some(exp as f64));
+    }
+
+    #[test]
+    fn an_expired_token_passes_only_within_the_leeway() {
+        let claims = json!({"exp": at(-30)});
+        assert_eq!(
+            verdict(&rules(0, None, None), claims.clone()),
+            Err(AuthFailure::Expired)
+        );
+        assert_eq!(verdict(&rules(60, None, None), claims), Ok(()));
+    }
+
+    #[test]
+    fn a_token_before_its_nbf_is_not_valid_yet() {
+        let claims = json!({"exp": at(3600), "nbf": at(600)});
+        assert_eq!(
+            verdict(&rules(0, None, None), claims.clone()),
+            Err(AuthFailure::NotYetValid)
+        );
+        assert_eq!(verdict(&rules(900, None, None), claims), Ok(()));
+    }
+
+    #[test]
+    fn exp_is_required() {
+        assert_eq!(
+            verdict(&rules(0, None, None), json!({"sub": "alice"})),
+            Err(AuthFailure::Claims)
+        );
+    }
+
+    #[test]
+    fn a_configured_issuer_is_required_and_must_match() {
+        let rules = rules(0, Some("https://issuer.example"), None);
+        let exp = at(60);
+        assert_eq!(
+            verdict(&rules, json!({"exp": exp, "iss": "https://issuer.example"})),
+            Ok(())
+        );
+        assert_eq!(
+            verdict(&rules, json!({"exp": exp, "iss": "https://other.example"})),
+            Err(AuthFailure::Issuer)
+        );
+        assert_eq!(
+            verdict(&rules, json!({"exp": exp})),
+            Err(AuthFailure::Claims)
+        );
+    }
+
+    #[test]
+    fn a_configured_audience_is_required_and_must_be_among_the_tokens() {
+        let rules = rules(0, None, Some("gateway"));
+        let exp = at(60);
+        assert_eq!(
+            verdict(&rules, json!({"exp": exp, "aud": "gateway"})),
+            Ok(())
+        );
+        assert_eq!(
+            verdict(&rules, json!({"exp": exp, "aud": ["other", "gateway"]})),
+            Ok(())
+        );
+        assert_eq!(
+            verdict(&rules, json!({"exp": exp, "aud": "other"})),
+            Err(AuthFailure::Audience)
+        );
+        assert_eq!(
+            verdict(&rules, json!({"exp": exp})),
+            Err(AuthFailure::Claims)
+        );
+    }
+
+    #[test]
+    fn without_a_configured_audience_any_audience_passes() {
+        let claims = json!({"exp": at(60), "aud": "anyone"});
+        assert_eq!(verdict(&rules(0, None, None), claims), Ok(()));
+    }
+
+    #[test]
+    fn another_secret_fails_the_signature() {
+        let token = encode(
+            &Header::new(Algorithm::HS256),
+            &json!({"exp": at(60)}),
+            &EncodingKey::from_secret(b"another secret"),
+        )
+        .unwrap();
+        let entry = hmac(&rules(0, None, None));
+        assert_eq!(
+            entry.verify(&token).map(|_| ()),
+            Err(AuthFailure::Signature)
+        );
+    }
+
+    #[test]
+    fn a_key_verifies_its_own_algorithm_only() {
+        let token = encode(
+            &Header::new(Algorithm::HS384),
+            &json!({"exp": at(60)}),
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
+        let entry = hmac(&rules(0, None, None));
+        assert_eq!(
+            entry.verify(&token).map(|_| ()),
+            Err(AuthFailure::Algorithm)
+        );
+    }
+
+    #[test]
+    fn asymmetric_keys_verify_their_tokens() {
+        let rules = rules(0, None, None);
+        let claims = json!({"exp": at(60)});
+        let (algorithm, key) = pem_key(EC_PUBLIC.as_bytes(), None).unwrap();
+        let ec = KeyEntry::new(algorithm, key, &rules);
+        assert!(ec.verify(&es256(None, &claims)).is_ok());
+        let (algorithm, key) = pem_key(ED_PUBLIC.as_bytes(), None).unwrap();
+        let ed = KeyEntry::new(algorithm, key, &rules);
+        assert!(ed.verify(&eddsa(None, &claims)).is_ok());
+        // Each key only its own algorithm.
+        assert_eq!(
+            ec.verify(&eddsa(None, &claims)).map(|_| ()),
+            Err(AuthFailure::Algorithm)
+        );
+    }
+
+    #[test]
+    fn the_pem_key_type_gives_the_algorithm_unless_one_is_configured() {
+        let ec = EC_PUBLIC.as_bytes();
+        assert_eq!(pem_key(ec, None).unwrap().0, Algorithm::ES256);
+        assert_eq!(
+            pem_key(ec, Some(Algorithm::ES384)).unwrap().0,
+            Algorithm::ES384
+        );
+        let misfit = pem_key(ec, Some(Algorithm::RS256)).err().unwrap();
+        assert!(
+            misfit.contains("does not fit this key (a ec key)"),
+            "{misfit}"
+        );
+        assert_eq!(
+            pem_key(ED_PUBLIC.as_bytes(), None).unwrap().0,
+            Algorithm::EdDSA
+        );
+        assert!(pem_key(b"not a key", None).is_err());
+    }
+
+    #[test]
+    fn jwt_algorithm_accepts_asymmetric_algorithms_only() {
+        assert_eq!(parse_asymmetric_algorithm("RS256"), Ok(Algorithm::RS256));
+        assert_eq!(parse_asymmetric_algorithm("EdDSA"), Ok(Algorithm::EdDSA));
+        assert!(
+            parse_asymmetric_algorithm("HS256")
+                .unwrap_err()
+                .contains("JWT_SECRET")
+        );
+        assert!(parse_asymmetric_algorithm("none").is_err());
+        assert!(is_symmetric(Algorithm::HS512));
+        assert!(!is_symmetric(Algorithm::ES256));
+    }
+}
