@@ -31,7 +31,7 @@ use std::sync::Arc;
 use jsonwebtoken::{Algorithm, DecodingKey, decode_header, errors::ErrorKind};
 use tokio_util::sync::CancellationToken;
 
-use crate::Settings;
+use crate::settings::JwtSettings;
 use cache::{TokenCache, unix_now};
 pub use claims::{AuthFailure, Claims, Identity};
 pub use jwks::Jwks;
@@ -50,35 +50,35 @@ pub struct Verifier {
 impl Verifier {
     /// Build from the settings; fails (naming the setting) when no key source
     /// is configured or the PEM key cannot be read.
-    pub async fn from_settings(settings: &Settings) -> Result<Self, String> {
+    pub async fn from_settings(settings: &JwtSettings) -> Result<Self, String> {
         let rules = Rules {
-            leeway: settings.jwt_leeway_seconds,
-            issuer: settings.jwt_issuer.clone(),
-            audience: settings.jwt_audience.clone(),
+            leeway: settings.leeway_seconds,
+            issuer: settings.issuer.clone(),
+            audience: settings.audience.clone(),
         };
-        let hmac = settings.jwt_secret.as_ref().map(|secret| {
+        let hmac = settings.secret.as_ref().map(|secret| {
             KeyEntry::new(
                 Algorithm::HS256,
                 DecodingKey::from_secret(secret.expose().as_bytes()),
                 &rules,
             )
         });
-        let pem = match &settings.jwt_public_key_file {
+        let pem = match &settings.public_key_file {
             Some(path) => {
                 let bytes = tokio::fs::read(path).await.map_err(|e| {
                     format!("JWT_PUBLIC_KEY_FILE: cannot read {}: {e}", path.display())
                 })?;
-                let (algorithm, key) = pem_key(&bytes, settings.jwt_algorithm)
+                let (algorithm, key) = pem_key(&bytes, settings.algorithm)
                     .map_err(|e| format!("JWT_PUBLIC_KEY_FILE: {}: {e}", path.display()))?;
                 Some(KeyEntry::new(algorithm, key, &rules))
             }
             None => None,
         };
-        let jwks = settings.jwt_jwks_url.as_ref().map(|url| {
+        let jwks = settings.jwks_url.as_ref().map(|url| {
             Jwks::new(
                 url.clone(),
-                settings.jwt_jwks_min_refetch,
-                settings.jwt_jwks_refresh,
+                settings.jwks_min_refetch,
+                settings.jwks_refresh,
                 rules.clone(),
             )
         });
