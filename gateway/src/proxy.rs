@@ -36,6 +36,17 @@
 //! exchanges, 5xx and timeouts of ordinary requests; a client's 4xx and a
 //! blocking query that outlives its time are not (see [`Outcome`]), so no
 //! client can open a circuit for everyone with requests of its own making.
+//!
+//! The parts: [`headers`] prepares the upstream request's headers,
+//! [`retry`] decides whether a failed try is tried again, [`uri`] builds the
+//! upstream URI and reads a blocking query's wait, [`trace`] makes each
+//! attempt's client span, and [`response`] streams the answer back.
+
+mod headers;
+mod response;
+mod retry;
+mod trace;
+mod uri;
 
 use std::{
     convert::Infallible,
@@ -50,37 +61,33 @@ use std::{
 use axum::{
     body::Body,
     extract::{ConnectInfo, Request},
-    http::{
-        HeaderMap, HeaderName, HeaderValue, Method, Uri, Version, header,
-        uri::{PathAndQuery, Scheme},
-    },
+    http::{HeaderMap, HeaderValue, Version, header},
     response::{IntoResponse, Response},
 };
-use bytes::Bytes;
-use http_body::{Body as HttpBody, Frame, SizeHint};
-use hyper::body::Incoming;
+use http_body::Body as HttpBody;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
-use mcp_shared::{
-    egress::Egress, http::Blocking, internal::InternalKey, problem::PassThrough, server, telemetry,
-};
+use mcp_shared::{egress::Egress, internal::InternalKey, server};
 use tower::Service;
 use tracing::Instrument as _;
 
 use crate::{
-    auth::{Principal, X_AUTH_SCOPES, X_AUTH_SUBJECT},
-    balance::{InFlight, Outcome, Unavailable, Upstream},
+    auth::Principal,
+    balance::{Outcome, Unavailable, Upstream},
     egress::{EgressConnector, refusal_of},
     error::GatewayError,
-    policy::{Applied, Failure, Retry},
+    policy::{Applied, Failure},
     routing::{ControlPlane, Routes},
 };
+use headers::{Forwarded, prepare_request_headers};
+use response::{is_body_too_large, pass_through};
+use retry::RetryPlan;
+use trace::{client_span, record_outcome};
+use uri::{split_first, upstream_uri, wait_of};
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub use retry::is_idempotent;
 
 /// The forwarding service (cheap to clone).
 #[derive(Clone)]
@@ -411,367 +418,4 @@ fn split_tag(
         .get::<Principal>()
         .and_then(|p| p.subject.as_deref());
     split.choose(headers, subject).cloned()
-}
-
-/// How many more tries a request may make, and on which failures: a
-/// service's retry policy (methods, failures, attempts, budget), or by
-/// default one retry of an idempotent request after a connect error.
-/// Either way only a request without a body is retried.
-struct RetryPlan<'a> {
-    /// Retries left.
-    left: u32,
-    policy: Option<&'a Retry>,
-}
-
-impl<'a> RetryPlan<'a> {
-    fn new(policy: Option<&'a Applied>, method: &Method, bodiless: bool) -> Self {
-        match policy.and_then(|p| p.retry.as_ref()) {
-            Some(retry) => {
-                retry.deposit();
-                let allowed = bodiless && retry.method_allowed(method);
-                Self {
-                    left: if allowed { retry.attempts } else { 0 },
-                    policy: Some(retry),
-                }
-            }
-            None => Self {
-                left: u32::from(bodiless && is_idempotent(method)),
-                policy: None,
-            },
-        }
-    }
-
-    /// Whether `failure` is retried now (and the retry counted against the budget).
-    fn take(&mut self, failure: Failure) -> bool {
-        let retried = match self.policy {
-            Some(retry) => retry.retries(failure),
-            None => matches!(failure, Failure::Connect),
-        };
-        if self.left == 0 || !retried {
-            return false;
-        }
-        if self.policy.is_some_and(|retry| !retry.withdraw()) {
-            self.left = 0;
-            return false;
-        }
-        self.left -= 1;
-        true
-    }
-}
-
-/// The client span of one attempt, or none when traces are not exported
-/// (then nothing is injected, and the span costs nothing).
-fn client_span(method: &Method, uri: &Uri, instance: &str) -> tracing::Span {
-    if !telemetry::exporting() {
-        return tracing::Span::none();
-    }
-    tracing::info_span!(
-        "upstream",
-        otel.name = method.as_str(),
-        otel.kind = "client",
-        otel.status_code = tracing::field::Empty,
-        http.request.method = method.as_str(),
-        url.full = %uri,
-        server.address = uri.host(),
-        server.port = uri.port_u16().unwrap_or(80),
-        http.response.status_code = tracing::field::Empty,
-        error.type = tracing::field::Empty,
-        instance,
-    )
-}
-
-/// Put the upstream's status (or why there is none) on the attempt's span.
-fn record_outcome<E: std::fmt::Display>(
-    span: &tracing::Span,
-    sent: &Result<Result<hyper::Response<Incoming>, E>, tokio::time::error::Elapsed>,
-) {
-    if span.is_none() {
-        return;
-    }
-    match sent {
-        Ok(Ok(response)) => {
-            let status = response.status();
-            span.record("http.response.status_code", status.as_u16());
-            if status.is_server_error() {
-                span.record("otel.status_code", "error");
-                span.record("error.type", status.as_str());
-            }
-        }
-        Ok(Err(_)) => {
-            span.record("otel.status_code", "error");
-            span.record("error.type", "connection_error");
-        }
-        Err(_) => {
-            span.record("otel.status_code", "error");
-            span.record("error.type", "timeout");
-        }
-    }
-}
-
-/// `("first", "/rest")` of `"first/rest"`.
-fn split_first(path: &str) -> (&str, &str) {
-    match path.find('/') {
-        Some(at) => (&path[..at], &path[at..]),
-        None => (path, ""),
-    }
-}
-
-fn upstream_uri(
-    authority: &axum::http::uri::Authority,
-    base_path: &str,
-    target: &Target<'_>,
-    query: Option<&str>,
-) -> Result<Uri, GatewayError> {
-    let rest = if target.rest.is_empty() && target.prefix.is_empty() {
-        "/"
-    } else {
-        target.rest
-    };
-    let mut path = String::with_capacity(
-        base_path.len() + target.prefix.len() + rest.len() + query.map_or(0, |q| q.len() + 1),
-    );
-    path.push_str(base_path);
-    path.push_str(target.prefix);
-    path.push_str(rest);
-    if let Some(query) = query {
-        path.push('?');
-        path.push_str(query);
-    }
-    let path_and_query = PathAndQuery::try_from(path)
-        .map_err(|_| GatewayError::BadPath("the path is not a valid URI path"))?;
-    Uri::builder()
-        .scheme(Scheme::HTTP)
-        .authority(authority.clone())
-        .path_and_query(path_and_query)
-        .build()
-        .map_err(|_| GatewayError::BadPath("the path is not a valid URI path"))
-}
-
-/// The `wait` of a blocking query, as the services read it (default
-/// included); `None` when the request does not block. A query the services
-/// will refuse (400 at once) needs no extra time.
-fn wait_of(query: Option<&str>) -> Option<Duration> {
-    Blocking::parse(query).ok().flatten().map(|b| b.wait)
-}
-
-/// GET, HEAD, OPTIONS, PUT, DELETE, TRACE (RFC 9110 §9.2.2).
-pub fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
-}
-
-/// The hop-by-hop headers (RFC 9110 §7.6.1), besides those `Connection` names.
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-];
-
-/// Remove hop-by-hop headers (RFC 9110 §7.6.1), including those `Connection` names.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the (few) headers present, instead of a hashed removal
-    // of each of the nine names: most messages carry none of them.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
-        return;
-    }
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
-    }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-}
-
-/// What the proxy tells the upstream about the client's request.
-struct Forwarded<'a> {
-    /// The client's address.
-    peer: Option<SocketAddr>,
-    /// The authority of an absolute-form request target, when there is one.
-    uri_host: Option<&'a str>,
-    /// `http` or `https`.
-    proto: &'a HeaderValue,
-    /// The verified token (none only in unit tests: the proxy is behind auth).
-    principal: Option<&'a Principal>,
-}
-
-/// The upstream request's headers: the hop-by-hop ones and the token go,
-/// then the gateway's own are set. The order matters: a header inserted
-/// before [`strip_hop_by_hop`] could be removed by a client that names it in
-/// `Connection` (`Connection: keep-alive, x-auth-subject`).
-fn prepare_request_headers(headers: &mut HeaderMap, forwarded: Forwarded<'_>) {
-    strip_hop_by_hop(headers);
-    // The token stays here: upstreams trust X-Auth-* from the gateway instead.
-    headers.remove(header::AUTHORIZATION);
-    // From here on, only insertions.
-    if let Some(principal) = forwarded.principal {
-        let identity = &principal.identity;
-        match &identity.subject_header {
-            Some(subject) => headers.insert(X_AUTH_SUBJECT, subject.clone()),
-            None => headers.remove(X_AUTH_SUBJECT),
-        };
-        headers.insert(X_AUTH_SCOPES, identity.scopes_header.clone());
-    }
-    let host = headers.remove(header::HOST).or_else(|| {
-        forwarded
-            .uri_host
-            .and_then(|h| HeaderValue::from_str(h).ok())
-    });
-    if let Some(host) = host {
-        headers.insert(X_FORWARDED_HOST, host);
-    }
-    headers.insert(X_FORWARDED_PROTO, forwarded.proto.clone());
-    if let Some(peer) = forwarded.peer {
-        let ip = peer.ip().to_string();
-        let value = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(previous) => format!("{previous}, {ip}"),
-            None => ip,
-        };
-        if let Ok(value) = HeaderValue::try_from(value) {
-            headers.insert(X_FORWARDED_FOR, value);
-        }
-    }
-}
-
-/// The upstream's response as the client gets it: hop-by-hop headers gone,
-/// marked [`PassThrough`] so no error is rewritten, the body streaming and
-/// counting the request in flight until it ends.
-fn pass_through(response: hyper::Response<Incoming>, in_flight: Option<InFlight>) -> Response {
-    let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    parts.extensions = axum::http::Extensions::new();
-    parts.extensions.insert(PassThrough);
-    let body = Body::new(TrackedBody {
-        inner: body,
-        _in_flight: in_flight,
-    });
-    Response::from_parts(parts, body)
-}
-
-/// Whether the request body broke the size limit (the body limit layer's error).
-fn is_body_too_large(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(error);
-    while let Some(current) = source {
-        if current.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        source = current.source();
-    }
-    false
-}
-
-/// A response body that keeps its request counted in flight until it is dropped.
-struct TrackedBody {
-    inner: Incoming,
-    _in_flight: Option<InFlight>,
-}
-
-impl HttpBody for TrackedBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wait_is_read_as_the_services_read_it() {
-        use mcp_shared::http::{DEFAULT_WAIT, MAX_WAIT};
-        assert_eq!(
-            wait_of(Some("index=3&wait=30s")),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(
-            wait_of(Some("index=3&%77ait=10")),
-            Some(Duration::from_secs(10))
-        );
-        assert_eq!(wait_of(Some("index=3&wait=1h")), Some(MAX_WAIT));
-        // No `wait`: the services hold it for the default wait.
-        assert_eq!(wait_of(Some("index=3")), Some(DEFAULT_WAIT));
-        // Not blocking: no `index`, `index=0`, or a query the services refuse.
-        assert_eq!(wait_of(Some("wait=10")), None);
-        assert_eq!(wait_of(Some("index=0&wait=10")), None);
-        assert_eq!(wait_of(Some("index=3&wait=soon")), None);
-        assert_eq!(wait_of(None), None);
-    }
-
-    #[test]
-    fn gateway_headers_are_set_after_the_hop_by_hop_ones_go() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONNECTION,
-            HeaderValue::from_static(
-                "keep-alive, x-auth-subject, x-auth-scopes, x-forwarded-for, x-forwarded-proto",
-            ),
-        );
-        headers.insert(header::HOST, HeaderValue::from_static("gw.example"));
-        let proto = HeaderValue::from_static("https");
-        prepare_request_headers(
-            &mut headers,
-            Forwarded {
-                peer: Some(SocketAddr::from(([127, 0, 0, 9], 5000))),
-                uri_host: None,
-                proto: &proto,
-                principal: None,
-            },
-        );
-        assert_eq!(headers[X_FORWARDED_PROTO], "https");
-        assert_eq!(headers[X_FORWARDED_FOR], "127.0.0.9");
-        assert_eq!(headers[X_FORWARDED_HOST], "gw.example");
-        assert!(!headers.contains_key(header::CONNECTION));
-    }
-
-    #[test]
-    fn hop_by_hop_headers_go() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("close, x-secret"),
-        );
-        headers.insert("x-secret", HeaderValue::from_static("1"));
-        headers.insert("keep-alive", HeaderValue::from_static("5"));
-        headers.insert("x-kept", HeaderValue::from_static("1"));
-        strip_hop_by_hop(&mut headers);
-        assert_eq!(headers.len(), 1);
-        assert!(headers.contains_key("x-kept"));
-
-        // Without `Connection`, each hop-by-hop header still goes.
-        let mut headers = HeaderMap::new();
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
-        headers.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
-        headers.insert("x-kept", HeaderValue::from_static("1"));
-        strip_hop_by_hop(&mut headers);
-        assert_eq!(headers.len(), 1);
-        assert!(headers.contains_key("x-kept"));
-    }
 }

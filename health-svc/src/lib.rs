@@ -14,6 +14,12 @@
 //!   [`hysteresis`] and writes the result through [`store`].
 //! - [`api`] answers the read endpoints from Redis, so every replica gives
 //!   the same answer.
+//!
+//! Dependencies between these modules run one way, with no cycle:
+//! `catalog` → `checker` → `membership` → `store` (and `catalog` →
+//! `membership` for the ownership gauges). `membership` does not know the
+//! catalog: [`run`] hands [`membership::maintain`] the catalog's gauge
+//! refresh as a callback.
 
 pub mod api;
 pub mod catalog;
@@ -170,15 +176,17 @@ pub async fn run(
         catalog.clone(),
         shutdown.clone(),
     ));
+    let gauges = catalog.clone();
     tasks.spawn(membership::maintain(
         membership.clone(),
         live,
         store.clone(),
-        catalog.clone(),
         membership::Timing {
             heartbeat: settings.replica_heartbeat,
             ttl: settings.replica_ttl,
         },
+        // After each heartbeat: the gauges of what this replica owns.
+        move |membership: &Membership| gauges.publish_gauges(membership),
         shutdown.clone(),
     ));
 

@@ -33,7 +33,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::{catalog::Catalog, store::Store};
+use crate::store::Store;
 
 /// A stable 64-bit hash (FNV-1a, then a SplitMix64 finalizer), the same in
 /// every replica and every build, unlike `std`'s `DefaultHasher`.
@@ -112,15 +112,17 @@ impl Membership {
     }
 }
 
-/// Heartbeat until shutdown, publish the live set, and refresh the
-/// `health_assigned_instances` and `health_instances{status}` gauges. On
-/// shutdown leave the set, so the backups take over at once.
+/// Heartbeat until shutdown, publish the live set, and call
+/// `after_heartbeat` after each heartbeat (the caller refreshes the
+/// `health_assigned_instances` and `health_instances{status}` gauges with
+/// it: membership does not know the catalog). On shutdown leave the set, so
+/// the backups take over at once.
 pub async fn maintain(
     membership: Membership,
     live: LiveSender,
     store: Arc<Store>,
-    catalog: Arc<Catalog>,
     timing: Timing,
+    after_heartbeat: impl Fn(&Membership),
     shutdown: CancellationToken,
 ) {
     let live_ms = u64::try_from(timing.ttl.as_millis()).unwrap_or(u64::MAX);
@@ -149,7 +151,7 @@ pub async fn maintain(
             // is away, and nothing can be checked-and-recorded without it anyway.
             Err(error) => tracing::debug!(%error, "replica heartbeat failed"),
         }
-        catalog.publish_gauges(&membership);
+        after_heartbeat(&membership);
     }
     if let Err(error) = store.leave(membership.id()).await {
         tracing::debug!(%error, "could not leave the replica set");

@@ -9,18 +9,24 @@
 //! While traces are exported, each command run inside a request gets a
 //! client span (`db.system.name=redis`, `server.address`/`server.port`) as a
 //! child of the request's span; otherwise [`Redis::run`] makes no span at all.
+//!
+//! The parts: [`error`](mod@error) says what can go wrong, [`conn`] is one
+//! connection whatever the topology, [`sentinel`] follows the primary
+//! across failovers, and [`cluster`] computes the hash slot of the
+//! stack's keys.
 
-use std::{
-    future::Future,
-    sync::{Arc, Weak},
-    time::Duration,
-};
+mod cluster;
+mod conn;
+mod error;
+mod sentinel;
+
+use std::{future::Future, sync::Arc, time::Duration};
 
 use arc_swap::ArcSwapOption;
 use redis::{
-    AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, ErrorKind,
-    IntoConnectionInfo as _, RedisConnectionInfo, RedisError, RedisResult, ServerErrorKind,
-    aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection},
+    AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo as _, RedisConnectionInfo,
+    RedisResult,
+    aio::{ConnectionManager, ConnectionManagerConfig},
     cluster::{ClusterClient, ClusterConfig},
     cluster_async::ClusterConnection,
     cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr},
@@ -29,79 +35,11 @@ use redis::{
 use tokio::sync::Notify;
 use tracing::Instrument as _;
 
-use crate::problem::Problem;
-
-/// What went wrong talking to Redis.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// Redis cannot be reached or did not answer in time.
-    #[error("redis unavailable: {0}")]
-    Unavailable(String),
-    /// Redis answered with an error (a script bug, a wrong type).
-    #[error("redis error: {0}")]
-    Redis(RedisError),
-    /// Data in Redis could not be decoded.
-    #[error("corrupt data in redis: {0}")]
-    Corrupt(String),
-    /// The primary applied a write, but fewer replicas than
-    /// `REDIS_MIN_REPLICAS_ACK` confirmed it in time (`WAIT`): the write may
-    /// or may not survive a failover, so it is not acknowledged.
-    #[error("write not confirmed by {wanted} replica(s) in time (only {acks})")]
-    NotReplicated {
-        /// Replicas that confirmed it.
-        acks: u32,
-        /// Replicas asked for.
-        wanted: u32,
-    },
-}
-
-impl From<RedisError> for StoreError {
-    fn from(e: RedisError) -> Self {
-        if e.is_io_error()
-            // A write that reached a primary demoted to replica by a failover:
-            // the handle follows the new primary; retry shortly.
-            || e.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
-            || e.is_timeout()
-            || e.is_connection_dropped()
-            || e.is_connection_refusal()
-            || e.is_unrecoverable_error()
-        {
-            StoreError::Unavailable(e.to_string())
-        } else {
-            StoreError::Redis(e)
-        }
-    }
-}
-
-impl From<StoreError> for Problem {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Unavailable(_) => {
-                Problem::unavailable("the state store (Redis) is unavailable; retry shortly")
-            }
-            StoreError::Redis(e) => {
-                tracing::error!(error = %e, "redis command failed");
-                Problem::internal("the state store rejected a command")
-            }
-            StoreError::Corrupt(e) => {
-                tracing::error!(error = %e, "corrupt data in redis");
-                Problem::internal("the state store holds data this version cannot read")
-            }
-            StoreError::NotReplicated { acks, wanted } => {
-                tracing::warn!(
-                    acks,
-                    wanted,
-                    "write not confirmed by enough replicas in time"
-                );
-                Problem::unavailable(format!(
-                    "the write reached the state store's primary but only {acks} of the {wanted} \
-                     replica(s) required (REDIS_MIN_REPLICAS_ACK) confirmed it in time; it may or \
-                     may not be kept: read it back or retry"
-                ))
-            }
-        }
-    }
-}
+pub use cluster::key_slot;
+pub use conn::Conn;
+use conn::no_primary;
+pub use error::StoreError;
+use sentinel::{Follower, follow_primary, is_master, watch_switches};
 
 /// How a [`Redis`] handle reaches Redis (see README "High availability").
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -169,25 +107,6 @@ enum Backend {
     },
 }
 
-/// The primary a Sentinel-mode handle talks to now. Its connection does
-/// not reconnect by itself: only the follower connects, to a node it has
-/// just seen answer `ROLE` as master, so no command ever lands on a node
-/// that came back at the old address as an (empty) replica.
-struct Primary {
-    client: Client,
-    conn: MultiplexedConnection,
-    addr: String,
-}
-
-/// Sentinel mode: the current primary, swapped by the follower task when
-/// the Sentinels name another one.
-struct Follower {
-    current: ArcSwapOption<Primary>,
-    /// Wakes the follower task at once: a command failed (the primary may
-    /// be gone), or a Sentinel announced `+switch-master`.
-    wake: Arc<Notify>,
-}
-
 impl std::fmt::Debug for Redis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The URL may hold a password: never print it.
@@ -195,90 +114,6 @@ impl std::fmt::Debug for Redis {
             .field("prefix", &self.prefix)
             .finish()
     }
-}
-
-/// One connection to Redis, whatever the topology: what [`Redis::conn`] and
-/// [`Redis::dedicated`] hand out, usable wherever the driver wants an async
-/// connection (`query_async`, `invoke_async`).
-#[derive(Clone)]
-pub enum Conn {
-    /// The shared self-healing connection of one server (or of the current primary).
-    Manager(ConnectionManager),
-    /// A connection of its own to one server.
-    Multiplexed(MultiplexedConnection),
-    /// A Redis Cluster connection (routes each command to its slot's node).
-    Cluster(ClusterConnection),
-    /// No primary known yet (Sentinel mode, at start or in a failover):
-    /// every command fails as unavailable.
-    Down,
-}
-
-fn no_primary() -> RedisError {
-    RedisError::from(std::io::Error::new(
-        std::io::ErrorKind::NotConnected,
-        "no Redis primary known yet (Sentinel)",
-    ))
-}
-
-impl redis::aio::ConnectionLike for Conn {
-    fn req_packed_command<'a>(
-        &'a mut self,
-        cmd: &'a redis::Cmd,
-    ) -> redis::RedisFuture<'a, redis::Value> {
-        match self {
-            Conn::Manager(c) => c.req_packed_command(cmd),
-            Conn::Multiplexed(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
-            Conn::Down => Box::pin(async { Err(no_primary()) }),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
-        match self {
-            Conn::Manager(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Multiplexed(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Down => Box::pin(async { Err(no_primary()) }),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Conn::Manager(c) => c.get_db(),
-            Conn::Multiplexed(c) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
-            Conn::Down => 0,
-        }
-    }
-}
-
-/// The Redis Cluster hash slot of `key` (CRC16/XMODEM of its hash tag, mod 16384).
-pub fn key_slot(key: &str) -> u16 {
-    let bytes = key.as_bytes();
-    let tagged = bytes.iter().position(|&b| b == b'{').and_then(|open| {
-        let rest = &bytes[open + 1..];
-        rest.iter()
-            .position(|&b| b == b'}')
-            .filter(|&close| close > 0)
-            .map(|close| &rest[..close])
-    });
-    let mut crc: u16 = 0;
-    for &byte in tagged.unwrap_or(bytes) {
-        crc ^= u16::from(byte) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc % 16384
 }
 
 /// `host:port` as a TCP address.
@@ -630,41 +465,6 @@ fn manager_config(timeout: Duration) -> ConnectionManagerConfig {
         .set_max_delay(Duration::from_millis(250))
 }
 
-/// A connection to `client`'s node, checked to be the primary (`ROLE`).
-async fn connect_primary(client: &Client, timeout: Duration) -> RedisResult<MultiplexedConnection> {
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout));
-    let connect = async {
-        let mut conn = client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
-        is_master(&mut conn).await?;
-        Ok(conn)
-    };
-    match tokio::time::timeout(timeout.saturating_mul(2), connect).await {
-        Ok(result) => result,
-        Err(_) => Err(RedisError::from(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "connecting to the Redis primary timed out",
-        ))),
-    }
-}
-
-/// Fails unless the node behind `conn` is a primary (`ROLE` → `master`):
-/// a node that came back at the old address as a replica is refused.
-async fn is_master(conn: &mut MultiplexedConnection) -> RedisResult<()> {
-    let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(conn).await?;
-    match role.first() {
-        Some(redis::Value::BulkString(kind)) if kind.as_slice() == b"master" => Ok(()),
-        Some(redis::Value::SimpleString(kind)) if kind == "master" => Ok(()),
-        _ => Err(RedisError::from(std::io::Error::new(
-            std::io::ErrorKind::ConnectionRefused,
-            "the node is not (or no longer) the Redis primary",
-        ))),
-    }
-}
-
 /// `server.address`/`server.port` of the spans for `addr`.
 fn span_address(addr: &ConnectionAddr) -> (String, Option<u16>) {
     match addr {
@@ -674,143 +474,5 @@ fn span_address(addr: &ConnectionAddr) -> (String, Option<u16>) {
         ConnectionAddr::Unix(path) => (path.display().to_string(), None),
         // A future address kind: name it as best we can.
         _ => (String::from("redis"), None),
-    }
-}
-
-/// How often the follower asks the Sentinels while the primary answers
-/// (a missed `+switch-master` is noticed within this)…
-const SENTINEL_POLL: Duration = Duration::from_secs(5);
-/// …and while it does not (a failover in progress).
-const SENTINEL_RETRY: Duration = Duration::from_millis(200);
-
-/// Sentinel mode: find the primary, and again whenever woken (a command
-/// failed, a Sentinel announced `+switch-master`) or every
-/// [`SENTINEL_POLL`]; swap the handle's connection when it moved. The
-/// driver checks that the named node calls itself master (`ROLE`) before
-/// returning it. Ends when the last handle is dropped.
-async fn follow_primary(
-    follower: Weak<Follower>,
-    mut sentinel: Sentinel,
-    master: String,
-    node: SentinelNodeConnectionInfo,
-    timeout: Duration,
-) {
-    let mut failing = false;
-    loop {
-        let Some(wake) = follower.upgrade().map(|f| f.wake.clone()) else {
-            return;
-        };
-        let found = tokio::time::timeout(
-            timeout.saturating_mul(4),
-            sentinel.async_master_for(&master, Some(&node)),
-        )
-        .await;
-        let healthy = match found {
-            Ok(Ok(client)) => {
-                let Some(current) = follower.upgrade() else {
-                    return;
-                };
-                let addr = client.get_connection_info().addr().to_string();
-                let known = current.current.load_full();
-                let keep = match &known {
-                    Some(primary) if primary.addr == addr => {
-                        // Same node: keep the connection while it answers.
-                        let mut conn = primary.conn.clone();
-                        let ping = redis::cmd("PING");
-                        let ping = ping.query_async::<String>(&mut conn);
-                        matches!(tokio::time::timeout(timeout, ping).await, Ok(Ok(_)))
-                    }
-                    _ => false,
-                };
-                if keep {
-                    true
-                } else {
-                    match connect_primary(&client, timeout).await {
-                        Ok(conn) => {
-                            if known.as_ref().is_none_or(|p| p.addr != addr) {
-                                tracing::warn!(%master, primary = %addr, "following the Redis primary the Sentinels name");
-                            }
-                            current
-                                .current
-                                .store(Some(Arc::new(Primary { client, conn, addr })));
-                            true
-                        }
-                        Err(error) => {
-                            if !failing {
-                                tracing::warn!(%error, primary = %addr, "cannot connect to the Redis primary yet; retrying");
-                            }
-                            false
-                        }
-                    }
-                }
-            }
-            Ok(Err(error)) => {
-                if !failing {
-                    tracing::warn!(%error, %master, "no Redis primary from the Sentinels yet; retrying");
-                }
-                false
-            }
-            Err(_) => {
-                if !failing {
-                    tracing::warn!(%master, "the Sentinels did not answer in time; retrying");
-                }
-                false
-            }
-        };
-        failing = !healthy;
-        let pause = if healthy {
-            SENTINEL_POLL
-        } else {
-            SENTINEL_RETRY
-        };
-        tokio::select! {
-            _ = wake.notified() => {
-                // Debounce a burst of failed commands into one lookup.
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            _ = tokio::time::sleep(pause) => {}
-        }
-    }
-}
-
-/// Sentinel mode: subscribe to `+switch-master` on one Sentinel and wake
-/// the follower on each announcement (resubscribing after a lost
-/// connection). Ends when the last handle is dropped.
-async fn watch_switches(follower: Weak<Follower>, sentinel: ConnectionInfo, wake: Arc<Notify>) {
-    use futures_util::StreamExt as _;
-    while follower.strong_count() > 0 {
-        let subscribed = async {
-            let client = Client::open(sentinel.clone())?;
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe("+switch-master").await?;
-            RedisResult::Ok(pubsub)
-        };
-        if let Ok(Ok(pubsub)) = tokio::time::timeout(Duration::from_secs(2), subscribed).await {
-            let mut messages = pubsub.into_on_message();
-            loop {
-                match tokio::time::timeout(SENTINEL_POLL, messages.next()).await {
-                    Ok(Some(_)) => wake.notify_one(),
-                    Ok(None) => break,
-                    Err(_) if follower.strong_count() == 0 => return,
-                    Err(_) => {}
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::key_slot;
-
-    #[test]
-    fn key_slots_match_redis_cluster() {
-        // Values from `CLUSTER KEYSLOT`.
-        assert_eq!(key_slot("foo"), 12182);
-        assert_eq!(key_slot("{user1000}.following"), key_slot("user1000"));
-        assert_eq!(key_slot("{mcp}:reg:revision"), key_slot("mcp"));
-        assert_ne!(key_slot("foo{}{bar}"), key_slot("bar"));
-        assert_eq!(key_slot("123456789"), 0x31C3);
     }
 }
