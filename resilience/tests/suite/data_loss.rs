@@ -231,13 +231,7 @@ async fn writes_for_a_flushed_instance_recreate_nothing() {
         critical_since_ms: None,
     };
     let outcome = store
-        .record(
-            &store.target_keys("gone", "g-1"),
-            "gone",
-            "g-1",
-            &record,
-            Some(HealthStatus::Passing),
-        )
+        .record("gone", "g-1", &record, Some(HealthStatus::Passing))
         .await
         .unwrap();
     assert_eq!(outcome, health_svc::store::Recorded::Gone);
