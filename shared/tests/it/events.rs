@@ -1,6 +1,5 @@
 //! The event feed when Redis loses its data: a watcher open across the loss
 //! gets a `reset` (re-list) instead of silently missing the new history.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
 

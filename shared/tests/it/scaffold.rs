@@ -3,11 +3,16 @@
 //! metrics by route template, problem+json for unknown routes and
 //! rejections, graceful shutdown with a request in flight, and the
 //! connection limits (slowloris, header size, idle keep-alive, connection cap).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
-use axum::{Json, Router, extract::Path, routing::get};
+use axum::{Extension, Json, Router, extract::Path, routing::get};
 use mcp_shared::{
     Redis,
     server::{self, ConnectionLimits},
@@ -18,7 +23,9 @@ use tokio::{
     net::TcpStream,
 };
 
-async fn slow() -> &'static str {
+/// Answers after 800 ms; counts the requests that reached it in `started`.
+async fn slow(Extension(started): Extension<Arc<AtomicUsize>>) -> &'static str {
+    started.fetch_add(1, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(800)).await;
     "done"
 }
@@ -31,21 +38,34 @@ async fn echo(Json(v): Json<serde_json::Value>) -> Json<serde_json::Value> {
     Json(v)
 }
 
-async fn spawn_app(redis_url: String) -> TestService {
-    let limits = ConnectionLimits {
+fn with_grace() -> ConnectionLimits {
+    ConnectionLimits {
         shutdown_grace: Duration::from_secs(5),
         ..ConnectionLimits::default()
-    };
-    spawn_limited(redis_url, limits).await
+    }
+}
+
+async fn spawn_app(redis_url: String) -> TestService {
+    spawn_limited(redis_url, with_grace()).await
 }
 
 async fn spawn_limited(redis_url: String, limits: ConnectionLimits) -> TestService {
+    spawn_counted(redis_url, limits, Arc::default()).await
+}
+
+/// The app, with `started` counting the requests that reached `/slow`.
+async fn spawn_counted(
+    redis_url: String,
+    limits: ConnectionLimits,
+    started: Arc<AtomicUsize>,
+) -> TestService {
     mcp_testkit::spawn(move |listener, shutdown| async move {
         let redis = Redis::new(&redis_url, &prefix(), Duration::from_secs(1)).unwrap();
         let routes = Router::new()
             .route("/slow", get(slow))
             .route("/items/{id}", get(item))
-            .route("/echo", axum::routing::post(echo));
+            .route("/echo", axum::routing::post(echo))
+            .layer(Extension(started));
         let app = server::scaffold(routes, redis, 1024);
         server::serve(listener, app, shutdown, limits).await
     })
@@ -202,10 +222,16 @@ async fn request_id_is_kept_or_made() {
 
 #[tokio::test]
 async fn shutdown_lets_an_in_flight_request_finish() {
-    let app = spawn_app(redis().url()).await;
+    let started = Arc::new(AtomicUsize::new(0));
+    let app = spawn_counted(redis().url(), with_grace(), started.clone()).await;
     let url = app.at("/slow");
     let in_flight = tokio::spawn(async move { reqwest::get(url).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The shutdown starts only once the request is in the handler.
+    let reached = eventually(Duration::from_secs(5), || async {
+        started.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert!(reached, "the request never reached the handler");
     let stopped = tokio::spawn(app.stop());
     let response = in_flight.await.unwrap().unwrap();
     assert_eq!(response.status(), 200);

@@ -6,7 +6,6 @@
 //! Each test uses its own tracer provider and a subscriber scoped to its
 //! thread (`#[tokio::test]` runs server and client on that one thread); the
 //! cross-process picture (gateway → service) is in `gateway/tests/observability.rs`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{
     io::Write,
