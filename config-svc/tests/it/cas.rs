@@ -1,9 +1,6 @@
 //! Compare-and-swap under concurrency: no lost update, ever.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::{etag, key_url, put, start};
+use crate::common::{etag, key_url, put, start};
 use mcp_testkit::{prefix, redis};
 use serde_json::{Value, json};
 

@@ -1,10 +1,7 @@
 //! Namespace schemas: validation on write, checks of present values, and no
 //! stale schema across replicas.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::{etag, key_url, problem, put, start};
+use crate::common::{etag, key_url, problem, put, start};
 use mcp_testkit::{TestService, prefix, redis};
 use serde_json::{Value, json};
 

@@ -1,11 +1,8 @@
 //! Redis outages: fast 503s, self-healing, no acknowledged write lost.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{key_url, problem, put, start};
+use crate::common::{key_url, problem, put, start};
 use mcp_testkit::{RedisServer, eventually, prefix};
 use serde_json::{Value, json};
 

@@ -1,5 +1,4 @@
 //! Helpers shared by the config-svc test suites.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
 use std::time::Duration;
 

@@ -4,13 +4,10 @@
 //! `mcp_shared::config` (which the SDK and `mcpctl` use too), and so are the
 //! service's real answers (entries served as the JSON text Redis holds
 //! included), member for member.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::time::Duration;
 
-use common::{SseReader, key_url};
+use crate::common::{self, SseReader, key_url};
 use config_svc::api::{KEY_PATH, KEY_ROUTE};
 use mcp_shared::{
     config::{
@@ -34,9 +31,9 @@ use utoipa::PartialSchema;
 
 /// Sources that register routes: this crate's and the shared scaffold's.
 const SOURCES: &[&str] = &[
-    include_str!("../src/lib.rs"),
-    include_str!("../src/api.rs"),
-    include_str!("../../shared/src/server.rs"),
+    include_str!("../../src/lib.rs"),
+    include_str!("../../src/api.rs"),
+    include_str!("../../../shared/src/server.rs"),
 ];
 
 #[tokio::test]

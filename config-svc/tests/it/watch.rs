@@ -1,11 +1,8 @@
 //! Watches (SSE) and the propagation status of watching clients.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::time::Duration;
 
-use common::{SseReader, put, start};
+use crate::common::{SseReader, put, start};
 use mcp_testkit::{eventually, prefix, redis};
 use serde_json::{Value, json};
 
