@@ -1,12 +1,9 @@
 //! The registry's lifecycle against a real redis-server: register, replace,
 //! list and filter, heartbeat, deregister, expiry, statuses and metrics.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::time::Duration;
 
-use common::{body, client, get, heartbeat, ids, register, replica};
+use crate::common::{body, client, get, heartbeat, ids, register, replica};
 use mcp_testkit::{eventually, prefix, redis};
 use serde_json::json;
 

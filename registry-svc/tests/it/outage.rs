@@ -1,12 +1,9 @@
 //! Redis killed: 503 problem+json at once; Redis back: the service serves
 //! again without a restart.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{body, client, register, replica};
+use crate::common::{self, body, client, register, replica};
 use mcp_testkit::{RedisServer, eventually, prefix};
 
 #[tokio::test]

@@ -1,11 +1,8 @@
 //! Blocking queries (`index` + `wait`) across replicas.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::time::Duration;
 
-use common::{body, client, get, register, replica};
+use crate::common::{body, client, get, register, replica};
 use mcp_testkit::{prefix, redis};
 
 fn index_of(response: &reqwest::Response) -> u64 {
@@ -14,6 +11,13 @@ fn index_of(response: &reqwest::Response) -> u64 {
         .unwrap()
         .parse()
         .unwrap()
+}
+
+/// Whether the blocking query in `parked` is still unanswered 300 ms on.
+async fn still_parked(parked: &mut tokio::task::JoinHandle<reqwest::Response>) -> bool {
+    tokio::time::timeout(Duration::from_millis(300), parked)
+        .await
+        .is_err()
 }
 
 #[tokio::test]
@@ -31,17 +35,22 @@ async fn blocking_query_on_one_replica_returns_when_another_registers() {
 
     // Parked for up to 60 s; the client gives up after 10 s, so returning
     // at all proves the wake-up.
-    let parked = tokio::spawn({
+    let mut parked = tokio::spawn({
         let url = a.at(&format!(
             "/v1/services/web/instances?index={index}&wait=60s"
         ));
         async move { client().get(url).send().await.unwrap() }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        still_parked(&mut parked).await,
+        "answered before any change"
+    );
     // A change to another service does not wake it.
     assert_eq!(register(&b, "other", "y", body(30)).await.0, 201);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!parked.is_finished(), "woken by another service's change");
+    assert!(
+        still_parked(&mut parked).await,
+        "woken by another service's change"
+    );
 
     let (status, created) = register(&b, "web", "w-1", body(30)).await;
     assert_eq!(status, 201);
@@ -63,11 +72,14 @@ async fn blocking_services_listing_wakes_on_any_change() {
     assert_eq!(register(&b, "zz-seed", "s-1", body(30)).await.0, 201);
     let (_, listed) = get(&a, "/v1/services").await;
     let index = listed["revision"].as_u64().unwrap();
-    let parked = tokio::spawn({
+    let mut parked = tokio::spawn({
         let url = a.at(&format!("/v1/services?index={index}&wait=60s"));
         async move { client().get(url).send().await.unwrap() }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        still_parked(&mut parked).await,
+        "answered before any change"
+    );
     assert_eq!(register(&b, "api", "a-1", body(30)).await.0, 201);
     let response = parked.await.unwrap();
     assert_eq!(response.status(), 200);

@@ -1,12 +1,9 @@
 //! Bad input is refused with a problem+json that names the field, and
 //! leaves Redis exactly as it was.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::time::Duration;
 
-use common::{body, client, register, replica};
+use crate::common::{body, client, register, replica};
 use mcp_testkit::{prefix, redis};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

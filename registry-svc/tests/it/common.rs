@@ -1,6 +1,5 @@
 //! Helpers shared by registry-svc's integration tests: start a replica on a
 //! prefix, register and heartbeat instances, read SSE watches.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{pin::Pin, time::Duration};
 

@@ -1,13 +1,13 @@
 //! The real binary: SIGTERM lets an in-flight blocking query finish, then
 //! the process exits 0; the password of `REDIS_URL` never shows in `--help`,
 //! a start-up error or a log line.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{
     process::{Command, Stdio},
     time::Duration,
 };
 
+use crate::common::body;
 use mcp_testkit::{eventually, free_port, prefix, redis};
 
 #[tokio::test]
@@ -40,6 +40,14 @@ async fn sigterm_finishes_an_in_flight_blocking_query_and_exits_zero() {
     .await;
     assert!(up, "registry-svc did not start");
 
+    // Index 0 never blocks: give the registry a revision to wait past.
+    let seeded = client
+        .put(format!("{base}/v1/services/seed/instances/s-1"))
+        .json(&body(30))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(seeded.status(), 201);
     let listed: serde_json::Value = client
         .get(format!("{base}/v1/services"))
         .send()
@@ -49,13 +57,18 @@ async fn sigterm_finishes_an_in_flight_blocking_query_and_exits_zero() {
         .await
         .unwrap();
     let index = listed["revision"].as_u64().unwrap();
-    let parked = tokio::spawn({
+    let mut parked = tokio::spawn({
         let client = client.clone();
         let url = format!("{base}/v1/services?index={index}&wait=3s");
         async move { client.get(url).send().await }
     });
-    // Let the query reach the server and park.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The query is parked on the server when the signal comes.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut parked)
+            .await
+            .is_err(),
+        "the blocking query answered before its wait"
+    );
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

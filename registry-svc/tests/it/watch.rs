@@ -1,12 +1,9 @@
 //! The SSE watch: resume with `Last-Event-ID` without loss or repeats,
 //! `reset` when the stream no longer holds the asked-for revision.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::time::Duration;
 
-use common::{Watch, body, client, register, replica};
+use crate::common::{Watch, body, client, register, replica};
 use mcp_testkit::{prefix, redis};
 
 #[tokio::test]

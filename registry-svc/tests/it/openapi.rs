@@ -3,13 +3,10 @@
 //! service answers, no more and no fewer; its bodies are the shared types of
 //! `mcp_shared::registry` (which the SDK and `mcpctl` use too), and so are
 //! the service's real answers, member for member.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::{collections::BTreeMap, time::Duration};
 
-use common::{Watch, get, register, replica};
+use crate::common::{Watch, get, register, replica};
 use mcp_shared::{
     openapi::{lint, operations},
     registry::{
@@ -27,9 +24,9 @@ use mcp_testkit::{
 
 /// Sources that register routes: this crate's and the shared scaffold's.
 const SOURCES: &[&str] = &[
-    include_str!("../src/lib.rs"),
-    include_str!("../src/api.rs"),
-    include_str!("../../shared/src/server.rs"),
+    include_str!("../../src/lib.rs"),
+    include_str!("../../src/api.rs"),
+    include_str!("../../../shared/src/server.rs"),
 ];
 
 #[tokio::test]

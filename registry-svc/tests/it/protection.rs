@@ -1,12 +1,9 @@
 //! Mass-expiry protection. Alone in its test binary because it asserts on
 //! the process-wide `registry_protected_services` gauge.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::time::Duration;
 
-use common::{Watch, body, client, get, ids, keep_alive, register, replica};
+use crate::common::{Watch, body, client, get, ids, keep_alive, register, replica};
 use mcp_testkit::{eventually, prefix, redis};
 
 async fn protected(app: &mcp_testkit::TestService, service: &str) -> bool {

@@ -1,11 +1,8 @@
 //! Lease expiry with several replicas sharing one Redis.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::time::Duration;
 
-use common::{Watch, body, ids, keep_alive, register, replica};
+use crate::common::{Watch, body, ids, keep_alive, register, replica};
 use mcp_testkit::{eventually, prefix, redis};
 
 #[tokio::test]
