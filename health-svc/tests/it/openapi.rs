@@ -3,13 +3,10 @@
 //! service answers, no more and no fewer; its bodies are the shared types of
 //! `mcp_shared::health` (which the SDK and `mcpctl` use too), and so are the
 //! service's real answers, member for member.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::time::Duration;
 
-use common::{FakeServer, Registry, get_json, http_check, instance, wait_status};
+use crate::common::{self, FakeServer, Registry, get_json, http_check, instance, wait_status};
 use mcp_shared::{
     health::{Explain, HealthSummary, ServiceHealth},
     openapi::{lint, operations},
@@ -26,9 +23,9 @@ use mcp_testkit::{
 
 /// Sources that register routes: this crate's and the shared scaffold's.
 const SOURCES: &[&str] = &[
-    include_str!("../src/lib.rs"),
-    include_str!("../src/api.rs"),
-    include_str!("../../shared/src/server.rs"),
+    include_str!("../../src/lib.rs"),
+    include_str!("../../src/api.rs"),
+    include_str!("../../../shared/src/server.rs"),
 ];
 
 #[tokio::test]

@@ -1,12 +1,9 @@
 //! The read API: service health, summary aggregation, explain, errors,
 //! and behaviour while Redis is down.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::time::Duration;
 
-use common::{
+use crate::common::{
     FakeServer, Registry, closed_port, get_json, http_check, instance, start, tcp_check,
     wait_status,
 };

@@ -1,7 +1,6 @@
 //! Shared test helpers: a switchable fake HTTP server, a stand-in for
 //! registry-svc's register (writing Redis in the documented schema), and
 //! starting health-svc in-process.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{
     collections::{BTreeMap, HashMap},

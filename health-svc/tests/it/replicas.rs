@@ -1,12 +1,9 @@
 //! Several replicas share the checks: each instance is checked by one
 //! replica per interval, and a dead replica's share is taken over at once.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{FakeServer, Registry, http_check, instance, start};
+use crate::common::{FakeServer, Registry, http_check, instance, start};
 use mcp_testkit::{eventually, prefix, redis};
 
 const INSTANCES: usize = 50;

@@ -1,13 +1,10 @@
 //! Checks against real HTTP servers and ports: statuses, hysteresis,
 //! timeouts, and what lands in the registry's Redis keys.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::time::Duration;
 
-use common::{
-    FakeServer, Registry, closed_port, http_check, instance, start, tcp_check, wait_status,
+use crate::common::{
+    self, FakeServer, Registry, closed_port, http_check, instance, start, tcp_check, wait_status,
 };
 use mcp_shared::registry::{HealthStatus, Instance};
 use mcp_testkit::{eventually, prefix, redis};
