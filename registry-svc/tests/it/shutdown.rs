@@ -3,29 +3,41 @@
 //! a start-up error or a log line.
 
 use std::{
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
     time::Duration,
 };
 
 use crate::common::body;
 use mcp_testkit::{eventually, free_port, prefix, redis};
 
+/// A child process killed when dropped, so a failing test leaves no server behind.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::test]
 async fn sigterm_finishes_an_in_flight_blocking_query_and_exits_zero() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_registry-svc"))
-        .env("REGISTRY_ADDR", format!("127.0.0.1:{port}"))
-        .env("REDIS_URL", redis().url())
-        .env("MCP_REDIS_PREFIX", prefix())
-        .env("MCP_INTERNAL_SECRET", mcp_testkit::INTERNAL_SECRET)
-        .env("LOG_FORMAT", "pretty")
-        .env("RUST_LOG", "warn")
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_registry-svc"))
+            .env("REGISTRY_ADDR", format!("127.0.0.1:{port}"))
+            .env("REDIS_URL", redis().url())
+            .env("MCP_REDIS_PREFIX", prefix())
+            .env("MCP_INTERNAL_SECRET", mcp_testkit::INTERNAL_SECRET)
+            .env("LOG_FORMAT", "pretty")
+            .env("RUST_LOG", "warn")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let client = mcp_testkit::client_builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -70,7 +82,7 @@ async fn sigterm_finishes_an_in_flight_blocking_query_and_exits_zero() {
         "the blocking query answered before its wait"
     );
     let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
@@ -82,14 +94,11 @@ async fn sigterm_finishes_an_in_flight_blocking_query_and_exits_zero() {
 
     let mut status = None;
     let exited = eventually(Duration::from_secs(10), || {
-        status = status.or_else(|| child.try_wait().unwrap());
+        status = status.or_else(|| child.0.try_wait().unwrap());
         let done = status.is_some();
         async move { done }
     })
     .await;
-    if !exited {
-        let _ = child.kill();
-    }
     assert!(exited, "registry-svc did not exit after SIGTERM");
     assert_eq!(status.unwrap().code(), Some(0));
 }
