@@ -1,12 +1,9 @@
 //! The `mcp-client` SDK against the real stack (it lives here because the
 //! stack helper does: `mcpctl::stack` starts the four services in-process).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::time::Duration;
 
-use common::{client, start_stack};
+use crate::common::{self, client, start_stack};
 use mcp_client::{
     ConfigWatcher, ConnectionState, Error, InstanceQuery, InstanceSpec, Registration,
     ServiceWatcher,

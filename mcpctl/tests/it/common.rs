@@ -1,10 +1,13 @@
-//! Test helpers shared by mcpctl's test binaries: the stack as `mcpctl up`
-//! starts it (ports 0, short intervals), echo instances, and a gateway client.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+//! Test helpers shared by mcpctl's test modules: the stack as `mcpctl up`
+//! starts it (ports 0, short intervals), echo instances, a gateway client,
+//! and the real `mcpctl` binary run against a stack.
 
-use std::time::Duration;
+use std::{
+    process::{Child, Command, ExitStatus, Output, Stdio},
+    time::Duration,
+};
 
-use mcp_testkit::{JWT_SECRET, TestService};
+use mcp_testkit::{JWT_SECRET, TestService, eventually};
 use mcpctl::stack::{self, Stack, StackOptions};
 
 /// The stack on `redis_url` under a fresh prefix, every listener on port 0.
@@ -74,4 +77,54 @@ pub async fn call_echo(http: &reqwest::Client, stack: &Stack) -> (u16, serde_jso
         }
         Err(_) => (0, serde_json::Value::Null),
     }
+}
+
+/// `mcpctl ARGS` against `gateway` with the admin token, environment cleared of MCP settings.
+pub fn mcpctl(gateway: &str, token: &str, args: &[&str]) -> Output {
+    base_command(gateway, token).args(args).output().unwrap()
+}
+
+pub fn base_command(gateway: &str, token: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mcpctl"));
+    command
+        .env_remove("JWT_SECRET")
+        .env("MCP_GATEWAY_URL", gateway)
+        .env("MCP_TOKEN", token)
+        .stdin(Stdio::null());
+    command
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Run and require exit 0, returning stdout.
+pub fn ok(gateway: &str, args: &[&str]) -> String {
+    let output = mcpctl(gateway, &admin_token(), args);
+    assert!(
+        output.status.success(),
+        "mcpctl {args:?} failed: {}",
+        stderr(&output)
+    );
+    stdout(&output)
+}
+
+/// Wait at most `within` for `child` to exit; past that, kill it and fail the test.
+pub async fn exit_within(child: &mut Child, within: Duration) -> ExitStatus {
+    let mut status = None;
+    let exited = eventually(within, || {
+        status = status.or_else(|| child.try_wait().unwrap());
+        let done = status.is_some();
+        async move { done }
+    })
+    .await;
+    if !exited {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    status.unwrap_or_else(|| panic!("the child process did not exit within {within:?}; killed it"))
 }

@@ -1,13 +1,10 @@
 //! End to end: the stack as `mcpctl up` starts it, two echo instances, and
 //! every call through the gateway, as a user of MCP sees it.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::{collections::BTreeSet, time::Duration};
 
+use crate::common::{self, admin_token, call_echo, http, spawn_echo, start_stack};
 use clap::Parser as _;
-use common::{admin_token, call_echo, http, spawn_echo, start_stack};
 use mcp_testkit::{RedisServer, eventually, redis};
 
 /// Generous bound for eventual effects (checks run every second).
