@@ -199,3 +199,30 @@ impl Watch {
         }
     }
 }
+
+/// Run the ignored test `name` (its full path in this binary) alone in a
+/// process of its own, for a scenario that asserts on process-wide state
+/// (a metrics gauge every replica in the process sets); fails with the
+/// child's output if it fails or outlasts `within` (then it is killed).
+pub async fn alone(name: &str, within: Duration) {
+    let child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--ignored"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let output = tokio::time::timeout(within, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{name} did not finish within {within:?}"))
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{name} failed:\n{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // A name that matches nothing would pass without running anything.
+    assert!(stdout.contains("1 passed"), "{name} did not run:\n{stdout}");
+}

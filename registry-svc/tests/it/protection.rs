@@ -1,9 +1,10 @@
-//! Mass-expiry protection. Alone in its test binary because it asserts on
-//! the process-wide `registry_protected_services` gauge.
+//! Mass-expiry protection. The scenario runs alone in a process of its own
+//! (see `common::alone`) because it asserts on the process-wide
+//! `registry_protected_services` gauge, which every replica in a process sets.
 
 use std::time::Duration;
 
-use crate::common::{Watch, body, client, get, ids, keep_alive, register, replica};
+use crate::common::{Watch, alone, body, client, get, ids, keep_alive, register, replica};
 use mcp_testkit::{eventually, prefix, redis};
 
 async fn protected(app: &mcp_testkit::TestService, service: &str) -> bool {
@@ -32,6 +33,17 @@ async fn metric(app: &mcp_testkit::TestService) -> String {
 
 #[tokio::test]
 async fn five_of_six_stopping_at_once_trips_protection_and_none_is_removed() {
+    alone(
+        "protection::five_of_six_stopping_at_once_trips_protection_and_none_is_removed_alone",
+        Duration::from_secs(60),
+    )
+    .await;
+}
+
+/// The scenario, run by the test above in a process where no other replica runs.
+#[tokio::test]
+#[ignore = "runs alone in a process of its own, started by the test above"]
+async fn five_of_six_stopping_at_once_trips_protection_and_none_is_removed_alone() {
     let prefix = prefix();
     // A short window: held instances that never return go 1 s after the lift.
     let a = replica(&redis().url(), &prefix, &["--protect-window", "1s"]).await;
