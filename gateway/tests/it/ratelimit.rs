@@ -1,12 +1,9 @@
 //! Rate limiting: per client, with the IETF headers, locally or across
 //! replicas through Redis, failing open when Redis is down.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::time::Instant;
 
-use common::{bearer, client, echo, gateway, token};
+use crate::common::{bearer, client, echo, gateway, token};
 use mcp_testkit::{RedisServer, prefix, redis};
 
 async fn call(url: &str, token: &str) -> reqwest::Response {

@@ -1,7 +1,6 @@
 //! Shared arrangement for the gateway's tests: a gateway in-process, axum
 //! upstreams on 127.0.0.1:0, and instances written into Redis in the
 //! registry's documented format (registry-svc itself is not needed).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -226,4 +225,35 @@ pub async fn get(url: &str, token: &str) -> (u16, reqwest::header::HeaderMap, se
     let headers = response.headers().clone();
     let body = response.json().await.unwrap_or(serde_json::Value::Null);
     (status, headers, body)
+}
+
+/// The path of `name` among the test keys and certificates (`tests/keys/`).
+pub fn key_file(name: &str) -> String {
+    format!("{}/tests/keys/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A TLS connection to the gateway at `addr`, trusting the test CA.
+pub async fn tls_connect(
+    addr: std::net::SocketAddr,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use tokio_rustls::{
+        TlsConnector,
+        rustls::{
+            ClientConfig, RootCertStore,
+            pki_types::{CertificateDer, ServerName, pem::PemObject},
+        },
+    };
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(key_file("tls-ca.pem")).unwrap())
+        .unwrap();
+    let config = ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap()
 }

@@ -3,50 +3,12 @@
 //! a bad key file stops start-up with one line naming the settings, and a
 //! slowloris client (over TLS, or stalling the handshake) is closed within
 //! the header-read timeout.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
-
-use std::{path::PathBuf, sync::Arc};
 
 use clap::Parser;
-
 use mcp_testkit::{prefix, redis};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_rustls::{
-    TlsConnector,
-    rustls::{
-        ClientConfig, RootCertStore,
-        pki_types::{CertificateDer, ServerName, pem::PemObject},
-    },
-};
 
-fn key_file(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/keys")
-        .join(name)
-        .to_string_lossy()
-        .into_owned()
-}
-
-/// A TLS connection to the gateway, trusting the test CA.
-async fn tls_connect(
-    addr: std::net::SocketAddr,
-) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let mut roots = RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_file(key_file("tls-ca.pem")).unwrap())
-        .unwrap();
-    let config = ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    connector
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap()
-}
+use crate::common::{self, key_file, tls_connect};
 
 /// One HTTP/1.1 request over TLS; returns the raw response text.
 async fn https_get(addr: std::net::SocketAddr, path: &str, auth: Option<&str>) -> String {

@@ -1,16 +1,17 @@
 //! Graceful shutdown of the real binary: SIGTERM lets an in-flight proxied
 //! request complete, then the process exits 0.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::{
     process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
+use crate::common::{self, bearer, client, token};
 use axum::{Router, routing::any};
-use common::{bearer, client, token};
 use mcp_testkit::{JWT_SECRET, eventually, free_port, prefix, redis};
 
 /// Kills the child if the test fails before it exits.
@@ -27,9 +28,14 @@ impl Drop for Guard {
 
 #[tokio::test]
 async fn sigterm_lets_a_slow_proxied_request_complete_then_exits_zero() {
-    let slow = common::upstream(Router::new().fallback(any(|| async {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        "done"
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let counter = arrived.clone();
+    let slow = common::upstream(Router::new().fallback(any(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            "done"
+        }
     })))
     .await;
     let port = free_port();
@@ -70,7 +76,12 @@ async fn sigterm_lets_a_slow_proxied_request_complete_then_exits_zero() {
             .unwrap();
         (response.status().as_u16(), response.text().await.unwrap())
     });
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The signal comes while the request is at the upstream.
+    let in_upstream = eventually(Duration::from_secs(10), || async {
+        arrived.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert!(in_upstream, "the request never reached the upstream");
     let killed = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
@@ -80,11 +91,16 @@ async fn sigterm_lets_a_slow_proxied_request_complete_then_exits_zero() {
     let (status, body) = in_flight.await.unwrap();
     assert_eq!(status, 200);
     assert_eq!(body, "done");
-    let mut child = guard.0.take().unwrap();
-    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(exit.code(), Some(0));
+    // Bounded: past 10 s the test fails (and the guard kills the gateway).
+    let mut exit = None;
+    let exited = eventually(Duration::from_secs(10), || {
+        exit = exit.or_else(|| guard.0.as_mut().unwrap().try_wait().unwrap());
+        let done = exit.is_some();
+        async move { done }
+    })
+    .await;
+    assert!(exited, "the gateway did not exit after SIGTERM");
+    assert_eq!(exit.unwrap().code(), Some(0));
 }
 
 #[test]

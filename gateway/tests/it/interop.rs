@@ -3,9 +3,6 @@
 //! and an unmodified Consul client library (py-consul, from PyPI) against
 //! the gateway's Consul-compatible API. Both run against the real control
 //! plane in-process (registry-svc, config-svc, health-svc) and a real Redis.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::{
     path::{Path, PathBuf},
@@ -13,9 +10,9 @@ use std::{
     time::Duration,
 };
 
+use crate::common::{bearer, client, gateway, token, upstream};
 use axum::{Router, routing::get};
 use clap::Parser;
-use common::{bearer, client, gateway, token, upstream};
 use mcp_testkit::{TestService, prefix, redis};
 use serde_json::{Value, json};
 

@@ -1,9 +1,6 @@
 //! Routing and forwarding: the table follows the registry, requests and
 //! answers pass through as they should, streams are not buffered, paths
 //! cannot escape their prefix, and breakers keep traffic off dead instances.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::{
     io::{Read, Write},
@@ -15,6 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::common::{self, Registry, bearer, client, echo, gateway, get as get_json, token};
 use axum::{
     Router,
     body::Body,
@@ -22,7 +20,6 @@ use axum::{
     response::IntoResponse,
     routing::{any, get},
 };
-use common::{Registry, bearer, client, echo, gateway, get as get_json, token};
 use futures_util::StreamExt as _;
 use mcp_shared::registry::HealthStatus;
 use mcp_testkit::{RedisServer, eventually, prefix, redis};

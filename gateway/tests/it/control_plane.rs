@@ -3,18 +3,11 @@
 //! `Connection` header cannot strip the forwarded identity, the gateway's
 //! `/metrics` needs a token and forgets instances that left, and
 //! `X-Forwarded-Proto` says `https` behind TLS.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use std::time::{Duration, Instant};
 
-use std::{
-    path::PathBuf,
-    sync::Arc,
-    time::{Duration, Instant},
-};
-
+use crate::common::{self, bearer, client, echo, gateway, key_file, token};
 use clap::Parser;
-use common::{bearer, client, echo, gateway, token};
 use mcp_testkit::{TestService, prefix, redis};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -351,36 +344,9 @@ async fn instances_that_leave_the_registry_leave_no_series_in_the_gateway_metric
     );
 }
 
-fn key_file(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/keys")
-        .join(name)
-        .to_string_lossy()
-        .into_owned()
-}
-
 /// One HTTP/1.1 request over TLS (trusting the test CA); the raw response.
 async fn https_get(addr: std::net::SocketAddr, path: &str, token: &str) -> String {
-    use tokio_rustls::{
-        TlsConnector,
-        rustls::{
-            ClientConfig, RootCertStore,
-            pki_types::{CertificateDer, ServerName, pem::PemObject},
-        },
-    };
-    let mut roots = RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_file(key_file("tls-ca.pem")).unwrap())
-        .unwrap();
-    let config = ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut tls = connector
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
+    let mut tls = common::tls_connect(addr).await;
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\
          Connection: close, x-forwarded-proto\r\n\r\n"

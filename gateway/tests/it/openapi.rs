@@ -2,13 +2,10 @@
 //! token, OpenAPI 3.1, every control-plane operation re-rooted under
 //! `/api/v1/{area}/` with its scope, the gateway's own routes and document
 //! in step, and a docs page whose assets come from the gateway itself.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::collections::BTreeSet;
 
-use common::{bearer, echo, gateway, token};
+use crate::common::{bearer, client, echo, gateway, token};
 use gateway::{docs::DOCS_PATH, openapi::CONTROL_PLANE};
 use mcp_shared::openapi::{lint, operations};
 use mcp_testkit::{
@@ -23,10 +20,10 @@ use serde_json::Value;
 
 /// Sources that register the gateway's routes, and the scaffold's.
 const SOURCES: &[&str] = &[
-    include_str!("../src/lib.rs"),
-    include_str!("../src/docs.rs"),
-    include_str!("../src/ui.rs"),
-    include_str!("../../shared/src/server.rs"),
+    include_str!("../../src/lib.rs"),
+    include_str!("../../src/docs.rs"),
+    include_str!("../../src/ui.rs"),
+    include_str!("../../../shared/src/server.rs"),
 ];
 
 /// Docs and console assets (`/docs/swagger-ui.css`, `/ui/app.js`, …) are
@@ -65,17 +62,16 @@ async fn arranged() -> (TestService, Vec<TestService>) {
     (gateway, upstreams)
 }
 
-/// Probes `gateway` with an admin token (every scope), with no timeout.
+/// Probes `gateway` with an admin token (every scope); each request gives
+/// up after the probe's bound (10 s), so a hang fails the test.
 fn probe(gateway: &TestService) -> Probe {
-    Probe::new(&gateway.url)
-        .without_timeout()
-        .authorization(bearer(&token("probe", "admin")))
+    Probe::new(&gateway.url).authorization(bearer(&token("probe", "admin")))
 }
 
 #[tokio::test]
 async fn openapi_json_serves_the_merged_openapi_3_1_document_without_a_token() {
     let (gateway, _upstreams) = arranged().await;
-    let served = served_document(&reqwest::Client::new(), &gateway.url).await;
+    let served = served_document(&client(), &gateway.url).await;
     assert!(
         served["openapi"].as_str().unwrap().starts_with("3.1."),
         "{}",
@@ -248,7 +244,7 @@ async fn the_gateways_own_paths_answer_no_undocumented_method() {
 #[tokio::test]
 async fn docs_serves_swagger_ui_and_its_assets_from_the_gateway_without_a_token() {
     let (gateway, _upstreams) = arranged().await;
-    let response = reqwest::get(gateway.at(DOCS_PATH)).await.unwrap();
+    let response = client().get(gateway.at(DOCS_PATH)).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert!(
         response.headers()["content-type"]
@@ -271,7 +267,7 @@ async fn docs_serves_swagger_ui_and_its_assets_from_the_gateway_without_a_token(
             "{asset} is not served by the gateway"
         );
         let path = format!("/docs/{}", asset.trim_start_matches("./"));
-        let response = reqwest::get(gateway.at(&path)).await.unwrap();
+        let response = client().get(gateway.at(&path)).send().await.unwrap();
         assert_eq!(response.status(), 200, "{path}");
         let content_type = response.headers()["content-type"]
             .to_str()
@@ -288,7 +284,9 @@ async fn docs_serves_swagger_ui_and_its_assets_from_the_gateway_without_a_token(
         assert!(!response.bytes().await.unwrap().is_empty(), "{path}");
     }
     // The page loads the gateway's own document.
-    let initializer = reqwest::get(gateway.at("/docs/swagger-initializer.js"))
+    let initializer = client()
+        .get(gateway.at("/docs/swagger-initializer.js"))
+        .send()
         .await
         .unwrap()
         .text()
@@ -296,9 +294,13 @@ async fn docs_serves_swagger_ui_and_its_assets_from_the_gateway_without_a_token(
         .unwrap();
     assert!(initializer.contains(r#""/openapi.json""#), "{initializer}");
     // `/docs/` is the same page; an unknown asset is a problem+json 404.
-    let slash = reqwest::get(gateway.at("/docs/")).await.unwrap();
+    let slash = client().get(gateway.at("/docs/")).send().await.unwrap();
     assert_eq!(slash.status(), 200);
-    let missing = reqwest::get(gateway.at("/docs/nope.js")).await.unwrap();
+    let missing = client()
+        .get(gateway.at("/docs/nope.js"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status(), 404);
     assert_eq!(
         missing.headers()["content-type"],

@@ -4,14 +4,11 @@
 //! problem that names the reason, is not a breaker failure, and no
 //! connection is attempted (the destinations outside loopback are refused
 //! before any connect, so these tests never leave 127.0.0.0/8).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::{net::SocketAddr, time::Duration};
 
+use crate::common::{self, Registry, bearer, client, gateway};
 use axum::{Router, routing::any};
-use common::{Registry, bearer, client, gateway};
 use mcp_shared::registry::HealthStatus;
 use mcp_testkit::{prefix, redis};
 
