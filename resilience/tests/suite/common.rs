@@ -441,22 +441,27 @@ pub async fn collect(loops: Vec<JoinHandle<Vec<Sample>>>) -> Vec<Sample> {
     all
 }
 
-/// Read registry SSE events (`event:` kind, `data:` JSON) from `url` into a
-/// channel until the stream ends or `stop` fires.
-pub fn sse_events(
+/// Open the SSE watch at `url` and read its events (`event:` kind, `data:`
+/// JSON) into a channel until the stream ends or `stop` fires.
+///
+/// The watch is opened (and its status checked) here, in the caller's task,
+/// so a failure to open fails the test; the reader task asserts nothing: a
+/// stream that ends or breaks closes the channel, which the caller sees as
+/// `None` from `recv`.
+pub async fn sse_events(
     url: String,
     stop: CancellationToken,
 ) -> tokio::sync::mpsc::UnboundedReceiver<(String, Value)> {
+    let response = mcp_testkit::client_builder()
+        .build()
+        .unwrap()
+        .get(&url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("cannot open the watch {url}: {e}"));
+    assert_eq!(response.status(), 200, "opening the watch {url}");
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
-        let response = mcp_testkit::client_builder()
-            .build()
-            .unwrap()
-            .get(url)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
         let mut stream = response.bytes_stream();
         let mut buffer = String::new();
         let (mut kind, mut data) = (String::new(), String::new());

@@ -78,8 +78,8 @@ async fn gateway_and_watchers_follow_a_flushed_redis() {
     }
     assert!(wait_routable(&gateway, "old", "old-1").await);
     let stop = CancellationToken::new();
-    let mut watch = sse_events(registry.at("/v1/watch"), stop.clone());
-    // The watch connects in the background: register until it sees one
+    let mut watch = sse_events(registry.at("/v1/watch"), stop.clone()).await;
+    // The watch may not follow the feed yet when it answers: register until it sees one
     // (bounded), so the reset below is not a race with the watch's opening.
     let mut live = false;
     let mut old_revisions = 3;
@@ -251,8 +251,8 @@ async fn config_watcher_gets_reset_after_a_flush() {
     };
     assert!(put(1).await.unwrap().status().is_success());
     let stop = CancellationToken::new();
-    let mut watch = sse_events(config.at("/v1/watch?namespace=dl"), stop.clone());
-    // The watch connects in the background: write until it sees a write
+    let mut watch = sse_events(config.at("/v1/watch?namespace=dl"), stop.clone()).await;
+    // The watch may not follow the feed yet when it answers: write until it sees a write
     // (bounded), so a write made before it subscribed cannot be waited for.
     let mut live = false;
     for value in 2..12 {

@@ -351,9 +351,10 @@ async fn sentinel_failover_under_load_loses_no_acknowledged_write() {
     // The watchers outlive the load: they must still get its last events.
     let watching = CancellationToken::new();
     let _stop_watching = watching.clone().drop_guard();
-    let mut config_watch = sse_events(config.at("/v1/watch?namespace=ha"), watching.clone());
-    let mut registry_watch = sse_events(registry.at("/v1/watch?service=fleet"), watching.clone());
-    // The watches connect in the background: probe each until it sees a
+    let mut config_watch = sse_events(config.at("/v1/watch?namespace=ha"), watching.clone()).await;
+    let mut registry_watch =
+        sse_events(registry.at("/v1/watch?service=fleet"), watching.clone()).await;
+    // The watches may not follow the feeds yet when they answer: probe each until it sees a
     // change (bounded), so no acknowledged change below predates them.
     let probe = client();
     let mut live = (false, false);
@@ -869,7 +870,7 @@ async fn the_stack_runs_on_a_redis_cluster() {
     )
     .await;
     let stop = CancellationToken::new();
-    let mut watch = sse_events(config.at("/v1/watch?namespace=cl"), stop.clone());
+    let mut watch = sse_events(config.at("/v1/watch?namespace=cl"), stop.clone()).await;
 
     // Registry: register, list, route through the gateway.
     let echo = Upstream::echo("echo").await;

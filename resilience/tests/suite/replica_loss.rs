@@ -151,7 +151,7 @@ async fn leases_still_expire_on_time_after_a_replica_is_killed() {
     let doomed = common::registry(&url, &prefix, &[]).await;
     let survivor = common::registry(&url, &prefix, &[]).await;
     let stop = CancellationToken::new();
-    let mut events = sse_events(survivor.at("/v1/watch?service=lease"), stop.clone());
+    let mut events = sse_events(survivor.at("/v1/watch?service=lease"), stop.clone()).await;
     // Wait for the watch to be live before the registration it must see.
     tokio::time::sleep(Duration::from_millis(200)).await;
 
