@@ -21,7 +21,6 @@ use mcp_shared::{
         self, Check, CheckType, HealthStatus, Instance, RegistryKeys, stored_tail,
         writes::RegistryWrites,
     },
-    time::now_ms,
 };
 use mcp_testkit::{TestService, common_args, spawn};
 use tokio_util::sync::CancellationToken;
