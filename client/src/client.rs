@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use crate::{
     Error, ProblemDetails,
+    error::problem_from_status,
     model::{
         ConfigEntry, ConfigHistory, ConfigList, ConfigRollback, ConfigWrite, DryRunEntry,
         HealthSummary, Instance, InstanceList, InstanceQuery, InstanceSpec, NamespaceList,
@@ -86,7 +87,7 @@ fn default_client_id() -> String {
             }
         })
         .collect();
-    id.truncate(mcp_shared::names::MAX_NAME_LEN);
+    id.truncate(mcp_api::names::MAX_NAME_LEN);
     id
 }
 
@@ -119,7 +120,7 @@ impl Client {
     /// `{host}-{process}-{pid}`; refused unless it is a name
     /// (`A-Za-z0-9._-`, 1–128 characters).
     pub fn with_client_id(mut self, client_id: &str) -> Result<Self, Error> {
-        let id = mcp_shared::names::Name::parse(client_id)
+        let id = mcp_api::names::Name::parse(client_id)
             .map_err(|e| Error::Invalid(format!("client id {client_id:?}: {e}")))?;
         self.client_id = Arc::from(id.as_str());
         Ok(self)
@@ -524,7 +525,7 @@ async fn check(response: Response) -> Result<Response, Error> {
             }
             p
         })
-        .unwrap_or_else(|| ProblemDetails::from_status(status.as_u16(), &body));
+        .unwrap_or_else(|| problem_from_status(status.as_u16(), &body));
     Err(Error::Api {
         problem: Box::new(problem),
         retry_after,

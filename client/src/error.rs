@@ -2,79 +2,28 @@
 //!
 //! Every 4xx/5xx MCP answers is RFC 9457 problem+json; [`Error::Api`] carries
 //! it as [`ProblemDetails`] so callers can match on the status and show the
-//! server's own `detail`. `mcp_shared::Problem` is the server side (it builds
-//! responses and only serializes); this is its deserializable mirror.
+//! server's own `detail`. [`ProblemDetails`] is `mcp-api`'s wire type of a
+//! problem, the very body the services write (`mcp_shared::Problem` converts
+//! into it), so both sides read one definition.
 
-use serde::Deserialize;
-use serde_json::Value;
+pub use mcp_api::problem::{FieldError, Problem as ProblemDetails};
 
-/// One field-level validation error of a problem (`errors[]`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct FieldError {
-    /// The field or JSON pointer.
-    #[serde(default)]
-    pub field: String,
-    /// What is wrong with it.
-    #[serde(default)]
-    pub message: String,
-}
-
-/// An RFC 9457 problem as the client receives it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct ProblemDetails {
-    /// URI reference naming the kind of problem.
-    #[serde(rename = "type", default = "about_blank")]
-    pub kind: String,
-    /// Short summary.
-    #[serde(default)]
-    pub title: String,
-    /// HTTP status code.
-    #[serde(default)]
-    pub status: u16,
-    /// Explanation of this occurrence.
-    #[serde(default)]
-    pub detail: String,
-    /// Field-level errors of a validation problem.
-    #[serde(default)]
-    pub errors: Vec<FieldError>,
-    /// Any other member (for example `current_version` on a 412).
-    #[serde(flatten)]
-    pub extensions: serde_json::Map<String, Value>,
-}
-
-fn about_blank() -> String {
-    "about:blank".to_owned()
-}
-
-impl ProblemDetails {
-    /// Build one from a status and a body that was not problem+json (a proxy's
-    /// plain-text error page), so callers still see one shape.
-    pub fn from_status(status: u16, body: &str) -> Self {
-        let reason = reqwest::StatusCode::from_u16(status)
-            .ok()
-            .and_then(|s| s.canonical_reason())
-            .unwrap_or("Error");
-        Self {
-            kind: about_blank(),
-            title: reason.to_owned(),
-            status,
-            detail: body.trim().chars().take(512).collect(),
-            errors: Vec::new(),
-            extensions: serde_json::Map::new(),
-        }
-    }
-}
-
-impl std::fmt::Display for ProblemDetails {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.status, self.title)?;
-        if !self.detail.is_empty() {
-            write!(f, ": {}", self.detail)?;
-        }
-        for error in &self.errors {
-            write!(f, "; {}: {}", error.field, error.message)?;
-        }
-        Ok(())
+/// A problem for an error answer whose body was not problem+json (a proxy's
+/// plain-text error page), so callers still see one shape: the status's
+/// reason phrase as `title`, the body (trimmed, at most 512 characters) as
+/// `detail`.
+pub(crate) fn problem_from_status(status: u16, body: &str) -> ProblemDetails {
+    let reason = reqwest::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error");
+    ProblemDetails {
+        kind: mcp_api::problem::ABOUT_BLANK.to_owned(),
+        title: reason.to_owned(),
+        status,
+        detail: body.trim().chars().take(512).collect(),
+        errors: Vec::new(),
+        extensions: serde_json::Map::new(),
     }
 }
 
@@ -161,22 +110,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn problem_json_with_extensions_parses() {
-        let problem: ProblemDetails = serde_json::from_str(
-            r#"{"type":"https://mcp.dev/problems/precondition-failed","title":"Precondition Failed","status":412,"detail":"version is 3","current_version":3}"#,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(problem.status, 412);
-        assert_eq!(
-            problem.extensions.get("current_version"),
-            Some(&Value::from(3))
-        );
-        assert_eq!(problem.to_string(), "412 Precondition Failed: version is 3");
-    }
-
-    #[test]
     fn plain_text_errors_become_problems() {
-        let problem = ProblemDetails::from_status(502, "bad gateway\n");
+        let problem = problem_from_status(502, "bad gateway\n");
         assert_eq!(problem.title, "Bad Gateway");
         assert_eq!(problem.detail, "bad gateway");
     }

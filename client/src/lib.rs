@@ -10,7 +10,7 @@
 //! - [`token::dev_token`]: HS256 tokens for a local stack.
 //! - [`model`]: the request and response bodies: the very types the
 //!   services serialize and generate their OpenAPI documents from
-//!   (`mcp_shared::{registry, config, health}`), so SDK and API cannot drift.
+//!   (`mcp_api::{registry, config, health}`), so SDK and API cannot drift.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), mcp_client::Error> {

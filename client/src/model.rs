@@ -1,15 +1,15 @@
 //! Request and response bodies of the public API (README, "Using it").
 //!
 //! Every body is the type the services serialize and generate their OpenAPI
-//! documents from: [`mcp_shared::registry`], [`mcp_shared::config`] and
-//! [`mcp_shared::health`], re-exported here, so the SDK, the services and
+//! documents from: [`mcp_api::registry`], [`mcp_api::config`] and
+//! [`mcp_api::health`], re-exported here, so the SDK, the services and
 //! the documents cannot drift. What exists only in the SDK is defined here:
 //! the listing filters ([`InstanceQuery`]), the write options
 //! ([`PutOptions`]) and the check builders ([`http_check`], [`tcp_check`]).
 
 use std::collections::BTreeMap;
 
-pub use mcp_shared::{
+pub use mcp_api::{
     config::{
         ClientList, ClientStatus, ConfigDeletion, ConfigEntry, ConfigHistory, ConfigList,
         ConfigRollback, ConfigWrite, DryRunEntry, NamespaceList, SchemaDryRun, SyncStatus,

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use mcp_shared::registry::Instance;
+use mcp_api::registry::Instance;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;

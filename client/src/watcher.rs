@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use mcp_shared::registry::{HealthStatus, Instance, RegistryEvent, kinds};
+use mcp_api::registry::{HealthStatus, Instance, RegistryEvent, kinds};
 use tokio::sync::watch;
 
 use crate::{

@@ -32,28 +32,16 @@ use utoipa::{
         RefOr, ResponseBuilder, Type,
         path::{Parameter, ParameterBuilder, ParameterIn},
         response::Response,
-        schema::Schema,
     },
 };
 
 use crate::problem::{FieldError, PROBLEM_JSON, Problem};
 
+/// The name pattern and schema live with the names, in `mcp-api`.
+pub use mcp_api::names::{NAME_PATTERN, name_schema};
+
 /// Where every service serves its document.
 pub const OPENAPI_PATH: &str = "/openapi.json";
-
-/// A name (service, instance id, namespace) as a JSON Schema pattern: 1–128
-/// of `A-Za-z0-9._-`, not `.` or `..` (see [`crate::names`]).
-pub const NAME_PATTERN: &str = r"^(?!\.\.?$)[A-Za-z0-9._-]{1,128}$";
-
-/// The schema of a name ([`NAME_PATTERN`]).
-pub fn name_schema() -> Schema {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .min_length(Some(1))
-        .max_length(Some(crate::names::MAX_NAME_LEN))
-        .pattern(Some(NAME_PATTERN))
-        .into()
-}
 
 /// A required path parameter holding a name, with an `example` value.
 pub fn name_parameter(name: &str, description: &str, example: &str) -> Parameter {

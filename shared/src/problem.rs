@@ -5,6 +5,13 @@
 //! [`IntoResponse`] impl below. Responses that other layers produce as plain
 //! text (axum's extractor rejections, the body limit, 405) are rewritten into
 //! problem+json by [`ensure_problem_json`], so clients see one shape everywhere.
+//!
+//! The body on the wire is `mcp-api`'s [`mcp_api::problem::Problem`] (the
+//! type the SDK reads back, and the one the documents' `Problem` schema is
+//! generated from); this `Problem` adds what only a server needs (a typed
+//! status, `Retry-After`) and converts into it to write the body.
+
+use std::borrow::Cow;
 
 use axum::{
     body::Body,
@@ -13,66 +20,32 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
+use mcp_api::problem as wire;
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::openapi::{RefOr, schema::Schema};
 
-/// The media type of problem details.
-pub const PROBLEM_JSON: &str = "application/problem+json";
+pub use mcp_api::problem::{FieldError, PROBLEM_JSON};
 
-/// One field-level validation error, carried in `errors`.
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
-pub struct FieldError {
-    /// Where the error is: a field name or a JSON pointer (`/value/port`).
-    pub field: String,
-    /// What is wrong with it.
-    pub message: String,
-}
-
-impl FieldError {
-    /// A field error.
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
-
-/// An RFC 9457 problem: `{"type","title","status","detail"}` plus optional extras.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-#[schema(example = json!({
-    "type": "https://mcp.dev/problems/bad-request",
-    "title": "Bad Request",
-    "status": 400,
-    "detail": "invalid `service`: must not be empty",
-    "errors": [{"field": "service", "message": "must not be empty"}]
-}))]
+/// An RFC 9457 problem as a server builds it: the body's members, a typed
+/// status and the `Retry-After` to send with it. Its body (and schema) is
+/// [`mcp_api::problem::Problem`].
+#[derive(Debug, Clone)]
 pub struct Problem {
     /// A URI reference naming the kind of problem; `about:blank` when the status says it all.
-    #[serde(rename = "type")]
     pub kind: String,
     /// Short summary of the kind of problem.
     pub title: String,
     /// The HTTP status code.
-    #[serde(serialize_with = "status_as_u16")]
-    #[schema(value_type = u16, minimum = 400, maximum = 599)]
     pub status: StatusCode,
     /// Human-readable explanation of this occurrence.
     pub detail: String,
     /// Field-level errors, for validation problems.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
     /// Extension members (for example `current_version` on a 412).
-    #[serde(flatten, skip_serializing_if = "serde_json::Map::is_empty")]
-    #[schema(ignore)]
     pub extensions: serde_json::Map<String, Value>,
     /// Seconds to put in `Retry-After` (503, 429); not part of the body.
-    #[serde(skip)]
     pub retry_after: Option<u64>,
-}
-
-fn status_as_u16<S: serde::Serializer>(status: &StatusCode, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u16(status.as_u16())
 }
 
 impl Problem {
@@ -173,26 +146,65 @@ impl std::fmt::Display for Problem {
 
 impl std::error::Error for Problem {}
 
+impl Problem {
+    /// The body as sent: this problem in the wire shape (without `Retry-After`).
+    pub fn body(&self) -> wire::Problem {
+        self.clone().into()
+    }
+}
+
+impl From<Problem> for wire::Problem {
+    fn from(problem: Problem) -> Self {
+        Self {
+            kind: problem.kind,
+            title: problem.title,
+            status: problem.status.as_u16(),
+            detail: problem.detail,
+            errors: problem.errors,
+            extensions: problem.extensions,
+        }
+    }
+}
+
+/// Serializes as its body ([`Problem::body`]).
+impl Serialize for Problem {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.body().serialize(serializer)
+    }
+}
+
+/// Documented as its body: the schema named `Problem` is the wire type's.
+impl utoipa::PartialSchema for Problem {
+    fn schema() -> RefOr<Schema> {
+        <wire::Problem as utoipa::PartialSchema>::schema()
+    }
+}
+
+impl utoipa::ToSchema for Problem {
+    fn name() -> Cow<'static, str> {
+        <wire::Problem as utoipa::ToSchema>::name()
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        <wire::Problem as utoipa::ToSchema>::schemas(schemas);
+    }
+}
+
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
+        let (status, retry_after) = (self.status, self.retry_after);
         // Serializing this struct cannot fail (string keys, plain values); the
         // fallback keeps the request path free of panics all the same.
-        let body = serde_json::to_vec(&self).unwrap_or_else(|_| {
-            format!(
-                r#"{{"type":"about:blank","status":{}}}"#,
-                self.status.as_u16()
-            )
-            .into_bytes()
+        let body = serde_json::to_vec(&wire::Problem::from(self)).unwrap_or_else(|_| {
+            format!(r#"{{"type":"about:blank","status":{}}}"#, status.as_u16()).into_bytes()
         });
-        let mut response = (self.status, body).into_response();
+        let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        if let Some(seconds) = self.retry_after {
+        if let Some(seconds) = retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
-        if self.status == StatusCode::UNAUTHORIZED
-            && !headers.contains_key(header::WWW_AUTHENTICATE)
-        {
+        if status == StatusCode::UNAUTHORIZED && !headers.contains_key(header::WWW_AUTHENTICATE) {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response

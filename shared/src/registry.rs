@@ -1,9 +1,10 @@
-//! The registry's Redis schema and wire types, in one place because three
-//! services use them: registry-svc writes instances, health-svc writes check
-//! results into them, and the gateway routes from them. The bodies of
-//! registry-svc's API ([`InstanceSpec`], [`InstanceList`], [`ServiceList`])
-//! live here too, so the services' OpenAPI documents, the SDK and `mcpctl`
-//! share one definition of each.
+//! The registry's Redis schema, in one place because three services use it:
+//! registry-svc writes instances, health-svc writes check results into them,
+//! and the gateway routes from them. The wire types ([`Instance`],
+//! [`InstanceSpec`], [`InstanceList`], [`ServiceList`], [`RegistryEvent`],
+//! …) are `mcp-api`'s ([`mcp_api::registry`]), re-exported here, so the
+//! services' OpenAPI documents, the SDK and `mcpctl` share one definition
+//! of each.
 //!
 //! # Keys (under `{prefix}:`)
 //!
@@ -30,137 +31,16 @@
 //! `updated` and `health` carry the instance as stored after the change;
 //! `deregistered` and `expired` carry none. See [`RegistryEvent`].
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
+
+pub use mcp_api::registry::*;
 
 use crate::store::Redis;
 
-mod bodies;
-pub mod limits;
 pub mod writes;
-
-pub use bodies::{InstanceList, InstanceSpec, ServiceList, ServiceSummary};
 
 /// Name of the registry's event log (`{prefix}:reg:…`).
 pub const LOG_NAME: &str = "reg";
-
-/// Event kinds on the registry's stream.
-pub mod kinds {
-    /// A new instance.
-    pub const REGISTERED: &str = "registered";
-    /// An instance registered again with a new definition.
-    pub const UPDATED: &str = "updated";
-    /// Removed by a DELETE.
-    pub const DEREGISTERED: &str = "deregistered";
-    /// Removed because its lease ran out.
-    pub const EXPIRED: &str = "expired";
-    /// Its health status changed.
-    pub const HEALTH: &str = "health";
-}
-
-/// Health of an instance.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, utoipa::ToSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum HealthStatus {
-    /// Not checked yet.
-    #[default]
-    Unknown,
-    /// Healthy: returned by `healthy=true`, routed to.
-    Passing,
-    /// Degraded (an HTTP check got 429).
-    Warning,
-    /// Failing.
-    Critical,
-}
-
-impl HealthStatus {
-    /// The lowercase wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Unknown => "unknown",
-            Self::Passing => "passing",
-            Self::Warning => "warning",
-            Self::Critical => "critical",
-        }
-    }
-}
-
-/// The kind of active check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum CheckType {
-    /// `GET http://host:port{path}`; 2xx passes.
-    Http,
-    /// A TCP connect to host:port.
-    Tcp,
-}
-
-/// An active health check definition, registered with the instance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Check {
-    /// `http` or `tcp`.
-    #[serde(rename = "type")]
-    pub kind: CheckType,
-    /// HTTP path (absolute, no scheme or host); `http` checks only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-    /// Seconds between checks.
-    #[serde(default = "default_interval")]
-    pub interval_seconds: u32,
-    /// Timeout of one check.
-    #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u32,
-    /// Remove the instance once it has been critical this long.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deregister_critical_after_seconds: Option<u32>,
-}
-
-fn default_interval() -> u32 {
-    limits::DEFAULT_CHECK_INTERVAL_SECONDS
-}
-
-fn default_timeout_ms() -> u32 {
-    limits::DEFAULT_CHECK_TIMEOUT_MS
-}
-
-/// A registered instance, as the API returns it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Instance {
-    /// Health (must stay the first member: scripts rewrite it in place).
-    pub status: HealthStatus,
-    /// Revision of the instance's last change (must stay the second member).
-    pub revision: u64,
-    /// Instance id, unique within the service.
-    pub id: String,
-    /// Service name.
-    pub service: String,
-    /// Address to reach it at.
-    pub host: String,
-    /// Port to reach it at.
-    pub port: u16,
-    /// Free-form tags (`v2`, `canary`).
-    #[serde(default)]
-    pub tags: Vec<String>,
-    /// Free-form string metadata.
-    #[serde(default)]
-    pub metadata: BTreeMap<String, String>,
-    /// Lease length; a heartbeat renews it.
-    pub ttl_seconds: u32,
-    /// Active check, if any; without one the lease alone decides.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub check: Option<Check>,
-    /// When it was (last) registered, RFC 3339.
-    #[schema(format = DateTime)]
-    pub registered_at: String,
-    /// When the lease runs out, RFC 3339 (not stored in the JSON; see module docs).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(format = DateTime)]
-    pub expires_at: Option<String>,
-}
 
 /// The stored JSON of `instance` minus its `{"status":…,"revision":…,`
 /// prefix, for a script to prepend the real ones. Starts right after the
@@ -191,18 +71,6 @@ pub struct HealthRecord {
     /// Since when it has been critical (ms since epoch), for `deregister_critical_after_seconds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub critical_since_ms: Option<u64>,
-}
-
-/// An event's `data` on the registry's stream and watch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct RegistryEvent {
-    /// Service name.
-    pub service: String,
-    /// Instance id.
-    pub id: String,
-    /// The instance after the change (absent on `deregistered`/`expired`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub instance: Option<Instance>,
 }
 
 /// The registry's key names, built once per service from the prefix.
@@ -243,6 +111,8 @@ impl RegistryKeys {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     #[test]

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::registry::{Check, HealthStatus};
 
 /// `GET /v1/services/{service}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServiceHealth {
     /// Service name.
     pub service: String,
@@ -24,7 +25,8 @@ pub struct ServiceHealth {
 }
 
 /// One instance in [`ServiceHealth`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InstanceHealth {
     /// Instance id.
     pub id: String,
@@ -40,7 +42,8 @@ pub struct InstanceHealth {
 }
 
 /// `GET /v1/summary`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthSummary {
     /// The worst service status (`passing` when there are none).
     pub status: HealthStatus,
@@ -49,7 +52,8 @@ pub struct HealthSummary {
 }
 
 /// One service in [`HealthSummary`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServiceHealthSummary {
     /// Service name.
     pub name: String,
@@ -67,7 +71,8 @@ pub struct ServiceHealthSummary {
 
 /// `GET /v1/services/{service}/instances/{id}`: why `healthy=true`
 /// discovery does or does not return this instance.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Explain {
     /// Service name.
     pub service: String,
@@ -92,7 +97,8 @@ pub struct Explain {
 }
 
 /// The lease part of [`Explain`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ExplainLease {
     /// Deadline (RFC 3339).
     pub expires_at: String,
@@ -103,7 +109,8 @@ pub struct ExplainLease {
 }
 
 /// The last check part of [`Explain`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ExplainLastCheck {
     /// Status after hysteresis.
     pub status: HealthStatus,
@@ -120,7 +127,8 @@ pub struct ExplainLastCheck {
 }
 
 /// The thresholds part of [`Explain`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ExplainThresholds {
     /// `HEALTH_SUCCESS_BEFORE_PASSING`.
     pub success_before_passing: u32,

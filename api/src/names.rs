@@ -4,6 +4,8 @@
 //! `/`. On top of the character set we refuse `.` and `..` as whole names
 //! or key segments and empty key segments, so a name can never act as a
 //! path step. Types are only built valid ("validate at the edge, trust inside").
+//! The same rule as a JSON Schema pattern ([`NAME_PATTERN`]) is what the
+//! OpenAPI documents state.
 
 use std::fmt;
 
@@ -11,6 +13,21 @@ use serde::{Deserialize, Serialize};
 
 /// The longest name accepted.
 pub const MAX_NAME_LEN: usize = 128;
+
+/// A name (service, instance id, namespace) as a JSON Schema pattern: 1–128
+/// of `A-Za-z0-9._-`, not `.` or `..` (what [`Name::parse`] accepts).
+pub const NAME_PATTERN: &str = r"^(?!\.\.?$)[A-Za-z0-9._-]{1,128}$";
+
+/// The schema of a name ([`NAME_PATTERN`]).
+#[cfg(feature = "openapi")]
+pub fn name_schema() -> utoipa::openapi::schema::Schema {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .min_length(Some(1))
+        .max_length(Some(MAX_NAME_LEN))
+        .pattern(Some(NAME_PATTERN))
+        .into()
+}
 
 /// Why a name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

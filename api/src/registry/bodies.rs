@@ -19,14 +19,15 @@ use super::{Check, Instance};
 /// Members may be `null` (= absent); unknown members are refused. Not
 /// expressible here: `check.timeout_ms` must be shorter than
 /// `check.interval_seconds`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct InstanceSpec {
     /// Host name or IP address to reach the instance at.
-    #[schema(schema_with = schema::host)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = schema::host))]
     pub host: String,
     /// Port to reach the instance at.
-    #[schema(schema_with = schema::port)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = schema::port))]
     pub port: u16,
     /// Free-form tags (`v2`, `canary`).
     #[serde(
@@ -34,7 +35,7 @@ pub struct InstanceSpec {
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "null_as_default"
     )]
-    #[schema(schema_with = schema::tags)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = schema::tags))]
     pub tags: Vec<String>,
     /// Free-form string metadata; keys are names.
     #[serde(
@@ -42,15 +43,15 @@ pub struct InstanceSpec {
         skip_serializing_if = "BTreeMap::is_empty",
         deserialize_with = "null_as_default"
     )]
-    #[schema(schema_with = schema::metadata)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = schema::metadata))]
     pub metadata: BTreeMap<String, String>,
     /// Lease length (the registry's default when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(schema_with = schema::ttl_seconds)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = schema::ttl_seconds))]
     pub ttl_seconds: Option<u32>,
     /// Active health check; without one the lease alone decides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(schema_with = schema::check)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = schema::check))]
     pub check: Option<Check>,
 }
 
@@ -78,7 +79,8 @@ where
 }
 
 /// `GET /v1/services/{service}/instances`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InstanceList {
     /// The service.
     pub service: String,
@@ -89,7 +91,8 @@ pub struct InstanceList {
 }
 
 /// One service in `GET /v1/services`, with its instance counts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServiceSummary {
     /// Service name.
     pub name: String,
@@ -102,7 +105,8 @@ pub struct ServiceSummary {
 }
 
 /// `GET /v1/services`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServiceList {
     /// The registry revision this list reflects.
     pub revision: u64,
@@ -112,13 +116,14 @@ pub struct ServiceList {
 
 /// The schemas of [`InstanceSpec`]'s members: what registry-svc's
 /// validation accepts, built from the same [`limits`](super::limits).
+#[cfg(feature = "openapi")]
 mod schema {
     use utoipa::openapi::{
         ArrayBuilder, ObjectBuilder, OneOfBuilder, Type,
         schema::{AdditionalProperties, Schema, SchemaType},
     };
 
-    use crate::{openapi::name_schema, registry::limits::*};
+    use crate::{names::name_schema, registry::limits::*};
 
     /// Printable text: no control characters (what registry-svc's
     /// `valid_text` refuses).
