@@ -10,3 +10,4 @@ mod cli_policy;
 mod common;
 mod e2e;
 mod sdk;
+mod up;
