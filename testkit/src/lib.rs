@@ -11,12 +11,15 @@
 //! - [`INTERNAL_SECRET`], [`internal_token`], [`client`]: the gateway's
 //!   internal credential, for tests that call a control-plane service
 //!   directly ([`common_args`] gives every process the same secret).
+//! - [`gateway`]: a gateway in-process, upstreams behind it and a caller's
+//!   token in front of it, for the gateway's tests and the whole-stack ones.
 //! - [`openapi`]: the checks that a service's OpenAPI document lists exactly
 //!   the operations it answers.
 //!
 //! Test code: panicking on a broken environment is the right failure here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod gateway;
 pub mod openapi;
 
 use std::{
