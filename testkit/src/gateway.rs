@@ -38,12 +38,9 @@ where
     args.extend(extra.iter().map(|s| (*s).to_owned()));
     let settings = S::try_parse_from(args).expect("settings");
     let service = crate::spawn(|listener, shutdown| run(settings, listener, shutdown)).await;
-    let ready = crate::eventually(Duration::from_secs(5), || async {
-        reqwest::get(service.at("/healthz"))
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
+    let ready = service
+        .answers_ok_within("/healthz", Duration::from_secs(5))
+        .await;
     assert!(ready, "gateway did not come up");
     service
 }

@@ -357,6 +357,17 @@ impl TestService {
         format!("{}{path}", self.url)
     }
 
+    /// Whether `GET {path}` answers 200 within `within` (polled as
+    /// [`eventually`] does): for waiting until a service is live or ready.
+    pub async fn answers_ok_within(&self, path: &str, within: Duration) -> bool {
+        eventually(within, || async {
+            reqwest::get(self.at(path))
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        })
+        .await
+    }
+
     /// The token that shuts this service down.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
