@@ -1,6 +1,6 @@
 """Drives MCP's Consul-compatible API with py-consul, unmodified.
 
-Run by gateway/tests/it/interop.rs against a real gateway stack:
+Run by e2e/tests/it/interop.rs against a real gateway stack:
 MCP_GATEWAY_PORT, CONSUL_TOKEN (a JWT with registry, health and KV scopes)
 and CONSUL_READ_TOKEN (registry:read only) come from the environment. Every
 request is bounded; any failed expectation raises, and the exit status is

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what gateway/tests/it/interop.rs runs: py-consul (interop/requirements.txt)
+# Installs what e2e/tests/it/interop.rs runs: py-consul (interop/requirements.txt)
 # in a virtualenv under the target dir ($CARGO_TARGET_DIR or ./target). Idempotent:
 # does nothing when the pinned versions are there. Run by .ci/run, and by the
 # test itself when the virtualenv is missing.

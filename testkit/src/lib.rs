@@ -11,12 +11,15 @@
 //! - [`INTERNAL_SECRET`], [`internal_token`], [`client`]: the gateway's
 //!   internal credential, for tests that call a control-plane service
 //!   directly ([`common_args`] gives every process the same secret).
+//! - [`gateway`]: a gateway in-process, upstreams behind it and a caller's
+//!   token in front of it, for the gateway's tests and the whole-stack ones.
 //! - [`openapi`]: the checks that a service's OpenAPI document lists exactly
 //!   the operations it answers.
 //!
 //! Test code: panicking on a broken environment is the right failure here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod gateway;
 pub mod openapi;
 
 use std::{
@@ -352,6 +355,17 @@ impl TestService {
     /// `{url}{path}`.
     pub fn at(&self, path: &str) -> String {
         format!("{}{path}", self.url)
+    }
+
+    /// Whether `GET {path}` answers 200 within `within` (polled as
+    /// [`eventually`] does): for waiting until a service is live or ready.
+    pub async fn answers_ok_within(&self, path: &str, within: Duration) -> bool {
+        eventually(within, || async {
+            reqwest::get(self.at(path))
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        })
+        .await
     }
 
     /// The token that shuts this service down.

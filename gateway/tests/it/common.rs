@@ -1,102 +1,22 @@
-//! Shared arrangement for the gateway's tests: a gateway in-process, axum
-//! upstreams on 127.0.0.1:0, and instances written into Redis in the
-//! registry's documented format (registry-svc itself is not needed).
+//! Shared arrangement for the gateway's tests: a gateway in-process and axum
+//! upstreams on 127.0.0.1:0 (`mcp_testkit::gateway`), instances written into
+//! Redis in the registry's documented format (registry-svc itself is not
+//! needed), and the test keys and certificates.
 
 use std::{collections::BTreeMap, time::Duration};
 
-use axum::{Json, Router, extract::Request, http::HeaderMap, routing::any};
-use clap::Parser;
 use mcp_shared::{
     Redis,
     events::{EventLog, script},
     registry::{self, HealthStatus, Instance, RegistryKeys},
 };
-use mcp_testkit::{JWT_SECRET, TestService};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use mcp_testkit::TestService;
+
+pub use mcp_testkit::gateway::{bearer, client, echo, token, upstream};
 
 /// Start a gateway with the test secret, `prefix` on `redis_url`, and `extra` flags.
 pub async fn gateway(redis_url: &str, prefix: &str, extra: &[&str]) -> TestService {
-    let mut args = vec!["gateway".to_owned()];
-    args.extend(mcp_testkit::common_args(redis_url, prefix));
-    args.extend(mcp_testkit::egress_args());
-    let has_key = extra.iter().any(|a| {
-        a.starts_with("--jwt-public-key-file")
-            || a.starts_with("--jwt-jwks-url")
-            || a.starts_with("--jwt-secret")
-    });
-    if !has_key {
-        args.extend(["--jwt-secret".to_owned(), JWT_SECRET.to_owned()]);
-    }
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    let settings = gateway::Settings::try_parse_from(args).expect("settings");
-    let service =
-        mcp_testkit::spawn(|listener, shutdown| gateway::run(settings, listener, shutdown)).await;
-    let ready = mcp_testkit::eventually(Duration::from_secs(5), || async {
-        reqwest::get(service.at("/healthz"))
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
-    assert!(ready, "gateway did not come up");
-    service
-}
-
-/// An upstream serving `router` on 127.0.0.1:0.
-pub async fn upstream(router: Router) -> TestService {
-    mcp_testkit::spawn(
-        |listener: TcpListener, shutdown: CancellationToken| async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await
-        },
-    )
-    .await
-}
-
-/// An upstream that answers every request with what it received:
-/// `{"method","path","query","headers":{name: value}, "upstream": name}`.
-pub async fn echo(name: &'static str) -> TestService {
-    upstream(
-        Router::new().fallback(any(move |request: Request| async move {
-            Json(describe(
-                name,
-                request.method().as_str(),
-                request.uri(),
-                request.headers(),
-            ))
-        })),
-    )
-    .await
-}
-
-pub fn describe(
-    name: &str,
-    method: &str,
-    uri: &axum::http::Uri,
-    headers: &HeaderMap,
-) -> serde_json::Value {
-    let headers: BTreeMap<String, String> = headers
-        .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-        .collect();
-    serde_json::json!({
-        "upstream": name,
-        "method": method,
-        "path": uri.path(),
-        "query": uri.query(),
-        "headers": headers,
-    })
-}
-
-/// The test token with `scopes`.
-pub fn token(sub: &str, scopes: &str) -> String {
-    mcp_testkit::token(JWT_SECRET, sub, scopes)
-}
-
-/// Bearer header value.
-pub fn bearer(token: &str) -> String {
-    format!("Bearer {token}")
+    mcp_testkit::gateway::start(redis_url, prefix, extra, gateway::run).await
 }
 
 /// Writes instances into Redis as registry-svc would.
@@ -203,14 +123,6 @@ impl Registry {
         }
         panic!("registry write failed: {last:?}");
     }
-}
-
-/// A client that does not follow redirects or pool across tests.
-pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
 }
 
 /// GET `url` with `token`; returns status and JSON body (Null if not JSON).

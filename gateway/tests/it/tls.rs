@@ -1,6 +1,6 @@
 //! TLS termination: with `TLS_CERT_FILE`/`TLS_KEY_FILE` the gateway speaks
-//! HTTPS (checked with a real rustls client trusting the test certificate),
-//! a bad key file stops start-up with one line naming the settings, and a
+//! HTTPS (checked with a real rustls client trusting the test certificate)
+//! and tells the upstream `X-Forwarded-Proto: https`, a bad key file stops start-up with one line naming the settings, and a
 //! slowloris client (over TLS, or stalling the handshake) is closed within
 //! the header-read timeout.
 
@@ -12,15 +12,31 @@ use crate::common::{self, key_file, tls_connect};
 
 /// One HTTP/1.1 request over TLS; returns the raw response text.
 async fn https_get(addr: std::net::SocketAddr, path: &str, auth: Option<&str>) -> String {
+    https_get_with(addr, path, auth, "close").await
+}
+
+/// [`https_get`] with `connection` as the `Connection` header (which must
+/// include `close`: the answer is read to its end), bounded to 10 s.
+async fn https_get_with(
+    addr: std::net::SocketAddr,
+    path: &str,
+    auth: Option<&str>,
+    connection: &str,
+) -> String {
     let mut tls = tls_connect(addr).await;
     let auth = auth
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
     let request =
-        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n");
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: {connection}\r\n\r\n");
     tls.write_all(request.as_bytes()).await.unwrap();
     let mut response = Vec::new();
-    let _ = tls.read_to_end(&mut response).await;
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tls.read_to_end(&mut response),
+    )
+    .await;
+    assert!(read.is_ok(), "the gateway did not answer in time");
     String::from_utf8_lossy(&response).into_owned()
 }
 
@@ -78,6 +94,32 @@ async fn tls_is_terminated_when_cert_and_key_are_set() {
         .send()
         .await;
     assert!(plain.is_err(), "plain HTTP must not be served: {plain:?}");
+}
+
+#[tokio::test]
+async fn behind_tls_the_upstream_is_told_https() {
+    let upstream = common::echo("registry").await;
+    let settings = settings_with(
+        &key_file("tls-cert.pem"),
+        &key_file("tls-key.pem"),
+        &["--registry-url", &upstream.url],
+    );
+    let gw =
+        mcp_testkit::spawn(|listener, shutdown| gateway::run(settings, listener, shutdown)).await;
+    // The listener is bound before `run` starts: the request waits in its backlog.
+    // A client's `Connection: x-forwarded-proto` must not strip it either.
+    let response = https_get_with(
+        gw.addr,
+        "/api/v1/registry/services",
+        Some(&common::token("reader", "registry:read")),
+        "close, x-forwarded-proto",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.contains(r#""x-forwarded-proto":"https""#),
+        "{response}"
+    );
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 //!
 //! Each test uses its own tracer provider and a subscriber scoped to its
 //! thread (`#[tokio::test]` runs server and client on that one thread); the
-//! cross-process picture (gateway → service) is in `gateway/tests/it/observability.rs`.
+//! cross-process picture (gateway → service) is in `e2e/tests/it/observability.rs`.
 
 use std::{
     io::Write,

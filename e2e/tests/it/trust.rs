@@ -12,9 +12,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::common::{bearer, client, gateway, token};
+use crate::common::{assert_ready, bearer, client, gateway, service_args, token};
 use clap::Parser;
-use mcp_testkit::{INTERNAL_SECRET, TestService, eventually, prefix, redis};
+use mcp_testkit::{INTERNAL_SECRET, TestService, prefix, redis};
 use serde_json::{Value, json};
 
 mod narrowed_scopes;
@@ -28,29 +28,19 @@ struct Stack {
     gateway: TestService,
 }
 
-fn args(name: &str, prefix: &str) -> Vec<String> {
-    let mut args = vec![
-        name.to_owned(),
-        "--addr".to_owned(),
-        "127.0.0.1:0".to_owned(),
-    ];
-    args.extend(mcp_testkit::common_args(&redis().url(), prefix));
-    if name != "config-svc" {
-        args.extend(mcp_testkit::egress_args());
-    }
-    args
-}
-
 /// Start registry-svc, config-svc, health-svc (when `with_health`; its
 /// replica heartbeat writes to Redis) and a gateway pointed at them.
 async fn stack(with_health: bool) -> Stack {
     let prefix = prefix();
-    let settings = registry_svc::Settings::try_parse_from(args("registry-svc", &prefix)).unwrap();
+    let settings =
+        registry_svc::Settings::try_parse_from(service_args("registry-svc", &prefix)).unwrap();
     let registry = mcp_testkit::spawn(move |l, s| registry_svc::run(settings, l, s)).await;
-    let settings = config_svc::Settings::try_parse_from(args("config-svc", &prefix)).unwrap();
+    let settings =
+        config_svc::Settings::try_parse_from(service_args("config-svc", &prefix)).unwrap();
     let config = mcp_testkit::spawn(move |l, s| config_svc::run(settings, l, s)).await;
     let health = if with_health {
-        let settings = health_svc::Settings::try_parse_from(args("health-svc", &prefix)).unwrap();
+        let settings =
+            health_svc::Settings::try_parse_from(service_args("health-svc", &prefix)).unwrap();
         Some(mcp_testkit::spawn(move |l, s| health_svc::run(settings, l, s)).await)
     } else {
         None
@@ -75,15 +65,7 @@ async fn stack(with_health: bool) -> Stack {
         ],
     )
     .await;
-    for service in [&registry, &config].into_iter().chain(health.as_ref()) {
-        let ready = eventually(Duration::from_secs(5), || async {
-            reqwest::get(service.at("/readyz"))
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        })
-        .await;
-        assert!(ready, "{} did not come up", service.url);
-    }
+    assert_ready([&registry, &config].into_iter().chain(health.as_ref())).await;
     Stack {
         prefix,
         registry,

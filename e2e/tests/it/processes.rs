@@ -1,9 +1,11 @@
 //! The gateway and the control-plane services as real child processes,
 //! for the tests that need one process per service (`telemetry::init`
 //! installs a process-wide subscriber, exporter and propagator, exactly as
-//! in production): the gateway is its own binary, and this test binary
-//! re-executes itself as each control-plane service (see [`child_service`]).
-//! Each process logs JSON lines to stdout, collected here.
+//! in production): this test binary re-executes itself as each of them (see
+//! [`child_service`]), running what the binary's own `main` runs. (The
+//! gateway binary's allocator, mimalloc, is not the test binary's: no test
+//! here depends on it.) Each process logs JSON lines to stdout, collected
+//! here.
 
 use std::{
     process::{ExitCode, Stdio},
@@ -21,9 +23,20 @@ use tokio::{
 /// Set on a child process: which service this test binary runs as.
 const CHILD_ENV: &str = "MCP_OBSERVABILITY_CHILD";
 
-/// Not a test: the `main` of a control-plane service when this binary is
-/// started as a child process (with [`CHILD_ENV`] set and the service's
-/// settings in its environment). It does what the service's own `main` does.
+/// What the `main` of the binary `$name` (crate `$krate`) does: settings
+/// from the environment, then `mcp_shared::server::main` around `run`.
+macro_rules! serve {
+    ($name:literal, $krate:ident) => {{
+        let settings = $krate::Settings::try_parse_from([$name]).unwrap();
+        let (common, addr) = (settings.common.clone(), settings.addr);
+        mcp_shared::server::main($name, &common, addr, |l, s| $krate::run(settings, l, s)).await
+    }};
+}
+
+/// Not a test: the `main` of the gateway or a control-plane service when
+/// this binary is started as a child process (with [`CHILD_ENV`] set and the
+/// service's settings in its environment). It does what that binary's own
+/// `main` does.
 #[test]
 #[ignore = "runs only as a child process of the other tests"]
 fn child_service() {
@@ -35,32 +48,11 @@ fn child_service() {
         .build()
         .unwrap();
     let code = runtime.block_on(async move {
-        use mcp_shared::server::main;
         match service.as_str() {
-            "registry-svc" => {
-                let settings = registry_svc::Settings::try_parse_from(["registry-svc"]).unwrap();
-                let (common, addr) = (settings.common.clone(), settings.addr);
-                main("registry-svc", &common, addr, |l, s| {
-                    registry_svc::run(settings, l, s)
-                })
-                .await
-            }
-            "config-svc" => {
-                let settings = config_svc::Settings::try_parse_from(["config-svc"]).unwrap();
-                let (common, addr) = (settings.common.clone(), settings.addr);
-                main("config-svc", &common, addr, |l, s| {
-                    config_svc::run(settings, l, s)
-                })
-                .await
-            }
-            "health-svc" => {
-                let settings = health_svc::Settings::try_parse_from(["health-svc"]).unwrap();
-                let (common, addr) = (settings.common.clone(), settings.addr);
-                main("health-svc", &common, addr, |l, s| {
-                    health_svc::run(settings, l, s)
-                })
-                .await
-            }
+            "gateway" => serve!("gateway", gateway),
+            "registry-svc" => serve!("registry-svc", registry_svc),
+            "config-svc" => serve!("config-svc", config_svc),
+            "health-svc" => serve!("health-svc", health_svc),
             other => panic!("unknown child service {other}"),
         }
     });
@@ -81,19 +73,12 @@ impl Process {
     /// with `env` (plus Redis, prefix, JSON logs) and wait until it is live.
     pub async fn start(name: &'static str, redis_prefix: &str, env: &[(&str, String)]) -> Self {
         let port = free_port();
-        let mut command = if name == "gateway" {
-            Command::new(env!("CARGO_BIN_EXE_gateway"))
-        } else {
-            let mut command = Command::new(std::env::current_exe().unwrap());
-            // The full name of the `child_service` test in this binary.
-            let test = "processes::child_service";
-            command.args([test, "--exact", "--ignored", "--nocapture"]);
-            command
-        };
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        // The full name of the `child_service` test in this binary.
+        let test = "processes::child_service";
+        command.args([test, "--exact", "--ignored", "--nocapture"]);
         command.env_clear();
-        if name != "gateway" {
-            command.env(CHILD_ENV, name);
-        }
+        command.env(CHILD_ENV, name);
         let addr_var = match name {
             "gateway" => "GATEWAY_ADDR",
             "registry-svc" => "REGISTRY_ADDR",

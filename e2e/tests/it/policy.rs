@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use crate::common::{bearer, client, echo, gateway, token, upstream};
+use crate::common::{assert_ready, bearer, client, echo, gateway, service_args, token, upstream};
 use axum::{Json, Router, extract::Request, routing::any};
 use clap::Parser;
 use mcp_testkit::{TestService, eventually, prefix, redis};
@@ -32,24 +32,13 @@ struct Stack {
     gateways: [TestService; 2],
 }
 
-fn args(name: &str, prefix: &str) -> Vec<String> {
-    let mut args = vec![
-        name.to_owned(),
-        "--addr".to_owned(),
-        "127.0.0.1:0".to_owned(),
-    ];
-    args.extend(mcp_testkit::common_args(&redis().url(), prefix));
-    if name != "config-svc" {
-        args.extend(mcp_testkit::egress_args());
-    }
-    args
-}
-
 async fn stack() -> Stack {
     let prefix = prefix();
-    let settings = registry_svc::Settings::try_parse_from(args("registry-svc", &prefix)).unwrap();
+    let settings =
+        registry_svc::Settings::try_parse_from(service_args("registry-svc", &prefix)).unwrap();
     let registry = mcp_testkit::spawn(move |l, s| registry_svc::run(settings, l, s)).await;
-    let settings = config_svc::Settings::try_parse_from(args("config-svc", &prefix)).unwrap();
+    let settings =
+        config_svc::Settings::try_parse_from(service_args("config-svc", &prefix)).unwrap();
     let config = mcp_testkit::spawn(move |l, s| config_svc::run(settings, l, s)).await;
     let flags = [
         "--registry-url",
@@ -65,15 +54,7 @@ async fn stack() -> Stack {
     ];
     let first = gateway(&redis().url(), &prefix, &flags).await;
     let second = gateway(&redis().url(), &prefix, &flags).await;
-    for service in [&registry, &config] {
-        let ready = eventually(Duration::from_secs(5), || async {
-            reqwest::get(service.at("/readyz"))
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        })
-        .await;
-        assert!(ready, "{} did not come up", service.url);
-    }
+    assert_ready([&registry, &config]).await;
     Stack {
         prefix,
         _registry: registry,

@@ -18,13 +18,13 @@ use std::{
 };
 
 use clap::Parser;
-use mcp_testkit::{TestService, eventually, prefix, redis};
+use mcp_testkit::{TestService, prefix, redis};
 use serde_json::{Value, json};
 use tokio::time::timeout;
 
 use crate::{
     browser::Browser,
-    common::{bearer, client, echo, gateway, token},
+    common::{assert_ready, bearer, client, echo, gateway, service_args, token},
 };
 
 // ------------------------------------------------------------------ the stack
@@ -37,28 +37,16 @@ struct Stack {
     gateway: TestService,
 }
 
-fn args(name: &str, prefix: &str, extra: &[&str]) -> Vec<String> {
-    let mut args = vec![
-        name.to_owned(),
-        "--addr".to_owned(),
-        "127.0.0.1:0".to_owned(),
-    ];
-    args.extend(mcp_testkit::common_args(&redis().url(), prefix));
-    if name != "config-svc" {
-        args.extend(mcp_testkit::egress_args());
-    }
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    args
-}
-
 async fn stack() -> Stack {
     let prefix = prefix();
     let settings =
-        registry_svc::Settings::try_parse_from(args("registry-svc", &prefix, &[])).unwrap();
+        registry_svc::Settings::try_parse_from(service_args("registry-svc", &prefix)).unwrap();
     let registry = mcp_testkit::spawn(move |l, s| registry_svc::run(settings, l, s)).await;
-    let settings = config_svc::Settings::try_parse_from(args("config-svc", &prefix, &[])).unwrap();
+    let settings =
+        config_svc::Settings::try_parse_from(service_args("config-svc", &prefix)).unwrap();
     let config = mcp_testkit::spawn(move |l, s| config_svc::run(settings, l, s)).await;
-    let settings = health_svc::Settings::try_parse_from(args("health-svc", &prefix, &[])).unwrap();
+    let settings =
+        health_svc::Settings::try_parse_from(service_args("health-svc", &prefix)).unwrap();
     let health = mcp_testkit::spawn(move |l, s| health_svc::run(settings, l, s)).await;
     let gateway = gateway(
         &redis().url(),
@@ -77,15 +65,7 @@ async fn stack() -> Stack {
         ],
     )
     .await;
-    for service in [&registry, &config, &health] {
-        let ready = eventually(Duration::from_secs(5), || async {
-            reqwest::get(service.at("/readyz"))
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        })
-        .await;
-        assert!(ready, "{} did not come up", service.url);
-    }
+    assert_ready([&registry, &config, &health]).await;
     Stack {
         _registry: registry,
         _config: config,
