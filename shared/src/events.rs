@@ -46,6 +46,7 @@
 //! each SSE watch is a watcher task (in `watch`).
 
 mod feed;
+mod follow;
 mod log;
 mod tail;
 mod watch;
@@ -56,6 +57,7 @@ use axum::response::sse::Event as SseEvent;
 use redis::{Script, Value, streams::StreamId};
 
 pub use feed::EventFeed;
+pub use follow::{Follower, follow};
 pub use log::EventLog;
 pub use watch::WatchResponse;
 
