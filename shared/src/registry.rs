@@ -247,7 +247,7 @@ impl RegistryKeys {
 
     /// Every registered instance and the revision they are at, read in one
     /// script (`lua/registry/load.lua`), so the two agree exactly: what a
-    /// follower ([`crate::events::follow`]) loads before applying the events
+    /// follower ([`crate::events::follow()`]) loads before applying the events
     /// after that revision. An instance that does not decode is logged and
     /// skipped rather than failing the whole load.
     pub async fn load(&self) -> Result<(u64, Vec<Instance>), StoreError> {
