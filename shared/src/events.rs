@@ -42,8 +42,9 @@
 //! # Parts
 //!
 //! [`EventLog`] (in `log`) reads the log in Redis, [`EventFeed`] (in
-//! `feed`) fans it out in process, fed by the tail task (in `tail`), and
-//! each SSE watch is a watcher task (in `watch`).
+//! `feed`) fans it out in process, fed by the tail task (in `tail`), each
+//! SSE watch is a watcher task (in `watch`), and [`follow()`] (in `follow`)
+//! is the loop every in-process [`Follower`] runs.
 
 mod feed;
 mod follow;
