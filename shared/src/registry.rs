@@ -280,6 +280,7 @@ impl RegistryKeys {
 mod tests {
     use super::*;
 
+    /// An instance of `service` at 127.0.0.1:9000, not checked yet.
     fn instance(service: &str, id: &str) -> Instance {
         Instance {
             status: HealthStatus::Unknown,
@@ -333,16 +334,8 @@ mod tests {
         let instance = Instance {
             status: HealthStatus::Passing,
             revision: 7,
-            id: "echo-1".into(),
-            service: "echo".into(),
-            host: "127.0.0.1".into(),
-            port: 9000,
-            tags: vec![],
-            metadata: BTreeMap::new(),
-            ttl_seconds: 30,
-            check: None,
-            registered_at: "2026-01-01T00:00:00Z".into(),
             expires_at: Some("x".into()),
+            ..instance("echo", "echo-1")
         };
         let tail = stored_tail(&instance).unwrap_or_default();
         let spliced = format!(r#"{{"status":"passing","revision":7,{tail}"#);
