@@ -125,8 +125,8 @@ pub async fn run(
         open_for: Duration::from_secs(settings.upstream.cb_open_seconds),
     };
 
-    // The routing table: subscribe to the registry's events first, then load
-    // (see `routing::follow` for why the order matters).
+    // The routing table: follows the registry's events (the loop and its
+    // rule are `mcp_shared::events::follow`'s).
     let (feed, feed_task) = EventFeed::spawn(
         EventLog::new(redis.clone(), registry::LOG_NAME, REGISTRY_LOG_MAXLEN),
         "gateway_registry_watchers",

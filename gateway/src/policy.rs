@@ -4,10 +4,11 @@
 //! [`Policies`] holds one immutable [`Snapshot`], swapped whole on every
 //! change as the routing table is (see `routing`): a request costs one read
 //! lock, one `Arc` clone and one hash lookup, never a Redis round trip.
-//! [`follow`] keeps it in step with config-svc's event log `cfg` the way
-//! `routing::follow` follows the registry: subscribe, load the namespace at
-//! revision R, apply the events after R; a gap, a lagging subscription or a
-//! `reset` reloads. While Redis is down the last snapshot keeps serving.
+//! [`follow`] keeps it in step with config-svc's event log `cfg` through the
+//! follower loop `routing::follow` uses too ([`mcp_shared::events::follow`]):
+//! subscribe, load the namespace at revision R, apply the events after R; a
+//! gap, a lagging subscription or lost data reloads. While Redis is down the
+//! last snapshot keeps serving.
 //!
 //! A policy is compiled once per version into an [`Applied`]: header names
 //! and values parsed, the limiter and the retry budget built, so applying it

@@ -4,27 +4,23 @@
 //! The table lives in memory and is swapped whole on every change, so a
 //! request reads it with one uncontended read lock and one `Arc` clone, and
 //! never waits for Redis. [`follow`] keeps it in step with the registry's
-//! event log: subscribe to the in-process [`EventFeed`] first, then load the
-//! current state at revision R, then apply the events after R. Subscribing
-//! first means no event between the load and the subscription is lost; an
-//! event the load already reflects is harmless, because an instance is only
-//! replaced by one of an equal or newer revision. A gap in the revisions or
-//! a lagging subscription reloads from scratch. While Redis is down the last
-//! table keeps serving; endpoints (and their circuit breakers and in-flight
-//! counts) survive every reload as long as the instance keeps its address.
+//! event log through the one follower loop of [`mcp_shared::events::follow`]
+//! (subscribe, load at revision R, apply the events after R, reload on a
+//! gap, a lag or lost data). While Redis is down the last table keeps
+//! serving; endpoints (and their circuit breakers and in-flight counts)
+//! survive every reload as long as the instance keeps its address.
 
 use std::{
     collections::HashMap,
     sync::{Arc, RwLock},
-    time::Duration,
 };
 
 use axum::http::{Uri, uri::Authority};
 use mcp_shared::{
-    events::{Event, EventFeed},
+    StoreError,
+    events::{self, Event, EventFeed, Follower},
     registry::{Instance, RegistryEvent, kinds},
 };
-use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -124,10 +120,13 @@ struct Known {
     endpoint: Arc<Endpoint>,
 }
 
-/// The follower's full state: service → instance id → instance.
+/// The follower's full state (service → instance id → instance), and where
+/// it loads from and publishes to.
 struct Registry {
     services: HashMap<String, HashMap<String, Known>>,
     breaker: BreakerSettings,
+    store: Store,
+    routes: Arc<Routes>,
 }
 
 impl Registry {
@@ -138,23 +137,28 @@ impl Registry {
         if previous.is_some_and(|known| known.instance.revision > instance.revision) {
             return false;
         }
-        // Same address: keep the endpoint, so breaker and in-flight survive.
-        let endpoint = match previous {
-            Some(known)
-                if known.instance.host == instance.host && known.instance.port == instance.port =>
-            {
-                known.endpoint.clone()
-            }
-            _ => match endpoint_of(&instance, self.breaker) {
-                Some(endpoint) => endpoint,
-                None => {
-                    tracing::warn!(service = %instance.service, id = %instance.id, host = %instance.host, "instance address is not routable; ignored");
-                    return false;
-                }
-            },
+        let Some(endpoint) = endpoint_for(&instance, previous, self.breaker) else {
+            return false;
         };
         instances.insert(instance.id.clone(), Known { instance, endpoint });
         true
+    }
+
+    /// Replace everything with a fresh load (it is the truth: no revision
+    /// of what was known before counts, which after lost data belongs to
+    /// another history), keeping the endpoint of each instance still at its
+    /// address.
+    fn replace(&mut self, loaded: Vec<Instance>) {
+        let mut before = std::mem::take(&mut self.services);
+        for instance in loaded {
+            let previous = before
+                .get_mut(&instance.service)
+                .and_then(|known| known.remove(&instance.id));
+            let instances = self.services.entry(instance.service.clone()).or_default();
+            if let Some(endpoint) = endpoint_for(&instance, previous.as_ref(), self.breaker) {
+                instances.insert(instance.id.clone(), Known { instance, endpoint });
+            }
+        }
     }
 
     fn remove(&mut self, service: &str, id: &str) -> bool {
@@ -166,23 +170,6 @@ impl Registry {
             self.services.remove(service);
         }
         removed
-    }
-
-    fn apply(&mut self, event: &Event) -> bool {
-        let data: RegistryEvent = match serde_json::from_str(&event.data) {
-            Ok(data) => data,
-            Err(error) => {
-                tracing::warn!(%error, revision = event.revision, "unreadable registry event; skipped");
-                return false;
-            }
-        };
-        match event.kind.as_str() {
-            kinds::REGISTERED | kinds::UPDATED | kinds::HEALTH => {
-                data.instance.is_some_and(|instance| self.upsert(instance))
-            }
-            kinds::DEREGISTERED | kinds::EXPIRED => self.remove(&data.service, &data.id),
-            _ => false,
-        }
     }
 
     fn table(&self) -> Table {
@@ -209,21 +196,72 @@ impl Registry {
     }
 }
 
-fn endpoint_of(instance: &Instance, breaker: BreakerSettings) -> Option<Arc<Endpoint>> {
+impl Follower for Registry {
+    const NAME: &'static str = "routing table";
+    type Snapshot = Vec<Instance>;
+
+    async fn load(&self) -> Result<(u64, Vec<Instance>), StoreError> {
+        self.store.load_registry().await
+    }
+
+    fn install(&mut self, _revision: u64, instances: Vec<Instance>) {
+        self.replace(instances);
+        self.routes.publish(self.table());
+    }
+
+    fn apply(&mut self, event: &Event) {
+        let data: RegistryEvent = match serde_json::from_str(&event.data) {
+            Ok(data) => data,
+            Err(error) => {
+                tracing::warn!(%error, revision = event.revision, "unreadable registry event; skipped");
+                return;
+            }
+        };
+        let changed = match event.kind.as_str() {
+            kinds::REGISTERED | kinds::UPDATED | kinds::HEALTH => {
+                data.instance.is_some_and(|instance| self.upsert(instance))
+            }
+            kinds::DEREGISTERED | kinds::EXPIRED => self.remove(&data.service, &data.id),
+            _ => false,
+        };
+        if changed {
+            self.routes.publish(self.table());
+        }
+    }
+}
+
+/// The endpoint of `instance`: `previous`'s while the address is the same
+/// (so its breaker and in-flight count survive), else a new one; `None`
+/// (with a warning) when the address is not routable.
+fn endpoint_for(
+    instance: &Instance,
+    previous: Option<&Known>,
+    breaker: BreakerSettings,
+) -> Option<Arc<Endpoint>> {
+    if let Some(known) = previous
+        && known.instance.host == instance.host
+        && known.instance.port == instance.port
+    {
+        return Some(known.endpoint.clone());
+    }
     let authority = if instance.host.contains(':') {
         format!("[{}]:{}", instance.host, instance.port)
     } else {
         format!("{}:{}", instance.host, instance.port)
     };
-    let authority = Authority::try_from(authority).ok()?;
-    Endpoint::new(
-        &instance.service,
-        instance.id.clone(),
-        authority,
-        String::new(),
-        breaker,
-    )
-    .map(Arc::new)
+    let endpoint = Authority::try_from(authority).ok().and_then(|authority| {
+        Endpoint::new(
+            &instance.service,
+            instance.id.clone(),
+            authority,
+            String::new(),
+            breaker,
+        )
+    });
+    if endpoint.is_none() {
+        tracing::warn!(service = %instance.service, id = %instance.id, host = %instance.host, "instance address is not routable; ignored");
+    }
+    endpoint.map(Arc::new)
 }
 
 /// Keep `routes` in step with the registry until `shutdown` (see the module docs).
@@ -234,83 +272,11 @@ pub async fn follow(
     breaker: BreakerSettings,
     shutdown: CancellationToken,
 ) {
-    let mut registry = Registry {
+    let registry = Registry {
         services: HashMap::new(),
         breaker,
+        store,
+        routes,
     };
-    let mut warned = false;
-    'reload: while !shutdown.is_cancelled() {
-        // Subscribe before loading: see the module docs.
-        let mut events = feed.subscribe();
-        let snapshot = match store.load_registry().await {
-            Ok(snapshot) => snapshot,
-            Err(error) => {
-                if !warned {
-                    tracing::warn!(%error, "cannot load the registry; keeping the last routing table");
-                    warned = true;
-                }
-                pause(&shutdown).await;
-                continue;
-            }
-        };
-        warned = false;
-        let mut fresh = Registry {
-            services: HashMap::new(),
-            breaker,
-        };
-        for instance in snapshot.instances {
-            let reused = registry
-                .services
-                .get_mut(&instance.service)
-                .and_then(|known| known.remove(&instance.id));
-            if let Some(old) = reused {
-                // Carry the endpoint over (the address check happens in upsert).
-                fresh
-                    .services
-                    .entry(instance.service.clone())
-                    .or_default()
-                    .insert(instance.id.clone(), old);
-            }
-            fresh.upsert(instance);
-        }
-        registry = fresh;
-        let mut last = snapshot.revision;
-        routes.publish(registry.table());
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                received = events.recv() => match received {
-                    // Redis lost its history: our table may hold ghosts.
-                    Ok(event) if event.is_reset() => continue 'reload,
-                    Ok(event) if event.revision <= last => {}
-                    Ok(event) if event.revision == last + 1 => {
-                        last = event.revision;
-                        if registry.apply(&event) {
-                            routes.publish(registry.table());
-                        }
-                    }
-                    // A gap (the feed started after our load) or we fell behind.
-                    Ok(_) | Err(RecvError::Lagged(_)) => continue 'reload,
-                    Err(RecvError::Closed) => return,
-                },
-                // Safety net for a feed that started tailing after our load:
-                // it has seen revisions that never came to us as events.
-                _ = tokio::time::sleep(IDLE_CHECK) => {
-                    if feed.revision() > last {
-                        continue 'reload;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// How long the follower waits without events before it compares revisions with the feed.
-const IDLE_CHECK: Duration = Duration::from_millis(250);
-
-async fn pause(shutdown: &CancellationToken) {
-    tokio::select! {
-        _ = shutdown.cancelled() => {}
-        _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-    }
+    events::follow(feed, registry, shutdown).await;
 }

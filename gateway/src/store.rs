@@ -3,27 +3,16 @@
 //! rate limit script. Nothing else in the
 //! gateway touches Redis.
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
 use mcp_shared::{
-    Redis, StoreError, config,
-    events::EventLog,
-    policy,
-    registry::{self, Instance, RegistryKeys},
+    Redis, StoreError, config, policy,
+    registry::{Instance, RegistryKeys},
 };
 use redis::Script;
 
 /// The GCRA script (see the file for KEYS/ARGV).
 const GCRA: &str = include_str!("lua/gcra.lua");
-
-/// The registry's state at one revision.
-#[derive(Debug)]
-pub struct Snapshot {
-    /// The revision the state is at (or after).
-    pub revision: u64,
-    /// Every registered instance.
-    pub instances: Vec<Instance>,
-}
 
 /// One rate-limit decision from Redis.
 #[derive(Debug, Clone, Copy)]
@@ -43,7 +32,6 @@ pub struct RateDecision {
 pub struct Store {
     redis: Redis,
     keys: RegistryKeys,
-    log: EventLog,
     gcra: Arc<Script>,
 }
 
@@ -52,53 +40,15 @@ impl Store {
     pub fn new(redis: Redis) -> Self {
         Self {
             keys: RegistryKeys::new(redis.clone()),
-            // The cap only matters to writers; the gateway reads.
-            log: EventLog::new(redis.clone(), registry::LOG_NAME, 1),
             gcra: Arc::new(Script::new(GCRA)),
             redis,
         }
     }
 
-    /// Read the revision, then every instance (`SMEMBERS` + one pipelined
-    /// `HGETALL` per service). The state read is at least as new as the
-    /// revision: the caller replays events after it, which is idempotent.
-    pub async fn load_registry(&self) -> Result<Snapshot, StoreError> {
-        let revision = self.log.current_revision().await?;
-        let mut conn = self.redis.conn();
-        let services_key = &self.keys.services;
-        let services: Vec<String> = self
-            .redis
-            .run(async {
-                redis::cmd("SMEMBERS")
-                    .arg(services_key)
-                    .query_async(&mut conn)
-                    .await
-            })
-            .await?;
-        let mut pipe = redis::pipe();
-        for service in &services {
-            pipe.cmd("HGETALL").arg(self.keys.instances(service));
-        }
-        let hashes: Vec<HashMap<String, String>> = if services.is_empty() {
-            Vec::new()
-        } else {
-            self.redis.run(pipe.query_async(&mut conn)).await?
-        };
-        let mut instances = Vec::new();
-        for (service, hash) in services.iter().zip(hashes) {
-            for (id, json) in hash {
-                match serde_json::from_str::<Instance>(&json) {
-                    Ok(instance) => instances.push(instance),
-                    Err(error) => {
-                        tracing::warn!(%error, %service, %id, "unreadable instance in redis; skipped");
-                    }
-                }
-            }
-        }
-        Ok(Snapshot {
-            revision,
-            instances,
-        })
+    /// Every registered instance and the revision they are at, read
+    /// together (see [`RegistryKeys::load`]).
+    pub async fn load_registry(&self) -> Result<(u64, Vec<Instance>), StoreError> {
+        self.keys.load().await
     }
 
     /// config-svc's revision and every entry (JSON) of the namespace

@@ -1,26 +1,25 @@
 //! The in-memory list of registered instances, following the registry's
 //! event log, and the check task of each instance that has a `check`.
 //!
-//! [`follow`] subscribes to the process's [`EventFeed`] first, then loads
-//! every instance (`SMEMBERS reg:services` + one pipelined `HGETALL` per
-//! service), then applies `registered`/`updated`/`health` (upsert: events
-//! carry the whole stored instance) and `deregistered`/`expired` (remove)
-//! in revision order. A gap in the revisions or a lagging subscription is
-//! caught up from the stream; when the stream no longer holds the missing
-//! events (trimmed), or Redis lost its data, everything is reloaded. No key
+//! [`follow`] keeps it in step through the one follower loop of
+//! [`mcp_shared::events::follow`]: subscribe to the process's [`EventFeed`],
+//! load every instance with the revision it is at, then apply
+//! `registered`/`updated`/`health` (upsert: events carry the whole stored
+//! instance) and `deregistered`/`expired` (remove) in revision order; a gap,
+//! a lagging subscription or lost data reloads. A reload keeps the check
+//! task of every instance whose check, host and port did not change. No key
 //! is polled.
 
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, PoisonError},
-    time::Duration,
 };
 
 use mcp_shared::{
-    events::{Event, EventFeed, Replay},
+    StoreError,
+    events::{self, Event, EventFeed, Follower},
     registry::{HealthStatus, Instance, RegistryEvent, kinds},
 };
-use tokio::sync::broadcast::error::RecvError;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
@@ -28,11 +27,6 @@ use crate::{
     membership::Membership,
     store::Store,
 };
-
-/// How long to wait before retrying a load while Redis is away.
-const RETRY: Duration = Duration::from_millis(250);
-/// How often the follower looks for a revision that went backwards (Redis lost data).
-const SANITY: Duration = Duration::from_secs(5);
 
 struct Entry {
     status: HealthStatus,
@@ -196,6 +190,30 @@ fn status_index(status: HealthStatus) -> usize {
     }
 }
 
+/// The catalog as a [`Follower`] of the registry: loads through the store.
+struct Following {
+    store: Arc<Store>,
+    catalog: Arc<Catalog>,
+}
+
+impl Follower for Following {
+    const NAME: &'static str = "health catalog";
+    type Snapshot = Vec<Instance>;
+
+    async fn load(&self) -> Result<(u64, Vec<Instance>), StoreError> {
+        self.store.load_all().await
+    }
+
+    fn install(&mut self, revision: u64, instances: Vec<Instance>) {
+        self.catalog.replace_all(&instances);
+        tracing::debug!(instances = instances.len(), revision, "registry loaded");
+    }
+
+    fn apply(&mut self, event: &Event) {
+        self.catalog.apply(event);
+    }
+}
+
 /// Keep `catalog` in step with the registry until shutdown (see module docs).
 pub async fn follow(
     feed: EventFeed,
@@ -203,82 +221,5 @@ pub async fn follow(
     catalog: Arc<Catalog>,
     shutdown: CancellationToken,
 ) {
-    while !shutdown.is_cancelled() {
-        // Subscribe before loading, so no event between the two is lost.
-        let mut events = feed.subscribe();
-        let mut last = match store.load_all().await {
-            Ok((revision, instances)) => {
-                catalog.replace_all(&instances);
-                tracing::debug!(instances = instances.len(), revision, "registry loaded");
-                revision
-            }
-            Err(error) => {
-                tracing::debug!(%error, "cannot load the registry yet");
-                pause(&shutdown, RETRY).await;
-                continue;
-            }
-        };
-        let mut sanity = tokio::time::interval(SANITY);
-        sanity.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let caught_up = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = sanity.tick() => {
-                    // A revision below ours means Redis lost data (the feed
-                    // follows it down): our view is stale, reload.
-                    feed.revision() >= last
-                        || !matches!(store.log().current_revision().await, Ok(now) if now < last)
-                }
-                received = events.recv() => match received {
-                    // Redis lost or replaced its data (the feed saw its
-                    // epoch change): the catalog may hold ghosts, reload.
-                    Ok(event) if event.is_reset() => false,
-                    Ok(event) if event.revision <= last => true,
-                    Ok(event) if event.revision == last + 1 => {
-                        catalog.apply(&event);
-                        last = event.revision;
-                        true
-                    }
-                    // A gap or a lag: read the missing events from the stream.
-                    Ok(_) | Err(RecvError::Lagged(_)) => match catch_up(&store, &catalog, last).await {
-                        Some(revision) => {
-                            last = revision;
-                            true
-                        }
-                        None => false,
-                    },
-                    Err(RecvError::Closed) => return,
-                },
-            };
-            if !caught_up {
-                break;
-            }
-        }
-    }
-}
-
-/// Apply the stream's events after `last`; `None` when they were trimmed
-/// (or Redis is away) and a reload is needed.
-async fn catch_up(store: &Store, catalog: &Catalog, mut last: u64) -> Option<u64> {
-    loop {
-        match store.log().replay(last).await {
-            Ok(Replay::Events(events)) if events.is_empty() => return Some(last),
-            Ok(Replay::Events(events)) => {
-                for event in &events {
-                    if event.revision > last {
-                        catalog.apply(event);
-                        last = event.revision;
-                    }
-                }
-            }
-            Ok(Replay::Reset(_)) | Err(_) => return None,
-        }
-    }
-}
-
-async fn pause(shutdown: &CancellationToken, wait: Duration) {
-    tokio::select! {
-        _ = shutdown.cancelled() => {}
-        _ = tokio::time::sleep(wait) => {}
-    }
+    events::follow(feed, Following { store, catalog }, shutdown).await;
 }

@@ -55,7 +55,6 @@ pub struct InstanceView {
 /// health-svc's handle on Redis.
 pub struct Store {
     redis: Redis,
-    log: EventLog,
     registry: RegistryKeys,
     replicas: String,
     writes: RegistryWrites,
@@ -76,17 +75,11 @@ impl Store {
         Self {
             registry: RegistryKeys::new(redis.clone()),
             replicas: redis.key(&["health", "replicas"]),
-            writes: RegistryWrites::new(redis.clone(), log.clone()),
+            writes: RegistryWrites::new(redis.clone(), log),
             claim_script: Script::new(include_str!("lua/claim.lua")),
             replicas_script: Script::new(include_str!("lua/replicas.lua")),
             redis,
-            log,
         }
-    }
-
-    /// The registry's event log.
-    pub fn log(&self) -> &EventLog {
-        &self.log
     }
 
     /// The keys of one instance.
@@ -100,19 +93,10 @@ impl Store {
         }
     }
 
-    /// Every registered instance and the revision they are at least as new
-    /// as. The revision is read first, so replaying events after it on top
-    /// of the result converges (events carry whole instances).
+    /// Every registered instance and the revision they are at, read
+    /// together (see [`RegistryKeys::load`]).
     pub async fn load_all(&self) -> Result<(u64, Vec<Instance>), StoreError> {
-        let revision = self.log.current_revision().await?;
-        let services = self.services().await?;
-        let hashes = self.instance_hashes(&services).await?;
-        let instances = hashes
-            .into_iter()
-            .flat_map(|(_, hash)| hash.into_values())
-            .filter_map(|json| parse_instance(&json))
-            .collect();
-        Ok((revision, instances))
+        self.registry.load().await
     }
 
     /// Each service's instance statuses, for the summary.

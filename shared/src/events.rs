@@ -42,10 +42,12 @@
 //! # Parts
 //!
 //! [`EventLog`] (in `log`) reads the log in Redis, [`EventFeed`] (in
-//! `feed`) fans it out in process, fed by the tail task (in `tail`), and
-//! each SSE watch is a watcher task (in `watch`).
+//! `feed`) fans it out in process, fed by the tail task (in `tail`), each
+//! SSE watch is a watcher task (in `watch`), and [`follow()`] (in `follow`)
+//! is the loop every in-process [`Follower`] runs.
 
 mod feed;
+mod follow;
 mod log;
 mod tail;
 mod watch;
@@ -56,6 +58,7 @@ use axum::response::sse::Event as SseEvent;
 use redis::{Script, Value, streams::StreamId};
 
 pub use feed::EventFeed;
+pub use follow::{Follower, follow};
 pub use log::EventLog;
 pub use watch::WatchResponse;
 

@@ -31,11 +31,14 @@
 //! `updated` and `health` carry the instance as stored after the change;
 //! `deregistered` and `expired` carry none. See [`RegistryEvent`].
 
+use std::sync::LazyLock;
+
+use redis::Script;
 use serde::{Deserialize, Serialize};
 
 pub use mcp_api::registry::*;
 
-use crate::store::Redis;
+use crate::store::{Redis, StoreError};
 
 pub mod writes;
 
@@ -73,6 +76,10 @@ pub struct HealthRecord {
     pub critical_since_ms: Option<u64>,
 }
 
+/// The read-only script of [`RegistryKeys::load`].
+static LOAD: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/registry/load.lua")));
+
 /// The registry's key names, built once per service from the prefix.
 #[derive(Debug, Clone)]
 pub struct RegistryKeys {
@@ -107,6 +114,36 @@ impl RegistryKeys {
     pub fn lease_member(service: &str, id: &str) -> String {
         format!("{service}/{id}")
     }
+
+    /// Every registered instance and the revision they are at, read in one
+    /// script (`lua/registry/load.lua`), so the two agree exactly: what a
+    /// follower ([`crate::events::follow()`]) loads before applying the events
+    /// after that revision. An instance that does not decode is logged and
+    /// skipped rather than failing the whole load.
+    pub async fn load(&self) -> Result<(u64, Vec<Instance>), StoreError> {
+        let mut invocation = LOAD.prepare_invoke();
+        invocation
+            .key(&self.services)
+            .key(self.redis.key(&[LOG_NAME, "revision"]))
+            .arg(self.instances(""));
+        let mut conn = self.redis.conn();
+        let reply: Vec<String> = self.redis.run(invocation.invoke_async(&mut conn)).await?;
+        let mut reply = reply.into_iter();
+        let revision = reply.next().unwrap_or_default();
+        let revision = revision
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("not a revision: {revision:?}")))?;
+        let instances = reply
+            .filter_map(|json| match serde_json::from_str::<Instance>(&json) {
+                Ok(instance) => Some(instance),
+                Err(error) => {
+                    tracing::warn!(%error, "unreadable instance in redis; skipped");
+                    None
+                }
+            })
+            .collect();
+        Ok((revision, instances))
+    }
 }
 
 #[cfg(test)]
@@ -115,13 +152,13 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn stored_tail_splices_back_into_an_instance() {
-        let instance = Instance {
-            status: HealthStatus::Passing,
-            revision: 7,
-            id: "echo-1".into(),
-            service: "echo".into(),
+    /// An instance of `service` at 127.0.0.1:9000, not checked yet.
+    fn instance(service: &str, id: &str) -> Instance {
+        Instance {
+            status: HealthStatus::Unknown,
+            revision: 0,
+            id: id.into(),
+            service: service.into(),
             host: "127.0.0.1".into(),
             port: 9000,
             tags: vec![],
@@ -129,7 +166,48 @@ mod tests {
             ttl_seconds: 30,
             check: None,
             registered_at: "2026-01-01T00:00:00Z".into(),
+            expires_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn load_reads_every_instance_at_the_revision_of_the_last_write() {
+        let redis = Redis::new(
+            &mcp_testkit::redis().url(),
+            &mcp_testkit::prefix(),
+            std::time::Duration::from_millis(750),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let keys = RegistryKeys::new(redis.clone());
+        assert_eq!(
+            keys.load().await.ok(),
+            Some((0, vec![])),
+            "an empty registry"
+        );
+        let log = crate::events::EventLog::new(redis.clone(), LOG_NAME, 100);
+        let writes = writes::RegistryWrites::new(redis, log);
+        for (service, id) in [("a", "a-1"), ("a", "a-2"), ("b", "b-1")] {
+            let tail = stored_tail(&instance(service, id)).unwrap_or_default();
+            let written = writes.register(service, id, &tail, 30_000, false).await;
+            assert!(written.is_ok(), "{written:?}");
+        }
+        let (revision, mut loaded) = keys.load().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(revision, 3);
+        loaded.sort_by(|x, y| x.id.cmp(&y.id));
+        let ids: Vec<(&str, &str, u64)> = loaded
+            .iter()
+            .map(|i| (i.service.as_str(), i.id.as_str(), i.revision))
+            .collect();
+        assert_eq!(ids, [("a", "a-1", 1), ("a", "a-2", 2), ("b", "b-1", 3)]);
+    }
+
+    #[test]
+    fn stored_tail_splices_back_into_an_instance() {
+        let instance = Instance {
+            status: HealthStatus::Passing,
+            revision: 7,
             expires_at: Some("x".into()),
+            ..instance("echo", "echo-1")
         };
         let tail = stored_tail(&instance).unwrap_or_default();
         let spliced = format!(r#"{{"status":"passing","revision":7,{tail}"#);

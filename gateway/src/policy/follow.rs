@@ -1,29 +1,32 @@
 //! The follower: keeps [`Policies`] in step with config-svc's namespace
-//! `gateway` (load at revision R, apply the events after R, reload on a gap,
-//! a lag or a `reset`), compiling each changed entry once.
+//! `gateway` through the one follower loop of [`mcp_shared::events::follow`]
+//! (load at revision R, apply the events after R, reload on a gap, a lag or
+//! lost data), compiling each changed entry once.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::Arc,
-    time::Duration,
 };
 
 use mcp_shared::{
+    StoreError,
     config::{ConfigDeletion, ConfigEntry},
-    events::{Event, EventFeed},
+    events::{self, Event, EventFeed, Follower},
     policy::{self, PolicyKey, Route, ServicePolicy},
 };
-use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use super::{Applied, Defaults, ExtraRoute, Policies, Snapshot, Source, StatusCounters};
 use crate::store::Store;
 
-/// The follower's state: the namespace's entries, compiled.
+/// The follower's state (the namespace's entries, compiled), and where it
+/// loads from and publishes to.
 struct State {
     defaults: Defaults,
     services: HashMap<String, Arc<Applied>>,
     routes: BTreeMap<String, Arc<ExtraRoute>>,
+    store: Store,
+    policies: Arc<Policies>,
 }
 
 impl State {
@@ -88,7 +91,7 @@ impl State {
         }
     }
 
-    fn apply(&mut self, event: &Event) -> bool {
+    fn change(&mut self, event: &Event) -> bool {
         if event.scope != policy::NAMESPACE {
             return false;
         }
@@ -126,6 +129,50 @@ impl State {
     }
 }
 
+impl Follower for State {
+    const NAME: &'static str = "gateway policies";
+    type Snapshot = Vec<String>;
+
+    async fn load(&self) -> Result<(u64, Vec<String>), StoreError> {
+        self.store.load_policies().await
+    }
+
+    fn install(&mut self, revision: u64, entries: Vec<String>) {
+        // Start from what is known, so unchanged entries keep their state;
+        // then drop what is gone.
+        let mut present = HashSet::new();
+        for text in entries {
+            match serde_json::from_str::<ConfigEntry>(&text) {
+                Ok(entry) => {
+                    present.insert(entry.key.clone());
+                    self.put(entry);
+                }
+                Err(error) => tracing::warn!(%error, "unreadable gateway entry; skipped"),
+            }
+        }
+        self.services.retain(|service, _| {
+            present.contains(&format!("{}{service}", policy::SERVICES_PREFIX))
+        });
+        self.routes
+            .retain(|name, _| present.contains(&format!("{}{name}", policy::ROUTES_PREFIX)));
+        self.policies.publish(self.snapshot(revision));
+    }
+
+    fn apply(&mut self, event: &Event) {
+        if self.change(event) {
+            self.policies.publish(self.snapshot(event.revision));
+        }
+    }
+
+    /// Redis lost its data: a known entry's revision would make `put` skip
+    /// the new history's entry of a lower revision, so forget them all (the
+    /// published snapshot serves until the reload).
+    fn forget(&mut self) {
+        self.services.clear();
+        self.routes.clear();
+    }
+}
+
 /// Keep `policies` in step with config-svc's namespace `gateway` until `shutdown` (see the module docs).
 pub async fn follow(
     feed: EventFeed,
@@ -134,90 +181,21 @@ pub async fn follow(
     defaults: Defaults,
     shutdown: CancellationToken,
 ) {
-    let mut state = State {
+    let state = State {
         defaults,
         services: HashMap::new(),
         routes: BTreeMap::new(),
+        store,
+        policies,
     };
-    let mut warned = false;
-    'reload: while !shutdown.is_cancelled() {
-        // Subscribe before loading (see `routing::follow`).
-        let mut events = feed.subscribe();
-        let (revision, entries) = match store.load_policies().await {
-            Ok(loaded) => loaded,
-            Err(error) => {
-                if !warned {
-                    tracing::warn!(%error, "cannot load the gateway policies; keeping the last ones");
-                    warned = true;
-                }
-                pause(&shutdown).await;
-                continue;
-            }
-        };
-        warned = false;
-        // Start from what is known, so unchanged entries keep their state;
-        // then drop what is gone.
-        let mut present = std::collections::HashSet::new();
-        for text in entries {
-            match serde_json::from_str::<ConfigEntry>(&text) {
-                Ok(entry) => {
-                    present.insert(entry.key.clone());
-                    state.put(entry);
-                }
-                Err(error) => tracing::warn!(%error, "unreadable gateway entry; skipped"),
-            }
-        }
-        state.services.retain(|service, _| {
-            present.contains(&format!("{}{service}", policy::SERVICES_PREFIX))
-        });
-        state
-            .routes
-            .retain(|name, _| present.contains(&format!("{}{name}", policy::ROUTES_PREFIX)));
-        let mut last = revision;
-        policies.publish(state.snapshot(last));
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                received = events.recv() => match received {
-                    Ok(event) if event.is_reset() => {
-                        // Redis lost its data: forget everything, then load.
-                        state.services.clear();
-                        state.routes.clear();
-                        continue 'reload;
-                    }
-                    Ok(event) if event.revision <= last => {}
-                    Ok(event) if event.revision == last + 1 => {
-                        last = event.revision;
-                        if state.apply(&event) {
-                            policies.publish(state.snapshot(last));
-                        }
-                    }
-                    Ok(_) | Err(RecvError::Lagged(_)) => continue 'reload,
-                    Err(RecvError::Closed) => return,
-                },
-                _ = tokio::time::sleep(IDLE_CHECK) => {
-                    if feed.revision() > last {
-                        continue 'reload;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// How long the follower waits without events before it compares revisions with the feed.
-const IDLE_CHECK: Duration = Duration::from_millis(250);
-
-async fn pause(shutdown: &CancellationToken) {
-    tokio::select! {
-        _ = shutdown.cancelled() => {}
-        _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-    }
+    events::follow(feed, state, shutdown).await;
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
 
     use super::*;
     use crate::circuit::BreakerSettings;
@@ -248,19 +226,21 @@ mod tests {
             route("long", Some("/b/c"), &[]),
             route("host", None, &["api.example.com"]),
         ];
+        let store = Store::new(
+            mcp_shared::Redis::new("redis://127.0.0.1:1", "t", Duration::from_secs(1)).unwrap(),
+        );
         let mut state = State {
             defaults: Defaults {
                 breaker: BreakerSettings {
                     failure_threshold: 1,
                     open_for: Duration::from_secs(1),
                 },
-                store: Store::new(
-                    mcp_shared::Redis::new("redis://127.0.0.1:1", "t", Duration::from_secs(1))
-                        .unwrap(),
-                ),
+                store: store.clone(),
             },
             services: HashMap::new(),
             routes: BTreeMap::new(),
+            store,
+            policies: Arc::default(),
         };
         for r in state_routes {
             state.routes.insert(r.name.to_string(), r);
