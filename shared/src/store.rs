@@ -36,8 +36,8 @@ use tokio::sync::Notify;
 use tracing::Instrument as _;
 
 pub use cluster::key_slot;
-pub use conn::Conn;
 use conn::no_primary;
+pub use conn::{Conn, PendingPrimary};
 pub use error::StoreError;
 use sentinel::{Follower, follow_primary, is_master, watch_switches};
 
@@ -192,6 +192,7 @@ impl Redis {
                 let follower = Arc::new(Follower {
                     current: ArcSwapOption::empty(),
                     wake: wake.clone(),
+                    found: tokio::sync::Notify::new(),
                 });
                 let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
                     StoreError::Unavailable("Sentinel mode needs a Tokio runtime".to_owned())
@@ -285,7 +286,7 @@ impl Redis {
             Backend::Standalone { manager, .. } => Conn::Manager(manager.clone()),
             Backend::Sentinel(follower) => match &*follower.current.load() {
                 Some(primary) => Conn::Multiplexed(primary.conn.clone()),
-                None => Conn::Down,
+                None => Conn::Pending(conn::PendingPrimary::new(follower.clone(), self.timeout)),
             },
             Backend::Cluster { conn, .. } => Conn::Cluster(conn.clone()),
         }

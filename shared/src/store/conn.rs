@@ -2,11 +2,15 @@
 //! one, a dedicated one, a Cluster one, or none while Sentinel mode knows no
 //! primary.
 
+use std::{sync::Arc, time::Duration};
+
 use redis::{
     RedisError,
     aio::{ConnectionManager, MultiplexedConnection},
     cluster_async::ClusterConnection,
 };
+
+use super::sentinel::Follower;
 
 /// One connection to Redis, whatever the topology: what [`Redis::conn`] and
 /// [`Redis::dedicated`] hand out, usable wherever the driver wants an async
@@ -19,9 +23,23 @@ pub enum Conn {
     Multiplexed(MultiplexedConnection),
     /// A Redis Cluster connection (routes each command to its slot's node).
     Cluster(ClusterConnection),
-    /// No primary known yet (Sentinel mode, at start or in a failover):
-    /// every command fails as unavailable.
-    Down,
+    /// No primary known yet (Sentinel mode, right after start): each
+    /// command waits up to the timeout for the first one, then fails as
+    /// unavailable.
+    Pending(PendingPrimary),
+}
+
+/// The Sentinel follower a [`Conn::Pending`] waits on, and for how long.
+#[derive(Clone)]
+pub struct PendingPrimary {
+    follower: Arc<Follower>,
+    within: Duration,
+}
+
+impl PendingPrimary {
+    pub(super) fn new(follower: Arc<Follower>, within: Duration) -> Self {
+        Self { follower, within }
+    }
 }
 
 pub(super) fn no_primary() -> RedisError {
@@ -40,7 +58,12 @@ impl redis::aio::ConnectionLike for Conn {
             Conn::Manager(c) => c.req_packed_command(cmd),
             Conn::Multiplexed(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
-            Conn::Down => Box::pin(async { Err(no_primary()) }),
+            Conn::Pending(pending) => Box::pin(async move {
+                match pending.follower.primary(pending.within).await {
+                    Some(primary) => primary.conn.clone().req_packed_command(cmd).await,
+                    None => Err(no_primary()),
+                }
+            }),
         }
     }
 
@@ -54,7 +77,15 @@ impl redis::aio::ConnectionLike for Conn {
             Conn::Manager(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Multiplexed(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Down => Box::pin(async { Err(no_primary()) }),
+            Conn::Pending(pending) => Box::pin(async move {
+                match pending.follower.primary(pending.within).await {
+                    Some(primary) => {
+                        let mut conn = primary.conn.clone();
+                        conn.req_packed_commands(pipeline, offset, count).await
+                    }
+                    None => Err(no_primary()),
+                }
+            }),
         }
     }
 
@@ -63,7 +94,7 @@ impl redis::aio::ConnectionLike for Conn {
             Conn::Manager(c) => c.get_db(),
             Conn::Multiplexed(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
-            Conn::Down => 0,
+            Conn::Pending(..) => 0,
         }
     }
 }

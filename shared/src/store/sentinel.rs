@@ -32,6 +32,31 @@ pub(super) struct Follower {
     /// Wakes the follower task at once: a command failed (the primary may
     /// be gone), or a Sentinel announced `+switch-master`.
     pub(super) wake: Arc<Notify>,
+    /// Told each time a primary is installed, so a command issued before
+    /// the first one was known can wait for it (see [`Follower::primary`]).
+    pub(super) found: Notify,
+}
+
+impl Follower {
+    /// The current primary, waiting up to `within` for the first one: right
+    /// after start the Sentinels have not been asked yet, and a request
+    /// that comes in then should wait a moment rather than get a 503.
+    pub(super) async fn primary(&self, within: Duration) -> Option<Arc<Primary>> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let found = self.found.notified();
+            tokio::pin!(found);
+            // Registered before the check, so an install in between is not missed.
+            found.as_mut().enable();
+            if let Some(primary) = self.current.load_full() {
+                return Some(primary);
+            }
+            self.wake.notify_one();
+            if tokio::time::timeout_at(deadline, found).await.is_err() {
+                return None;
+            }
+        }
+    }
 }
 
 /// A connection to `client`'s node, checked to be the primary (`ROLE`).
@@ -125,6 +150,7 @@ pub(super) async fn follow_primary(
                             current
                                 .current
                                 .store(Some(Arc::new(Primary { client, conn, addr })));
+                            current.found.notify_waiters();
                             true
                         }
                         Err(error) => {
