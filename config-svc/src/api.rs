@@ -23,11 +23,7 @@ mod watch;
 use std::sync::Arc;
 
 use axum::{Router, http::HeaderName};
-use mcp_shared::{
-    events::EventFeed,
-    internal::RequireInternalLayer,
-    openapi::{self as docs, OPENAPI_PATH},
-};
+use mcp_shared::{events::EventFeed, internal::RequireInternalLayer, openapi as docs};
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi as _;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -151,10 +147,6 @@ fn document(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
 ///
 /// Every operation needs the gateway's internal credential (`internal`);
 /// the document stays open.
-pub fn routes(state: AppState, internal: RequireInternalLayer) -> Router {
-    let (router, api) = operations().split_for_parts();
-    router
-        .route_layer(internal)
-        .route(OPENAPI_PATH, docs::serve(&document(api)))
-        .with_state(state)
+pub fn router(internal: RequireInternalLayer) -> Router<AppState> {
+    docs::service_router(operations(), document, internal)
 }

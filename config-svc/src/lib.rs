@@ -117,7 +117,11 @@ pub async fn run(
         settings.max_value_bytes,
         tasks.clone(),
     );
-    let app = server::scaffold(api::routes(state, internal), redis, common.max_body_bytes);
+    let app = server::scaffold(
+        api::router(internal).with_state(state),
+        redis,
+        common.max_body_bytes,
+    );
     let served = server::serve(listener, app, shutdown, common.connection_limits()).await;
     tasks.cancel();
     let _ = tail.await;

@@ -8,7 +8,7 @@
 //! (`tests/openapi.rs` and the model's tests hold the two together).
 //!
 //! The operations themselves are documented on the handlers in [`crate::api`]
-//! (`#[utoipa::path]`), and [`crate::api::routes`] builds the router and the
+//! (`#[utoipa::path]`), and [`crate::api::router`] builds the router and the
 //! document from one list.
 
 use std::borrow::Cow;
@@ -141,9 +141,7 @@ impl IntoParams for DryRunQuery {
                 "dry_run",
                 "Validate (schema, preconditions) and answer what would be written, without \
                  writing (`true`/`1`, or empty; `false`/`0` writes).",
-                // The words the service takes, not `boolean`: an empty value
-                // (`?dry_run=`) also means true, and `boolean` would forbid it.
-                string().enum_values(Some(["true", "false", "1", "0", ""])),
+                mcp_shared::http::flag_schema(),
             )
             .build(),
         ]

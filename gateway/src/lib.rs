@@ -103,6 +103,18 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    run_inspecting(settings, listener, shutdown, |_| ()).await
+}
+
+/// [`run`], handing the router it is about to serve to `inspect` first (the
+/// tests read the paths it routes from it, see
+/// `mcp_shared::openapi::routed_paths`).
+pub async fn run_inspecting(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    inspect: impl FnOnce(&Router),
+) -> std::io::Result<()> {
     // Every counter a dashboard or alert reads is there, at 0, from the first scrape.
     counters::register();
     // Load the certificate first: a bad TLS setting stops start-up with one line.
@@ -252,6 +264,7 @@ pub async fn run(
         axum::middleware::from_fn_with_state(metrics, admin::guard_metrics),
     );
     // Extra routes are rewritten to `/svc/…` before the app routes (see `edge`).
+    inspect(&app);
     let app = Router::new().fallback_service(edge::ExtraRoutes::new(policies, app));
     let served = match tls {
         Some(config) => {

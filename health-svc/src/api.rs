@@ -19,9 +19,7 @@ use mcp_shared::{
     },
     internal::{Caller, RequireInternalLayer},
     names::Name,
-    openapi::{
-        self as docs, BadRequest, InstancePath, NotFound, OPENAPI_PATH, ServicePath, StoreFailure,
-    },
+    openapi::{self as docs, BadRequest, InstancePath, NotFound, ServicePath, StoreFailure},
     registry::{HealthStatus, Instance},
     time::{now_ms, rfc3339_ms},
 };
@@ -73,12 +71,8 @@ fn document(api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
 ///
 /// Every operation needs the gateway's internal credential (`internal`);
 /// the document stays open.
-pub fn routes(state: AppState, internal: RequireInternalLayer) -> Router {
-    let (router, api) = operations().split_for_parts();
-    router
-        .route_layer(internal)
-        .route(OPENAPI_PATH, docs::serve(&document(api)))
-        .with_state(state)
+pub fn router(internal: RequireInternalLayer) -> Router<AppState> {
+    docs::service_router(operations(), document, internal)
 }
 
 fn name(field: &'static str, value: String) -> Result<Name, ApiError> {

@@ -191,7 +191,11 @@ pub async fn run(
     ));
 
     let state = api::AppState { store, thresholds };
-    let app = server::scaffold(api::routes(state, internal), redis, common.max_body_bytes);
+    let app = server::scaffold(
+        api::router(internal).with_state(state),
+        redis,
+        common.max_body_bytes,
+    );
     let served = server::serve(listener, app, shutdown.clone(), common.connection_limits()).await;
     shutdown.cancel();
     tasks.close();

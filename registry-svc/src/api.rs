@@ -19,8 +19,8 @@ use mcp_shared::{
     internal::{Caller, RequireInternalLayer},
     names::Name,
     openapi::{
-        self as docs, BadRequest, InstancePath, NotFound, OPENAPI_PATH, PayloadTooLarge,
-        ServicePath, StoreFailure, Unprocessable,
+        self as docs, BadRequest, InstancePath, NotFound, PayloadTooLarge, ServicePath,
+        StoreFailure, Unprocessable,
     },
     problem::{self, FieldError},
     registry::{Instance, InstanceList, InstanceSpec, ServiceList, stored_tail},
@@ -89,12 +89,8 @@ fn document(api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
 ///
 /// Every operation needs the gateway's internal credential (`internal`);
 /// the document stays open.
-pub fn routes(state: AppState, internal: RequireInternalLayer) -> Router {
-    let (router, api) = operations().split_for_parts();
-    router
-        .route_layer(internal)
-        .route(OPENAPI_PATH, docs::serve(&document(api)))
-        .with_state(state)
+pub fn router(internal: RequireInternalLayer) -> Router<AppState> {
+    docs::service_router(operations(), document, internal)
 }
 
 type Pairs = Query<Vec<(String, String)>>;

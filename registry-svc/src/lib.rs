@@ -151,7 +151,11 @@ pub async fn run(
         shutdown: tasks.clone(),
         egress: Arc::new(egress),
     };
-    let app = server::scaffold(api::routes(state, internal), redis, common.max_body_bytes);
+    let app = server::scaffold(
+        api::router(internal).with_state(state),
+        redis,
+        common.max_body_bytes,
+    );
     let served = server::serve(listener, app, shutdown, common.connection_limits()).await;
     tasks.cancel();
     let _ = feed_task.await;

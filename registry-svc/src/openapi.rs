@@ -7,7 +7,7 @@
 //! [`InstanceSpec`](mcp_shared::registry::InstanceSpec)).
 //!
 //! The operations themselves are documented on the handlers in [`crate::api`]
-//! (`#[utoipa::path]`), and [`crate::api::routes`] builds the router and the
+//! (`#[utoipa::path]`), and [`crate::api::router`] builds the router and the
 //! document from one list.
 
 use std::borrow::Cow;
@@ -57,8 +57,9 @@ impl IntoParams for InstanceQuery {
         let mut parameters = vec![
             query(
                 "healthy",
-                "Only `passing` instances (`true`/`1`); `false`/`0` is no filter.",
-                ObjectBuilder::new().schema_type(Type::Boolean),
+                "Only `passing` instances (`true`/`1`, or empty as Consul's `?passing`); \
+                 `false`/`0` is no filter.",
+                mcp_shared::http::flag_schema(),
             )
             .build(),
             query(

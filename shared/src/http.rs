@@ -62,6 +62,15 @@ pub fn parse_bool(field: &str, value: &str) -> Result<bool, FieldError> {
     }
 }
 
+/// The document of a [`parse_bool`] flag: the words it takes, not
+/// `boolean`, since an empty value (`?healthy=`) also means true and
+/// `boolean` would forbid it.
+pub fn flag_schema() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(["true", "false", "1", "0", ""]))
+}
+
 /// Longest a blocking query is held; longer asks are cut to it.
 pub const MAX_WAIT: Duration = Duration::from_secs(300);
 

@@ -12,10 +12,10 @@
 //! [`StoreFailure`]), listed per operation in `responses(..)`, so every
 //! 4xx/5xx a route can answer carries `application/problem+json`.
 //!
-//! [`operations`], [`route_arguments`], [`example_path`] and [`lint`] are
-//! for the services' contract tests: list a document's operations, find
-//! routes registered outside `routes!` (axum cannot list a router's routes),
-//! probe a documented path, and check the rules every document keeps.
+//! [`operations`], [`routed_paths`], [`example_path`] and [`lint`] are
+//! for the services' contract tests: list a document's operations, list the
+//! paths a router routes, probe a documented path, and check the rules every
+//! document keeps.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -355,19 +355,47 @@ pub fn operations(document: &OpenApi) -> BTreeSet<(String, String)> {
     operations
 }
 
-/// The first argument of every `.route(` call in Rust `source`: the path of
-/// a route registered outside `routes!(..)` (a literal's content, or the
-/// expression as written, such as `OPENAPI_PATH`), which the document only
-/// lists if someone remembered to.
-pub fn route_arguments(source: &str) -> Vec<String> {
-    source
-        .split(".route(")
-        .skip(1)
-        .filter_map(|rest| {
-            let argument = rest[..rest.find(',')?].trim();
-            Some(argument.trim_matches('"').to_owned())
-        })
-        .collect()
+/// A service's router: its `operations` behind `internal` (the gateway's
+/// credential), and at `/openapi.json`, open, the document `document` makes
+/// of theirs. The state is given later (`with_state`), so a test can read the
+/// router's paths ([`routed_paths`]) without one.
+pub fn service_router<S: Clone + Send + Sync + 'static>(
+    operations: utoipa_axum::router::OpenApiRouter<S>,
+    document: impl FnOnce(OpenApi) -> OpenApi,
+    internal: crate::internal::RequireInternalLayer,
+) -> axum::Router<S> {
+    let (router, api) = operations.split_for_parts();
+    router
+        .route_layer(internal)
+        .route(OPENAPI_PATH, serve(&document(api)))
+}
+
+/// Every path `router` routes (`/v1/services/{service}`, `/svc/{*rest}`),
+/// read from the router itself, so a test can hold them against the
+/// document whatever registered them (`routes!`, `.route`, `.merge`).
+///
+/// axum has no API that lists a router's routes; its `Debug` output does
+/// (`Node { paths: {RouteId(3): "/healthz", ..} }`), and that is what is read
+/// here, by hand. axum is pinned by `Cargo.lock`, and a change of the format
+/// shows as an empty set, which the unit test below and every caller's
+/// "is this route there" assertion catch. The fallback router and axum's
+/// own routes (`__private__axum_…`) are left out.
+pub fn routed_paths<S>(router: &axum::Router<S>) -> BTreeSet<String> {
+    let debug = format!("{router:?}");
+    // `Router { path_router: PathRouter { routes: {..}, node: Node { paths:
+    // {RouteId(1): "/a", ..} } }, fallback_router: ..`: the routes' paths
+    // hold no `"`, so each ends at the next one.
+    let routes = debug.split("fallback_router:").next().unwrap_or_default();
+    let mut paths = BTreeSet::new();
+    if let Some((_, node)) = routes.split_once("node: Node { paths: {") {
+        for entry in node.split("RouteId(").skip(1) {
+            let path = entry.split('"').nth(1).unwrap_or_default();
+            if path.starts_with('/') && !path.contains("__private__axum") {
+                paths.insert(path.to_owned());
+            }
+        }
+    }
+    paths
 }
 
 /// `path` with each `{param}` replaced by the example its path parameter
@@ -446,13 +474,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn route_arguments_finds_each_route_call() {
-        let source = r#"Router::new().route("/a", get(a)).route(
-            "/b/{x}", put(b)).route(OPENAPI_PATH, serve(&d)).merge(other)"#;
-        assert_eq!(
-            route_arguments(source),
-            vec!["/a", "/b/{x}", "OPENAPI_PATH"]
-        );
+    fn routed_paths_lists_every_route_of_a_router() {
+        async fn ok() {}
+        let other = axum::Router::<()>::new().route("/c/{*rest}", axum::routing::any(ok));
+        let router = axum::Router::new()
+            .route("/a", get(ok))
+            .route("/b/{x}", axum::routing::put(ok).post(ok))
+            .merge(other)
+            .fallback(ok)
+            .layer(tower::layer::util::Identity::new());
+        let paths: Vec<_> = routed_paths(&router).into_iter().collect();
+        assert_eq!(paths, ["/a", "/b/{x}", "/c/{*rest}"]);
     }
 
     #[test]

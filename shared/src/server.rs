@@ -50,18 +50,21 @@ use crate::{problem, settings::CommonSettings, store::Redis};
 /// The request id header, kept when the client sends one, made otherwise.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The endpoints every binary answers: `/healthz`, `/readyz`, `/metrics`.
+pub fn common_routes() -> Router<Redis> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::metrics::render))
+}
+
 /// Wrap `routes` with the common endpoints and layers.
 pub fn scaffold(routes: Router, redis: Redis, max_body_bytes: usize) -> Router {
     // Install the recorder before the first request is counted.
     crate::metrics::handle();
-    let common = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(crate::metrics::render))
-        .with_state(redis);
     // Read bottom-up: the innermost layers run last on the way in.
     routes
-        .merge(common)
+        .merge(common_routes().with_state(redis))
         .fallback(problem::not_found_fallback)
         .layer(
             ServiceBuilder::new()

@@ -458,6 +458,14 @@ pub fn internal_token(sub: &str, scopes: &str) -> String {
         .expect("mint internal token")
 }
 
+/// The layer a service guards its operations with, verifying
+/// [`INTERNAL_SECRET`]: for building a service's router in a test.
+pub fn internal_layer() -> mcp_shared::internal::RequireInternalLayer {
+    mcp_shared::internal::RequireInternalLayer::new(std::sync::Arc::new(
+        mcp_shared::internal::InternalKey::new(INTERNAL_SECRET.as_bytes()).expect("internal key"),
+    ))
+}
+
 /// `Bearer <internal_token(sub, scopes)>`.
 pub fn internal_bearer(sub: &str, scopes: &str) -> String {
     format!("Bearer {}", internal_token(sub, scopes))

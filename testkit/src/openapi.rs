@@ -1,11 +1,12 @@
-//! The OpenAPI contract checks every service's `tests/openapi.rs` runs: the
+//! The OpenAPI contract checks every service's `tests/it/openapi.rs` runs
+//! (all of them at once: [`assert_service_contract`]): the
 //! document a service serves at `/openapi.json`, and the two halves of "the
 //! document lists exactly the operations the service answers":
 //!
 //! - [`assert_documented_operations_routed`]: a real request to each
 //!   documented operation is neither a 405 nor axum's `no route` 404;
-//! - [`assert_routes_documented`] over [`registered_routes`] (the routes a
-//!   source registers outside `routes!(..)`), and
+//! - [`assert_routes_documented`] over the paths the router itself routes
+//!   ([`routed_paths`]), and
 //!   [`assert_no_undocumented_method`]: a documented path answers 405 to every
 //!   method of [`METHODS`] the document does not list for it.
 //!
@@ -24,7 +25,10 @@
 
 use std::{collections::BTreeSet, time::Duration};
 
-use mcp_shared::openapi::{OPENAPI_PATH, example_path, route_arguments};
+use mcp_shared::{
+    openapi::{OPENAPI_PATH, example_path, lint, operations, routed_paths},
+    server::common_routes,
+};
 use reqwest::Method;
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
@@ -132,28 +136,52 @@ pub fn documented_paths(documented: &BTreeSet<(String, String)>) -> BTreeSet<&st
     documented.iter().map(|(_, p)| p.as_str()).collect()
 }
 
-/// The path of every route `sources` register outside `routes!(..)`, with
-/// `.route(..)` or `.route_service(..)`: a literal's content, or the
-/// expression as written (`OPENAPI_PATH` given as the path it names).
-pub fn registered_routes(sources: &[&str]) -> Vec<String> {
-    sources
-        .iter()
-        .flat_map(|source| route_arguments(&source.replace(".route_service(", ".route(")))
-        .map(|route| {
-            if route == "OPENAPI_PATH" {
-                OPENAPI_PATH.to_owned()
-            } else {
-                route
-            }
-        })
-        .collect()
-}
-
-/// Asserts that `covered` holds for each of `routes`: the document lists it.
-pub fn assert_routes_documented(routes: &[String], covered: impl Fn(&str) -> bool) {
+/// Asserts that `covered` holds for each of `routes` (the paths a router
+/// routes, [`routed_paths`]): the document lists it.
+pub fn assert_routes_documented<'a>(
+    routes: impl IntoIterator<Item = &'a String>,
+    covered: impl Fn(&str) -> bool,
+) {
     for route in routes {
         assert!(covered(route), "route {route} is not in the document");
     }
+}
+
+/// The whole contract of a service's document, against the service running
+/// at `url` and the `router` it serves (before its state):
+///
+/// - `/openapi.json` serves `document`, OpenAPI 3.1 titled `title`, and the
+///   document keeps every MCP rule ([`lint`]);
+/// - it lists at least `min_operations`, each of them routed;
+/// - every path `router` (with the scaffold's [`common_routes`]) routes is
+///   documented, once `documented_as` turns a route into the path the
+///   document gives it (a catch-all route documented as a parameter);
+/// - no documented path answers a method the document does not list.
+pub async fn assert_service_contract<S>(
+    url: &str,
+    title: &str,
+    document: &OpenApi,
+    router: &axum::Router<S>,
+    min_operations: usize,
+    documented_as: impl for<'a> Fn(&'a str) -> &'a str,
+) {
+    let served = served_document(&client(), url).await;
+    assert_eq!(served["openapi"], "3.1.0");
+    assert_eq!(served["info"]["title"], title);
+    assert_eq!(served, serde_json::to_value(document).unwrap());
+    assert_eq!(lint(document), Vec::<String>::new());
+
+    let documented = operations(document);
+    assert!(documented.len() >= min_operations, "{documented:?}");
+    let probe = Probe::new(url);
+    assert_documented_operations_routed(&probe, document, &documented).await;
+
+    let paths = documented_paths(&documented);
+    let mut routes = routed_paths(router);
+    assert!(routes.contains(OPENAPI_PATH), "{routes:?}");
+    routes.extend(routed_paths(&common_routes()));
+    assert_routes_documented(&routes, |route| paths.contains(documented_as(route)));
+    assert_no_undocumented_method(&probe, document, &documented, paths).await;
 }
 
 /// Asserts that each of the `documented` operations of `document` is routed:

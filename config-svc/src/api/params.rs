@@ -129,11 +129,10 @@ pub(super) fn subject(caller: &Caller) -> String {
 }
 
 pub(super) fn dry_run(query: &WriteQuery) -> Result<bool, ConfigError> {
-    match query.dry_run.as_deref() {
-        None | Some("false" | "0") => Ok(false),
-        Some("" | "true" | "1") => Ok(true),
-        Some(_) => Err(ConfigError::invalid("dry_run", "must be true or false")),
-    }
+    query.dry_run.as_deref().map_or(Ok(false), |value| {
+        mcp_shared::http::parse_bool("dry_run", value)
+            .map_err(|e| ConfigError::invalid(e.field, e.message))
+    })
 }
 
 pub(super) fn message(message: Option<String>) -> Result<Option<String>, ConfigError> {

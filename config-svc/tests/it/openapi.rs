@@ -9,19 +9,15 @@ use std::time::Duration;
 
 use crate::common::{self, SseReader, key_url};
 use config_svc::api::{KEY_PATH, KEY_ROUTE};
-use mcp_shared::{
-    config::{
-        ClientList, ConfigDeletion, ConfigEntry, ConfigHistory, ConfigList, ConfigRollback,
-        ConfigWrite, DryRunEntry, NamespaceList, SchemaDryRun,
-    },
-    openapi::{lint, operations},
+use mcp_shared::config::{
+    ClientList, ConfigDeletion, ConfigEntry, ConfigHistory, ConfigList, ConfigRollback,
+    ConfigWrite, DryRunEntry, NamespaceList, SchemaDryRun,
 };
 use mcp_testkit::{
-    eventually,
+    eventually, internal_layer,
     openapi::{
-        Probe, assert_answer_schema, assert_body_is, assert_component_schema,
-        assert_documented_operations_routed, assert_no_undocumented_method, assert_request_schema,
-        assert_routes_documented, client, documented_paths, registered_routes, served_document,
+        assert_answer_schema, assert_body_is, assert_component_schema, assert_request_schema,
+        assert_service_contract, client, served_document,
     },
     prefix, redis,
 };
@@ -29,30 +25,17 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use utoipa::PartialSchema;
 
-/// Sources that register routes: this crate's and the shared scaffold's.
-const SOURCES: &[&str] = &[
-    include_str!("../../src/lib.rs"),
-    include_str!("../../src/api.rs"),
-    include_str!("../../../shared/src/server.rs"),
-];
-
 #[tokio::test]
-async fn openapi_json_serves_the_generated_openapi_3_1_document() {
+async fn the_document_is_exactly_what_the_service_routes() {
     let app = common::start(&redis().url(), &prefix(), &[]).await;
-    let served = served_document(&client(), &app.url).await;
-    assert_eq!(served["openapi"], "3.1.0");
-    assert_eq!(served["info"]["title"], "config-svc");
-    assert_eq!(
-        served,
-        serde_json::to_value(config_svc::api::openapi()).unwrap()
-    );
-}
-
-#[tokio::test]
-async fn the_document_holds_every_mcp_rule() {
-    // Unique operationIds, tags, declared path parameters, and problem+json
-    // on every 4xx/5xx.
-    assert_eq!(lint(&config_svc::api::openapi()), Vec::<String>::new());
+    let router = config_svc::api::router(internal_layer());
+    let document = config_svc::api::openapi();
+    // The key sub-resources are served by the one catch-all `KEY_ROUTE`,
+    // documented as `KEY_PATH` (and each sub-resource under its own path).
+    assert_service_contract(&app.url, "config-svc", &document, &router, 16, |route| {
+        if route == KEY_ROUTE { KEY_PATH } else { route }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -61,35 +44,6 @@ async fn the_key_catch_all_is_documented_as_the_key_parameter() {
     let paths = document["paths"].as_object().unwrap();
     assert!(paths.contains_key(KEY_PATH));
     assert!(paths.keys().all(|p| !p.contains('*')), "{:?}", paths.keys());
-}
-
-#[tokio::test]
-async fn every_documented_operation_is_routed() {
-    let app = common::start(&redis().url(), &prefix(), &[]).await;
-    let document = config_svc::api::openapi();
-    let documented = operations(&document);
-    assert!(documented.len() >= 16, "{documented:?}");
-    assert_documented_operations_routed(&Probe::new(&app.url), &document, &documented).await;
-}
-
-#[tokio::test]
-async fn every_routed_operation_is_documented() {
-    let document = config_svc::api::openapi();
-    let documented = operations(&document);
-    let paths = documented_paths(&documented);
-    // Routes registered with `routes!(..)` are documented by construction;
-    // any other `.route(..)` must name a documented path.
-    assert_routes_documented(&registered_routes(SOURCES), |route| {
-        paths.contains(match route {
-            "KEY_ROUTE" | KEY_ROUTE => KEY_PATH,
-            other => other,
-        })
-    });
-    // And no documented path answers a method the document does not list
-    // (the key sub-resources included, though one catch-all serves them).
-    let app = common::start(&redis().url(), &prefix(), &[]).await;
-    let probe = Probe::new(&app.url);
-    assert_no_undocumented_method(&probe, &document, &documented, paths).await;
 }
 
 #[tokio::test]

@@ -7,68 +7,24 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use crate::common::{Watch, get, register, replica};
-use mcp_shared::{
-    openapi::{lint, operations},
-    registry::{
-        Check, CheckType, Instance, InstanceList, InstanceSpec, RegistryEvent, ServiceList,
-    },
+use mcp_shared::registry::{
+    Check, CheckType, Instance, InstanceList, InstanceSpec, RegistryEvent, ServiceList,
 };
 use mcp_testkit::{
+    internal_layer,
     openapi::{
-        Probe, assert_answer_schema, assert_body_is, assert_component_schema,
-        assert_documented_operations_routed, assert_no_undocumented_method, assert_request_schema,
-        assert_routes_documented, client, documented_paths, registered_routes, served_document,
+        assert_answer_schema, assert_body_is, assert_component_schema, assert_request_schema,
+        assert_service_contract, client, served_document,
     },
     prefix, redis,
 };
 
-/// Sources that register routes: this crate's and the shared scaffold's.
-const SOURCES: &[&str] = &[
-    include_str!("../../src/lib.rs"),
-    include_str!("../../src/api.rs"),
-    include_str!("../../../shared/src/server.rs"),
-];
-
 #[tokio::test]
-async fn openapi_json_serves_the_generated_openapi_3_1_document() {
+async fn the_document_is_exactly_what_the_service_routes() {
     let app = replica(&redis().url(), &prefix(), &[]).await;
-    let served = served_document(&client(), &app.url).await;
-    assert_eq!(served["openapi"], "3.1.0");
-    assert_eq!(served["info"]["title"], "registry-svc");
-    assert_eq!(
-        served,
-        serde_json::to_value(registry_svc::api::openapi()).unwrap()
-    );
-}
-
-#[tokio::test]
-async fn the_document_holds_every_mcp_rule() {
-    // Unique operationIds, tags, declared path parameters, and problem+json
-    // on every 4xx/5xx.
-    assert_eq!(lint(&registry_svc::api::openapi()), Vec::<String>::new());
-}
-
-#[tokio::test]
-async fn every_documented_operation_is_routed() {
-    let app = replica(&redis().url(), &prefix(), &[]).await;
+    let router = registry_svc::api::router(internal_layer());
     let document = registry_svc::api::openapi();
-    let documented = operations(&document);
-    assert!(documented.len() >= 10, "{documented:?}");
-    assert_documented_operations_routed(&Probe::new(&app.url), &document, &documented).await;
-}
-
-#[tokio::test]
-async fn every_routed_operation_is_documented() {
-    let document = registry_svc::api::openapi();
-    let documented = operations(&document);
-    let paths = documented_paths(&documented);
-    // Routes registered with `routes!(..)` are documented by construction;
-    // any other `.route(..)` must name a documented path.
-    assert_routes_documented(&registered_routes(SOURCES), |route| paths.contains(route));
-    // And no documented path answers a method the document does not list.
-    let app = replica(&redis().url(), &prefix(), &[]).await;
-    let probe = Probe::new(&app.url);
-    assert_no_undocumented_method(&probe, &document, &documented, paths).await;
+    assert_service_contract(&app.url, "registry-svc", &document, &router, 10, |p| p).await;
 }
 
 const INSTANCE: &str = "/v1/services/{service}/instances/{id}";
