@@ -21,6 +21,7 @@
 
 pub mod gateway;
 pub mod openapi;
+pub mod registry;
 
 use std::{
     future::Future,

@@ -109,7 +109,7 @@ async fn svc_upstreams_get_x_auth_headers_and_no_authorization() {
     let prefix = prefix();
     let gw = gateway(&redis().url(), &prefix, &[]).await;
     common::Registry::new(&redis().url(), &prefix)
-        .register(
+        .register_at(
             "echo",
             "echo-1",
             echo.addr,

@@ -41,7 +41,7 @@ async fn routed(
     addr: SocketAddr,
 ) -> (u16, serde_json::Value) {
     registry
-        .register(service, "i-1", addr, HealthStatus::Passing)
+        .register_at(service, "i-1", addr, HealthStatus::Passing)
         .await;
     // Bounded: 2 s of polling, then fail.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);

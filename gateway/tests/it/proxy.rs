@@ -54,7 +54,7 @@ async fn a_registered_service_is_routable_within_a_second_and_a_deregistered_one
     assert_eq!(svc_status(&url).await, 404, "unknown before registration");
 
     registry
-        .register("echo", "echo-1", upstream.addr, HealthStatus::Passing)
+        .register_at("echo", "echo-1", upstream.addr, HealthStatus::Passing)
         .await;
     assert!(
         eventually(Duration::from_secs(1), || async {
@@ -88,10 +88,10 @@ async fn instances_registered_before_start_are_routed_and_only_passing_ones_get_
     let good = echo("good").await;
     let sick = echo("sick").await;
     registry
-        .register("api", "good", good.addr, HealthStatus::Passing)
+        .register_at("api", "good", good.addr, HealthStatus::Passing)
         .await;
     registry
-        .register("api", "sick", sick.addr, HealthStatus::Critical)
+        .register_at("api", "sick", sick.addr, HealthStatus::Critical)
         .await;
     let gw = gateway(&redis().url(), &prefix, &[]).await;
     let url = gw.at("/svc/api/x");
@@ -108,10 +108,10 @@ async fn instances_registered_before_start_are_routed_and_only_passing_ones_get_
     }
     // Health flips: the critical one recovers, the good one fails.
     registry
-        .register("api", "good", good.addr, HealthStatus::Critical)
+        .register_at("api", "good", good.addr, HealthStatus::Critical)
         .await;
     registry
-        .register("api", "sick", sick.addr, HealthStatus::Passing)
+        .register_at("api", "sick", sick.addr, HealthStatus::Passing)
         .await;
     assert!(
         eventually(Duration::from_secs(1), || async {
@@ -121,7 +121,7 @@ async fn instances_registered_before_start_are_routed_and_only_passing_ones_get_
     );
     // Nothing passing → 503.
     registry
-        .register("api", "sick", sick.addr, HealthStatus::Warning)
+        .register_at("api", "sick", sick.addr, HealthStatus::Warning)
         .await;
     assert!(
         eventually(Duration::from_secs(1), || async {
@@ -139,7 +139,7 @@ async fn with_redis_killed_svc_keeps_routing() {
     let upstream = echo("echo").await;
     let gw = gateway(&server.url(), &prefix, &[]).await;
     registry
-        .register("echo", "e1", upstream.addr, HealthStatus::Passing)
+        .register_at("echo", "e1", upstream.addr, HealthStatus::Passing)
         .await;
     let url = gw.at("/svc/echo/ping");
     assert!(
@@ -343,7 +343,7 @@ async fn dot_dot_and_encoded_slashes_cannot_reach_the_admin_route() {
     let upstream = echo("echo").await;
     let gw = gateway(&redis().url(), &prefix, &[]).await;
     Registry::new(&redis().url(), &prefix)
-        .register("echo", "e1", upstream.addr, HealthStatus::Passing)
+        .register_at("echo", "e1", upstream.addr, HealthStatus::Passing)
         .await;
     let url = gw.at("/svc/echo/");
     assert!(
@@ -399,7 +399,7 @@ async fn a_refusing_instance_trips_its_circuit_and_one_trial_closes_it() {
     let port = mcp_testkit::free_port();
     let dead: SocketAddr = ([127, 0, 0, 1], port).into();
     registry
-        .register("solo", "s1", dead, HealthStatus::Passing)
+        .register_at("solo", "s1", dead, HealthStatus::Passing)
         .await;
     let url = gw.at("/svc/solo/work");
     let http = client();
@@ -471,10 +471,10 @@ async fn idempotent_requests_retry_on_another_instance_after_a_connect_error() {
     let good = echo("good").await;
     let dead: SocketAddr = ([127, 0, 0, 1], mcp_testkit::free_port()).into();
     registry
-        .register("pair", "a-dead", dead, HealthStatus::Passing)
+        .register_at("pair", "a-dead", dead, HealthStatus::Passing)
         .await;
     registry
-        .register("pair", "b-good", good.addr, HealthStatus::Passing)
+        .register_at("pair", "b-good", good.addr, HealthStatus::Passing)
         .await;
     let url = gw.at("/svc/pair/x");
     assert!(

@@ -15,7 +15,7 @@ const WITHIN: Duration = Duration::from_secs(8);
 #[tokio::test]
 async fn summary_aggregates_services_as_designed() {
     let (up, p) = (FakeServer::start().await, prefix());
-    let mut registry = Registry::new(&redis().url(), &p).await;
+    let registry = Registry::new(&redis().url(), &p);
     let down = closed_port();
     // all passing
     registry
@@ -43,7 +43,7 @@ async fn summary_aggregates_services_as_designed() {
         ("mixed", "m2", HealthStatus::Critical),
         ("red", "r1", HealthStatus::Critical),
     ] {
-        assert!(wait_status(&mut registry, service, id, status, WITHIN).await);
+        assert!(wait_status(&registry, service, id, status, WITHIN).await);
     }
     let (code, body) = get_json(&health.at("/v1/summary")).await;
     assert_eq!(code, 200);
@@ -69,7 +69,7 @@ async fn summary_aggregates_services_as_designed() {
 #[tokio::test]
 async fn service_endpoint_lists_instances_with_their_last_output() {
     let (server, p) = (FakeServer::start().await, prefix());
-    let mut registry = Registry::new(&redis().url(), &p).await;
+    let registry = Registry::new(&redis().url(), &p);
     registry
         .register(&instance(
             "web",
@@ -79,7 +79,7 @@ async fn service_endpoint_lists_instances_with_their_last_output() {
         ))
         .await;
     let health = start(&redis().url(), &p, &[]).await;
-    assert!(wait_status(&mut registry, "web", "w1", HealthStatus::Passing, WITHIN).await);
+    assert!(wait_status(&registry, "web", "w1", HealthStatus::Passing, WITHIN).await);
     let (code, body) = get_json(&health.at("/v1/services/web")).await;
     assert_eq!(code, 200);
     assert_eq!(body["service"], "web");
@@ -95,7 +95,7 @@ async fn service_endpoint_lists_instances_with_their_last_output() {
 #[tokio::test]
 async fn explain_says_why_an_instance_is_left_out_of_healthy_discovery() {
     let (server, p) = (FakeServer::start().await, prefix());
-    let mut registry = Registry::new(&redis().url(), &p).await;
+    let registry = Registry::new(&redis().url(), &p);
     registry
         .register(&instance(
             "web",
@@ -105,14 +105,14 @@ async fn explain_says_why_an_instance_is_left_out_of_healthy_discovery() {
         ))
         .await;
     let health = start(&redis().url(), &p, &[]).await;
-    assert!(wait_status(&mut registry, "web", "w1", HealthStatus::Passing, WITHIN).await);
+    assert!(wait_status(&registry, "web", "w1", HealthStatus::Passing, WITHIN).await);
     let (code, body) = get_json(&health.at("/v1/services/web/instances/w1")).await;
     assert_eq!(code, 200);
     assert_eq!(body["healthy"], true, "{body}");
     assert_eq!(body["lease"]["alive"], true);
 
     server.set_status(500);
-    assert!(wait_status(&mut registry, "web", "w1", HealthStatus::Critical, WITHIN).await);
+    assert!(wait_status(&registry, "web", "w1", HealthStatus::Critical, WITHIN).await);
     let (_, body) = get_json(&health.at("/v1/services/web/instances/w1")).await;
     assert_eq!(body["healthy"], false);
     assert_eq!(body["status"], "critical");
@@ -147,12 +147,12 @@ async fn bad_names_are_400_and_unknown_ones_404() {
 #[tokio::test]
 async fn metrics_count_checks_by_type_and_result() {
     let (server, p) = (FakeServer::start().await, prefix());
-    let mut registry = Registry::new(&redis().url(), &p).await;
+    let registry = Registry::new(&redis().url(), &p);
     registry
         .register(&instance("web", "w1", server.port(), Some(http_check("/"))))
         .await;
     let health = start(&redis().url(), &p, &[]).await;
-    assert!(wait_status(&mut registry, "web", "w1", HealthStatus::Passing, WITHIN).await);
+    assert!(wait_status(&registry, "web", "w1", HealthStatus::Passing, WITHIN).await);
     let ok = eventually(Duration::from_secs(5), || async {
         let text = reqwest::get(health.at("/metrics"))
             .await
@@ -173,12 +173,12 @@ async fn metrics_count_checks_by_type_and_result() {
 async fn redis_down_gives_503_without_panic_and_checks_resume() {
     let own = RedisServer::start();
     let (server, p) = (FakeServer::start().await, prefix());
-    let mut registry = Registry::new(&own.url(), &p).await;
+    let registry = Registry::new(&own.url(), &p);
     registry
         .register(&instance("web", "w1", server.port(), Some(http_check("/"))))
         .await;
     let health = start(&own.url(), &p, &[]).await;
-    assert!(wait_status(&mut registry, "web", "w1", HealthStatus::Passing, WITHIN).await);
+    assert!(wait_status(&registry, "web", "w1", HealthStatus::Passing, WITHIN).await);
 
     own.stop();
     for path in [
@@ -205,10 +205,10 @@ async fn redis_down_gives_503_without_panic_and_checks_resume() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     own.restart();
-    let mut registry = Registry::new(&own.url(), &p).await;
+    let registry = Registry::new(&own.url(), &p);
     assert!(
         wait_status(
-            &mut registry,
+            &registry,
             "web",
             "w1",
             HealthStatus::Critical,

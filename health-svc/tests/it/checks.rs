@@ -14,7 +14,7 @@ const WITHIN: Duration = Duration::from_secs(8);
 #[tokio::test]
 async fn http_200_becomes_passing() {
     let (server, p) = (FakeServer::start().await, prefix());
-    let mut registry = Registry::new(&redis().url(), &p).await;
+    let registry = Registry::new(&redis().url(), &p);
     registry
         .register(&instance(
             "web",
@@ -24,14 +24,14 @@ async fn http_200_becomes_passing() {
         ))
         .await;
     let _health = start(&redis().url(), &p, &[]).await;
-    assert!(wait_status(&mut registry, "web", "w1", HealthStatus::Passing, WITHIN).await);
+    assert!(wait_status(&registry, "web", "w1", HealthStatus::Passing, WITHIN).await);
     assert!(!server.hits("/health").is_empty());
 }
 
 #[tokio::test]
 async fn http_500_is_critical_after_two_failures_then_passing_again() {
     let (server, p) = (FakeServer::start().await, prefix());
-    let mut registry = Registry::new(&redis().url(), &p).await;
+    let registry = Registry::new(&redis().url(), &p);
     registry
         .register(&instance(
             "web",
@@ -41,11 +41,11 @@ async fn http_500_is_critical_after_two_failures_then_passing_again() {
         ))
         .await;
     let _health = start(&redis().url(), &p, &[]).await;
-    assert!(wait_status(&mut registry, "web", "w1", HealthStatus::Passing, WITHIN).await);
+    assert!(wait_status(&registry, "web", "w1", HealthStatus::Passing, WITHIN).await);
 
     server.set_status(500);
     let failing_since = server.hits("/health").len();
-    assert!(wait_status(&mut registry, "web", "w1", HealthStatus::Critical, WITHIN).await);
+    assert!(wait_status(&registry, "web", "w1", HealthStatus::Critical, WITHIN).await);
     // Hysteresis: it took at least two failing checks.
     assert!(server.hits("/health").len() >= failing_since + 2);
     // The stored instance (what `healthy=true` discovery reads) says critical,
@@ -67,38 +67,38 @@ async fn http_500_is_critical_after_two_failures_then_passing_again() {
     assert_eq!(data["instance"]["revision"], stored.revision);
 
     server.set_status(200);
-    assert!(wait_status(&mut registry, "web", "w1", HealthStatus::Passing, WITHIN).await);
+    assert!(wait_status(&registry, "web", "w1", HealthStatus::Passing, WITHIN).await);
 }
 
 #[tokio::test]
 async fn http_429_gives_warning() {
     let (server, p) = (FakeServer::start().await, prefix());
     server.set_status(429);
-    let mut registry = Registry::new(&redis().url(), &p).await;
+    let registry = Registry::new(&redis().url(), &p);
     registry
         .register(&instance("web", "w1", server.port(), Some(http_check("/"))))
         .await;
     let _health = start(&redis().url(), &p, &[]).await;
-    assert!(wait_status(&mut registry, "web", "w1", HealthStatus::Warning, WITHIN).await);
+    assert!(wait_status(&registry, "web", "w1", HealthStatus::Warning, WITHIN).await);
 }
 
 #[tokio::test]
 async fn a_redirect_is_not_followed_and_fails() {
     let (server, p) = (FakeServer::start().await, prefix());
     server.set_status(302);
-    let mut registry = Registry::new(&redis().url(), &p).await;
+    let registry = Registry::new(&redis().url(), &p);
     registry
         .register(&instance("web", "w1", server.port(), Some(http_check("/"))))
         .await;
     let _health = start(&redis().url(), &p, &[]).await;
-    assert!(wait_status(&mut registry, "web", "w1", HealthStatus::Critical, WITHIN).await);
+    assert!(wait_status(&registry, "web", "w1", HealthStatus::Critical, WITHIN).await);
 }
 
 #[tokio::test]
 async fn closed_port_is_critical_through_tcp_and_http() {
     let p = prefix();
     let port = closed_port();
-    let mut registry = Registry::new(&redis().url(), &p).await;
+    let registry = Registry::new(&redis().url(), &p);
     registry
         .register(&instance("svc", "tcp", port, Some(tcp_check())))
         .await;
@@ -106,26 +106,26 @@ async fn closed_port_is_critical_through_tcp_and_http() {
         .register(&instance("svc", "http", port, Some(http_check("/health"))))
         .await;
     let _health = start(&redis().url(), &p, &[]).await;
-    assert!(wait_status(&mut registry, "svc", "tcp", HealthStatus::Critical, WITHIN).await);
-    assert!(wait_status(&mut registry, "svc", "http", HealthStatus::Critical, WITHIN).await);
+    assert!(wait_status(&registry, "svc", "tcp", HealthStatus::Critical, WITHIN).await);
+    assert!(wait_status(&registry, "svc", "http", HealthStatus::Critical, WITHIN).await);
 }
 
 #[tokio::test]
 async fn open_port_passes_the_tcp_check() {
     let (server, p) = (FakeServer::start().await, prefix());
-    let mut registry = Registry::new(&redis().url(), &p).await;
+    let registry = Registry::new(&redis().url(), &p);
     registry
         .register(&instance("svc", "tcp", server.port(), Some(tcp_check())))
         .await;
     let _health = start(&redis().url(), &p, &[]).await;
-    assert!(wait_status(&mut registry, "svc", "tcp", HealthStatus::Passing, WITHIN).await);
+    assert!(wait_status(&registry, "svc", "tcp", HealthStatus::Passing, WITHIN).await);
 }
 
 #[tokio::test]
 async fn slow_server_past_the_timeout_is_critical() {
     let (server, p) = (FakeServer::start().await, prefix());
     server.set_delay(Duration::from_millis(700));
-    let mut registry = Registry::new(&redis().url(), &p).await;
+    let registry = Registry::new(&redis().url(), &p);
     registry
         .register(&instance(
             "web",
@@ -135,7 +135,7 @@ async fn slow_server_past_the_timeout_is_critical() {
         ))
         .await;
     let health = start(&redis().url(), &p, &[]).await;
-    assert!(wait_status(&mut registry, "web", "slow", HealthStatus::Critical, WITHIN).await);
+    assert!(wait_status(&registry, "web", "slow", HealthStatus::Critical, WITHIN).await);
     let (_, body) = common::get_json(&health.at("/v1/services/web")).await;
     let output = body["instances"][0]["output"].as_str().unwrap();
     assert!(output.contains("timed out"), "{output}");
@@ -144,19 +144,19 @@ async fn slow_server_past_the_timeout_is_critical() {
 #[tokio::test]
 async fn critical_instance_is_deregistered_after_its_deadline() {
     let p = prefix();
-    let mut registry = Registry::new(&redis().url(), &p).await;
+    let registry = Registry::new(&redis().url(), &p);
     let mut check = tcp_check();
     check.deregister_critical_after_seconds = Some(2);
     registry
         .register(&instance("svc", "dead", closed_port(), Some(check)))
         .await;
     let _health = start(&redis().url(), &p, &[]).await;
-    assert!(wait_status(&mut registry, "svc", "dead", HealthStatus::Critical, WITHIN).await);
+    assert!(wait_status(&registry, "svc", "dead", HealthStatus::Critical, WITHIN).await);
     let removed = eventually(Duration::from_secs(10), || {
         let url = redis().url();
         let p = p.clone();
         async move {
-            let mut registry = Registry::new(&url, &p).await;
+            let registry = Registry::new(&url, &p);
             registry.stored("svc", "dead").await.is_none()
         }
     })
@@ -186,20 +186,20 @@ async fn critical_instance_is_deregistered_after_its_deadline() {
 #[tokio::test]
 async fn a_deregistered_instance_is_no_longer_probed() {
     let (server, p) = (FakeServer::start().await, prefix());
-    let mut registry = Registry::new(&redis().url(), &p).await;
+    let registry = Registry::new(&redis().url(), &p);
     let mut check = http_check("/gone");
     check.deregister_critical_after_seconds = Some(1);
     registry
         .register(&instance("web", "w1", server.port(), Some(check)))
         .await;
     let _health = start(&redis().url(), &p, &[]).await;
-    assert!(wait_status(&mut registry, "web", "w1", HealthStatus::Passing, WITHIN).await);
+    assert!(wait_status(&registry, "web", "w1", HealthStatus::Passing, WITHIN).await);
     server.set_status(503);
     let removed = eventually(Duration::from_secs(10), || {
         let url = redis().url();
         let p = p.clone();
         async move {
-            let mut registry = Registry::new(&url, &p).await;
+            let registry = Registry::new(&url, &p);
             registry.stored("web", "w1").await.is_none()
         }
     })
@@ -213,7 +213,7 @@ async fn a_deregistered_instance_is_no_longer_probed() {
 /// The output health-svc shows for `service`'s first instance, once its status is `status`.
 async fn output_once(
     health: &mcp_testkit::TestService,
-    registry: &mut Registry,
+    registry: &Registry,
     service: &str,
     status: HealthStatus,
 ) -> String {
@@ -232,7 +232,7 @@ async fn probes_never_reach_protected_link_local_or_outside_addresses() {
     // is protected (EGRESS_DENY_ADDRS), as compose and k8s tell it.
     let secret = FakeServer::start().await;
     let protected = format!("127.0.0.1:{}", secret.port());
-    let mut registry = Registry::new(&redis().url(), &p).await;
+    let registry = Registry::new(&redis().url(), &p);
     let health = start(&redis().url(), &p, &["--egress-deny-addrs", &protected]).await;
 
     // A check aimed at the protected endpoint's secret path: never sent.
@@ -244,7 +244,7 @@ async fn probes_never_reach_protected_link_local_or_outside_addresses() {
             Some(http_check("/v1/namespaces/prod/keys/db-password")),
         ))
         .await;
-    let output = output_once(&health, &mut registry, "ssrf", HealthStatus::Critical).await;
+    let output = output_once(&health, &registry, "ssrf", HealthStatus::Critical).await;
     assert!(output.starts_with("not probed:"), "{output}");
     assert!(output.contains("EGRESS_DENY_ADDRS"), "{output}");
     assert!(
@@ -273,7 +273,7 @@ async fn probes_never_reach_protected_link_local_or_outside_addresses() {
         let mut target = instance(service, "i1", port, Some(tcp_check()));
         target.host = host.to_owned();
         registry.register(&target).await;
-        let output = output_once(&health, &mut registry, service, HealthStatus::Critical).await;
+        let output = output_once(&health, &registry, service, HealthStatus::Critical).await;
         assert!(output.starts_with("not probed:"), "{service}: {output}");
         assert!(output.contains(reason), "{service}: {output}");
     }
@@ -288,5 +288,5 @@ async fn probes_never_reach_protected_link_local_or_outside_addresses() {
             Some(http_check("/health")),
         ))
         .await;
-    assert!(wait_status(&mut registry, "fine", "i1", HealthStatus::Passing, WITHIN).await);
+    assert!(wait_status(&registry, "fine", "i1", HealthStatus::Passing, WITHIN).await);
 }

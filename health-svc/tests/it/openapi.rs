@@ -40,7 +40,7 @@ async fn the_document_describes_every_body_with_the_shared_type() {
 #[tokio::test]
 async fn every_answer_is_exactly_the_shared_type() {
     let (server, p) = (FakeServer::start().await, prefix());
-    let mut registry = Registry::new(&redis().url(), &p).await;
+    let registry = Registry::new(&redis().url(), &p);
     // One instance checked (every member set), one without a check (the
     // members that stay `null` until a check).
     registry
@@ -56,7 +56,7 @@ async fn every_answer_is_exactly_the_shared_type() {
         .await;
     let app = common::start(&redis().url(), &p, &[]).await;
     let within = Duration::from_secs(8);
-    assert!(wait_status(&mut registry, "web", "w1", HealthStatus::Passing, within).await);
+    assert!(wait_status(&registry, "web", "w1", HealthStatus::Passing, within).await);
 
     let (status, summary) = get_json(&app.at("/v1/summary")).await;
     assert_eq!(status, 200);

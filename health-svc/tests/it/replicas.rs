@@ -8,7 +8,7 @@ use mcp_testkit::{eventually, prefix, redis};
 
 const INSTANCES: usize = 50;
 
-async fn register_fleet(registry: &mut Registry, server: &FakeServer) {
+async fn register_fleet(registry: &Registry, server: &FakeServer) {
     for n in 0..INSTANCES {
         registry
             .register(&instance(
@@ -42,8 +42,8 @@ fn hits_since(server: &FakeServer, since: Instant) -> Vec<Vec<Instant>> {
 #[tokio::test]
 async fn two_replicas_check_every_instance_once_per_interval() {
     let (server, p) = (FakeServer::start().await, prefix());
-    let mut registry = Registry::new(&redis().url(), &p).await;
-    register_fleet(&mut registry, &server).await;
+    let registry = Registry::new(&redis().url(), &p);
+    register_fleet(&registry, &server).await;
     let _a = start(&redis().url(), &p, &["--replica-id", "a"]).await;
     let _b = start(&redis().url(), &p, &["--replica-id", "b"]).await;
     // Both replicas in the live set.
@@ -51,7 +51,7 @@ async fn two_replicas_check_every_instance_once_per_interval() {
         eventually(Duration::from_secs(5), || {
             let (url, p) = (redis().url(), p.clone());
             async move {
-                let mut registry = Registry::new(&url, &p).await;
+                let registry = Registry::new(&url, &p);
                 let live = registry
                     .raw(&["ZCARD", &format!("{p}:health:replicas")])
                     .await;
@@ -89,8 +89,8 @@ async fn two_replicas_check_every_instance_once_per_interval() {
 #[tokio::test]
 async fn a_killed_replicas_share_is_taken_over_within_an_interval() {
     let (server, p) = (FakeServer::start().await, prefix());
-    let mut registry = Registry::new(&redis().url(), &p).await;
-    register_fleet(&mut registry, &server).await;
+    let registry = Registry::new(&redis().url(), &p);
+    register_fleet(&registry, &server).await;
     // A long TTL: the dead replica stays in the live set for the whole test,
     // so only the backup path can keep its instances checked.
     let ttl = ["--replica-ttl", "30s"];
@@ -101,7 +101,7 @@ async fn a_killed_replicas_share_is_taken_over_within_an_interval() {
         eventually(Duration::from_secs(5), || {
             let (url, p, replicas) = (redis().url(), p.clone(), replicas.clone());
             async move {
-                let mut registry = Registry::new(&url, &p).await;
+                let registry = Registry::new(&url, &p);
                 registry.raw(&["ZCARD", &replicas]).await == redis::Value::Int(2)
             }
         })

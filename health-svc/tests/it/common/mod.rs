@@ -15,13 +15,8 @@ use std::{
 use axum::{Router, extract::State, http::StatusCode, http::Uri, routing::get};
 use clap::Parser;
 use health_svc::Settings;
-use mcp_shared::{
-    events::EventLog,
-    registry::{
-        self, Check, CheckType, HealthStatus, Instance, RegistryKeys, stored_tail,
-        writes::RegistryWrites,
-    },
-};
+use mcp_shared::registry::{Check, CheckType, HealthStatus, Instance};
+pub use mcp_testkit::registry::Registry;
 use mcp_testkit::{TestService, common_args, spawn};
 use tokio_util::sync::CancellationToken;
 
@@ -160,108 +155,6 @@ pub fn instance(service: &str, id: &str, port: u16, check: Option<Check>) -> Ins
     }
 }
 
-/// Direct access to the registry's keys under one prefix; registrations go
-/// through the registry's own writer, as registry-svc's do.
-pub struct Registry {
-    conn: redis::aio::MultiplexedConnection,
-    keys: RegistryKeys,
-    writes: RegistryWrites,
-    pub prefix: String,
-}
-
-impl Registry {
-    pub async fn new(url: &str, prefix: &str) -> Self {
-        let conn = redis::Client::open(url)
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        let handle = mcp_shared::Redis::new(url, prefix, Duration::from_secs(2)).unwrap();
-        let log = EventLog::new(handle.clone(), registry::LOG_NAME, 10_000);
-        Self {
-            conn,
-            keys: RegistryKeys::new(handle.clone()),
-            writes: RegistryWrites::new(handle, log),
-            prefix: prefix.to_owned(),
-        }
-    }
-
-    fn key(&self, rest: &str) -> String {
-        format!("{}:{rest}", self.prefix)
-    }
-
-    /// Register (or re-register) as registry-svc does, lease of 5 minutes;
-    /// the revision of the change.
-    pub async fn register(&mut self, instance: &Instance) -> u64 {
-        let tail = stored_tail(instance).unwrap();
-        self.writes
-            .register(
-                &instance.service,
-                &instance.id,
-                &tail,
-                300_000,
-                instance.check.is_some(),
-            )
-            .await
-            .unwrap()
-            .revision
-    }
-
-    /// The stored instance, as discovery would read it.
-    pub async fn stored(&mut self, service: &str, id: &str) -> Option<Instance> {
-        let json: Option<String> = redis::cmd("HGET")
-            .arg(self.keys.instances(service))
-            .arg(id)
-            .query_async(&mut self.conn)
-            .await
-            .unwrap();
-        json.map(|j| serde_json::from_str(&j).unwrap())
-    }
-
-    pub async fn stored_json(&mut self, service: &str, id: &str) -> Option<String> {
-        redis::cmd("HGET")
-            .arg(self.keys.instances(service))
-            .arg(id)
-            .query_async(&mut self.conn)
-            .await
-            .unwrap()
-    }
-
-    pub async fn status(&mut self, service: &str, id: &str) -> Option<HealthStatus> {
-        self.stored(service, id).await.map(|i| i.status)
-    }
-
-    /// `(kind, data)` of every event on the registry's stream.
-    pub async fn events(&mut self) -> Vec<(String, String)> {
-        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(self.key("reg:events"))
-            .arg("-")
-            .arg("+")
-            .query_async(&mut self.conn)
-            .await
-            .unwrap();
-        reply
-            .ids
-            .iter()
-            .map(|e| {
-                let field = |name: &str| match e.map.get(name) {
-                    Some(redis::Value::BulkString(b)) => String::from_utf8(b.clone()).unwrap(),
-                    _ => String::new(),
-                };
-                (field("kind"), field("data"))
-            })
-            .collect()
-    }
-
-    pub async fn raw(&mut self, args: &[&str]) -> redis::Value {
-        let mut cmd = redis::cmd(args[0]);
-        for arg in &args[1..] {
-            cmd.arg(*arg);
-        }
-        cmd.query_async(&mut self.conn).await.unwrap()
-    }
-}
-
 /// Settings for health-svc under test: fast replica heartbeats.
 pub fn settings(redis_url: &str, prefix: &str, extra: &[&str]) -> Settings {
     let mut args = vec!["health-svc".to_owned()];
@@ -289,7 +182,7 @@ pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
 
 /// Wait until the stored status of `service/id` is `status`.
 pub async fn wait_status(
-    registry: &mut Registry,
+    registry: &Registry,
     service: &str,
     id: &str,
     status: HealthStatus,
