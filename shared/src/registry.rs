@@ -148,26 +148,12 @@ impl RegistryKeys {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use super::*;
 
-    /// An instance of `service` at 127.0.0.1:9000, not checked yet.
+    /// An instance of `service` at 127.0.0.1:9000.
     fn instance(service: &str, id: &str) -> Instance {
-        Instance {
-            status: HealthStatus::Unknown,
-            revision: 0,
-            id: id.into(),
-            service: service.into(),
-            host: "127.0.0.1".into(),
-            port: 9000,
-            tags: vec![],
-            metadata: BTreeMap::new(),
-            ttl_seconds: 30,
-            check: None,
-            registered_at: "2026-01-01T00:00:00Z".into(),
-            expires_at: None,
-        }
+        mcp_testkit::registry::instance_at(service, id, ([127, 0, 0, 1], 9000).into())
     }
 
     #[tokio::test]
