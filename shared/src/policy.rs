@@ -25,7 +25,7 @@ pub use schema::{openapi_schemas, schema_of};
 pub use types::{
     AuthMode, AuthPolicy, BreakerPolicy, CorsPolicy, HeaderRules, LimitKey, LimitMode,
     RateLimitPolicy, RetryOn, RetryPolicy, Route, ServicePolicy, SplitMatch, SplitPolicy, Sticky,
-    StickyBy,
+    StickyBy, UpstreamProtocol,
 };
 
 /// The reserved config namespace.

@@ -5,7 +5,7 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
-use mcp_shared::policy::{self, AuthMode, HeaderRules, LimitKey, ServicePolicy};
+use mcp_shared::policy::{self, AuthMode, HeaderRules, LimitKey, ServicePolicy, UpstreamProtocol};
 
 use super::{Retry, Source, Split, StatusCounters, methods};
 use crate::{RateLimitMode, circuit::BreakerSettings, ratelimit::RateLimiter, store::Store};
@@ -43,6 +43,10 @@ pub struct Applied {
     pub max_body: Option<u64>,
     /// `cors`.
     pub cors: Option<Cors>,
+    /// `protocol`: how to speak to the instances (`None`: their metadata says).
+    pub protocol: Option<UpstreamProtocol>,
+    /// `websocket`: whether upgrades pass (`None`: the instances' metadata says).
+    pub websocket: Option<bool>,
     /// `gateway_requests_total{route="svc"}`.
     pub counters: StatusCounters,
 }
@@ -222,6 +226,8 @@ impl Applied {
             methods: allowed,
             max_body: policy.max_body_bytes,
             cors,
+            protocol: policy.protocol,
+            websocket: policy.websocket,
             counters: StatusCounters::default(),
             policy,
             source,

@@ -43,6 +43,39 @@ pub struct ServicePolicy {
     /// CORS answered at the gateway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<CorsPolicy>,
+    /// How the gateway speaks to the instances (over their `protocol` metadata).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<UpstreamProtocol>,
+    /// Whether WebSocket upgrades pass to the service (over its instances'
+    /// `websocket` metadata).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<bool>,
+}
+
+/// How the gateway speaks to a service's instances.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 over TCP (the default).
+    #[default]
+    Http,
+    /// HTTP/2 over TCP with prior knowledge (gRPC services).
+    H2c,
+    /// TLS, HTTP/1.1 or HTTP/2 as ALPN picks.
+    Https,
+}
+
+impl UpstreamProtocol {
+    /// The protocol a `protocol` metadata value names (`http`, `h2c`,
+    /// `https`); `None` for anything else.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "http" => Some(Self::Http),
+            "h2c" => Some(Self::H2c),
+            "https" => Some(Self::Https),
+            _ => None,
+        }
+    }
 }
 
 /// `jwt` (a token is needed) or `none` (public).
