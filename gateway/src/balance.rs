@@ -27,6 +27,7 @@ use std::{
 };
 
 use axum::http::{HeaderValue, uri::Authority};
+use mcp_shared::policy::UpstreamProtocol;
 use rand::Rng as _;
 
 use crate::circuit::{Admission, BreakerSettings, CircuitBreaker};
@@ -203,6 +204,11 @@ pub struct Endpoint {
     pub host_header: HeaderValue,
     /// The instance's circuit breaker.
     pub breaker: CircuitBreaker,
+    /// How to speak to it (its `protocol` metadata; a policy may override).
+    pub protocol: UpstreamProtocol,
+    /// Whether it takes WebSocket upgrades (its `websocket` metadata; a
+    /// policy may override).
+    pub websocket: bool,
     in_flight: AtomicUsize,
     /// The upstream's request counters (shared with its other endpoints).
     counters: Arc<UpstreamCounters>,
@@ -225,8 +231,18 @@ impl Endpoint {
             authority,
             base_path,
             host_header,
+            protocol: UpstreamProtocol::Http,
+            websocket: false,
             in_flight: AtomicUsize::new(0),
         })
+    }
+
+    /// This endpoint, spoken to with `protocol`, taking WebSocket upgrades
+    /// when `websocket`.
+    pub fn speaking(mut self, protocol: UpstreamProtocol, websocket: bool) -> Self {
+        self.protocol = protocol;
+        self.websocket = websocket;
+        self
     }
 
     /// Requests sent and not yet finished (response body included).

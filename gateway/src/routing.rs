@@ -19,6 +19,7 @@ use axum::http::{Uri, uri::Authority};
 use mcp_shared::{
     StoreError,
     events::{self, Event, EventFeed, Follower},
+    policy::UpstreamProtocol,
     registry::{Instance, RegistryEvent, kinds},
 };
 use tokio_util::sync::CancellationToken;
@@ -241,6 +242,7 @@ fn endpoint_for(
     if let Some(known) = previous
         && known.instance.host == instance.host
         && known.instance.port == instance.port
+        && known.instance.metadata == instance.metadata
     {
         return Some(known.endpoint.clone());
     }
@@ -257,6 +259,16 @@ fn endpoint_for(
             String::new(),
             breaker,
         )
+        .map(|endpoint| {
+            let metadata = |key: &str| instance.metadata.get(key).map(String::as_str);
+            let protocol = metadata("protocol").map_or(UpstreamProtocol::Http, |value| {
+                UpstreamProtocol::parse(value).unwrap_or_else(|| {
+                    tracing::warn!(service = %instance.service, id = %instance.id, value, "unknown `protocol` metadata (http, h2c, https); spoken to over http");
+                    UpstreamProtocol::Http
+                })
+            });
+            endpoint.speaking(protocol, metadata("websocket") == Some("true"))
+        })
     });
     if endpoint.is_none() {
         tracing::warn!(service = %instance.service, id = %instance.id, host = %instance.host, "instance address is not routable; ignored");
