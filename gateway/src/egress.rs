@@ -60,7 +60,13 @@ impl Service<Uri> for EgressConnector {
             let host = destination
                 .host()
                 .ok_or_else(|| BoxError::from("upstream URI without a host"))?;
-            let port = destination.port_u16().unwrap_or(80);
+            let port = destination.port_u16().unwrap_or(
+                if destination.scheme() == Some(&axum::http::uri::Scheme::HTTPS) {
+                    443
+                } else {
+                    80
+                },
+            );
             let addrs = egress.resolve(host, port).await.inspect_err(|e| {
                 if e.refusal().is_some() {
                     metrics::counter!(crate::counters::EGRESS_REFUSED).increment(1);

@@ -49,6 +49,7 @@ pub mod settings;
 pub mod store;
 pub mod tls;
 pub mod ui;
+pub mod upstream_tls;
 
 use std::{sync::Arc, time::Duration};
 
@@ -122,6 +123,7 @@ pub async fn run_inspecting(
         (Some(cert), Some(key)) => Some(tls::load(cert, key).await?),
         _ => None,
     };
+    let upstream_tls = upstream_tls::UpstreamTls::load(&settings.upstream_tls)?;
     // Without the secret no control-plane service would take a forwarded request.
     let internal = Arc::new(settings.internal.key().map_err(std::io::Error::other)?);
     let common = &settings.common;
@@ -191,12 +193,18 @@ pub async fn run_inspecting(
         limiter.clone(),
         shutdown.clone(),
     ));
+    let upstream_timeout = Duration::from_millis(settings.upstream.upstream_timeout_ms);
+    let clients = proxy::Clients::new(
+        Arc::new(protected_egress(&settings, &listener).await),
+        upstream_tls,
+        upstream_timeout.min(Duration::from_secs(5)),
+    );
     let proxy = proxy::Proxy::new(
         routes.clone(),
         control.clone(),
         internal,
-        Duration::from_millis(settings.upstream.upstream_timeout_ms),
-        Arc::new(protected_egress(&settings, &listener).await),
+        upstream_timeout,
+        clients,
         tls.is_some(),
     );
     let metrics = admin::MetricsState {

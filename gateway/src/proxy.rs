@@ -42,6 +42,7 @@
 //! upstream URI and reads a blocking query's wait, [`trace`] makes each
 //! attempt's client span, and [`response`] streams the answer back.
 
+mod clients;
 mod headers;
 mod response;
 mod retry;
@@ -61,32 +62,30 @@ use std::{
 use axum::{
     body::Body,
     extract::{ConnectInfo, Request},
-    http::{HeaderMap, HeaderValue, Version, header},
+    http::{HeaderMap, HeaderValue, header},
     response::{IntoResponse, Response},
 };
 use http_body::Body as HttpBody;
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
-use mcp_shared::{egress::Egress, internal::InternalKey, server};
+use mcp_shared::{internal::InternalKey, server};
 use tower::Service;
 use tracing::Instrument as _;
 
 use crate::{
     auth::Principal,
     balance::{Outcome, Unavailable, Upstream},
-    egress::{EgressConnector, refusal_of},
+    egress::refusal_of,
     error::GatewayError,
     policy::{Applied, Failure},
     routing::{ControlPlane, Routes},
 };
+use clients::{Via, Wire};
 use headers::{Forwarded, prepare_request_headers};
 use response::{is_body_too_large, pass_through};
 use retry::RetryPlan;
 use trace::{client_span, record_outcome};
 use uri::{split_first, upstream_uri, wait_of};
 
+pub use clients::Clients;
 pub use retry::is_idempotent;
 
 /// The forwarding service (cheap to clone).
@@ -96,10 +95,9 @@ pub struct Proxy {
 }
 
 struct Inner {
-    /// `/svc`: connections only where the egress rules allow.
-    client: Client<EgressConnector, Body>,
-    /// `/api`: the configured control-plane URLs, which the rules protect.
-    control_client: Client<HttpConnector, Body>,
+    /// The pooled clients: `/svc` ones connect only where the egress rules
+    /// allow; `/api`'s to the configured control-plane URLs, which the rules protect.
+    clients: Clients,
     routes: Arc<Routes>,
     control: Arc<ControlPlane>,
     internal: Arc<InternalKey>,
@@ -109,30 +107,21 @@ struct Inner {
 }
 
 impl Proxy {
-    /// A proxy over the routing table and the control plane, with one pooled
-    /// HTTP/1 client that opens connections only where `egress` allows;
-    /// `internal` signs the control plane's credential; `tls` says whether
-    /// clients reach the gateway over TLS (one listener, so it is known at
-    /// construction, not per request).
+    /// A proxy over the routing table and the control plane, sending with
+    /// `clients`; `internal` signs the control plane's credential; `tls` says
+    /// whether clients reach the gateway over TLS (one listener, so it is
+    /// known at construction, not per request).
     pub fn new(
         routes: Arc<Routes>,
         control: Arc<ControlPlane>,
         internal: Arc<InternalKey>,
         timeout: Duration,
-        egress: Arc<Egress>,
+        clients: Clients,
         tls: bool,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(timeout.min(Duration::from_secs(5))));
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256);
         Self {
             inner: Arc::new(Inner {
-                client: builder.build(EgressConnector::new(connector.clone(), egress)),
-                control_client: builder.build(connector),
+                clients,
                 routes,
                 control,
                 internal,
@@ -300,13 +289,19 @@ impl Inner {
             } else {
                 std::mem::take(&mut headers)
             };
-            attempt_headers.insert(header::HOST, endpoint.host_header.clone());
+            // A policy's protocol wins over the instances' metadata.
+            let protocol = policy.and_then(|p| p.protocol).unwrap_or(endpoint.protocol);
+            let wire = Wire::of(protocol);
+            if wire.host_header {
+                attempt_headers.insert(header::HOST, endpoint.host_header.clone());
+            }
             let attempt_body = if replayable {
                 Body::empty()
             } else {
                 body.take().unwrap_or_else(Body::empty)
             };
             let uri = upstream_uri(
+                wire.scheme,
                 &endpoint.authority,
                 &endpoint.base_path,
                 &target,
@@ -317,14 +312,15 @@ impl Inner {
             let mut outgoing = axum::http::Request::new(attempt_body);
             *outgoing.method_mut() = parts.method.clone();
             *outgoing.uri_mut() = uri;
-            *outgoing.version_mut() = Version::HTTP_11;
+            *outgoing.version_mut() = wire.version;
             *outgoing.headers_mut() = attempt_headers;
 
-            let sending = if target.prefix == CONTROL_PLANE_PREFIX {
-                self.control_client.request(outgoing)
+            let via = if target.prefix == CONTROL_PLANE_PREFIX {
+                Via::ControlPlane
             } else {
-                self.client.request(outgoing)
+                Via::Service(protocol)
             };
+            let sending = self.clients.send(via, outgoing);
             let sent = tokio::time::timeout(header_timeout, sending)
                 .instrument(span.clone())
                 .await;
@@ -379,15 +375,22 @@ impl Inner {
                         )));
                     }
                     let _ = lease.finish(Outcome::ConnectError);
-                    tracing::warn!(upstream = %upstream.name, instance = %endpoint.id, %error, "cannot connect to upstream");
+                    let tls = tls_failure_of(&error);
+                    tracing::warn!(upstream = %upstream.name, instance = %endpoint.id, %error, tls, "cannot connect to upstream");
                     if may_retry && plan.take(Failure::Connect) {
                         tried = Some(endpoint);
                         continue;
                     }
-                    return Err(GatewayError::BadGateway(format!(
-                        "cannot connect to `{}` instance `{}`",
-                        upstream.name, endpoint.id
-                    )));
+                    return Err(GatewayError::BadGateway(match tls {
+                        Some(why) => format!(
+                            "TLS with `{}` instance `{}` failed: {why}",
+                            upstream.name, endpoint.id
+                        ),
+                        None => format!(
+                            "cannot connect to `{}` instance `{}`",
+                            upstream.name, endpoint.id
+                        ),
+                    }));
                 }
                 Ok(Err(error)) => {
                     if is_body_too_large(&error) {
@@ -404,6 +407,25 @@ impl Inner {
             }
         }
     }
+}
+
+/// Why the TLS handshake behind a connect error failed (a certificate the
+/// gateway does not trust, a name that does not match, a client certificate
+/// refused), if that is why; rustls's words, which name no secret.
+fn tls_failure_of(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut source = Some(error);
+    while let Some(cause) = source {
+        if let Some(tls) = cause.downcast_ref::<tokio_rustls::rustls::Error>() {
+            return Some(tls.to_string());
+        }
+        // The connectors wrap it in `io::Error`s, whose `source()` skips the
+        // error they carry: step into that one instead.
+        source = match cause.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as _),
+            None => cause.source(),
+        };
+    }
+    None
 }
 
 /// The tag a service's traffic split sends this request to (an `Arc`

@@ -73,7 +73,7 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
-    /// Upstreams over the given base URLs (already validated as `http://`).
+    /// Upstreams over the given base URLs (already validated as `http://` or `https://`).
     pub fn new(
         registry: &[String],
         config: &[String],
@@ -87,7 +87,13 @@ impl ControlPlane {
                     let uri: Uri = url.parse().ok()?;
                     let authority = uri.authority()?.clone();
                     let base_path = uri.path().trim_end_matches('/').to_owned();
-                    let endpoint = Endpoint::new(name, url.clone(), authority, base_path, breaker)?;
+                    let protocol = if uri.scheme() == Some(&axum::http::uri::Scheme::HTTPS) {
+                        UpstreamProtocol::Https
+                    } else {
+                        UpstreamProtocol::Http
+                    };
+                    let endpoint = Endpoint::new(name, url.clone(), authority, base_path, breaker)?
+                        .speaking(protocol, false);
                     Some(Member {
                         status: "static",
                         tags: Vec::new(),

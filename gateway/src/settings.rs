@@ -85,19 +85,13 @@ fn parse_refresh(value: &str) -> Result<Duration, String> {
     }
 }
 
-/// A non-empty list of upstream base URLs (`http://host:port[/path]`).
+/// A non-empty list of upstream base URLs (`http[s]://host:port[/path]`;
+/// `https` ones are verified against `CONTROL_PLANE_CA_FILE` or the system roots).
 #[derive(Debug, Clone)]
 pub struct UrlList(pub Vec<String>);
 
 fn parse_urls(value: &str) -> Result<UrlList, String> {
-    let urls = parse_url_list(value)?;
-    if let Some(url) = urls.iter().find(|u| u.starts_with("https://")) {
-        // The pooled client is plain HTTP (no TLS crate in the workspace yet).
-        return Err(format!(
-            "{url}: https upstreams are not supported; use http://"
-        ));
-    }
-    Ok(UrlList(urls))
+    parse_url_list(value).map(UrlList)
 }
 
 /// A config-svc namespace name.
@@ -147,6 +141,10 @@ pub struct Settings {
     /// TLS termination.
     #[command(flatten)]
     pub tls: TlsSettings,
+
+    /// TLS to upstreams.
+    #[command(flatten)]
+    pub upstream_tls: UpstreamTlsSettings,
 
     /// The Consul-compatible API.
     #[command(flatten)]
@@ -317,6 +315,40 @@ pub struct TlsSettings {
         requires = "tls_cert_file"
     )]
     pub key_file: Option<PathBuf>,
+}
+
+/// TLS to `https` upstreams (instances registered with `protocol=https`, or
+/// a policy's `protocol: https`) and to `https://` control-plane URLs.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "TLS to upstreams")]
+pub struct UpstreamTlsSettings {
+    /// CA certificates (PEM bundle) that `https` instances' certificates are
+    /// verified against, instead of the system roots.
+    #[arg(long, env = "UPSTREAM_CA_FILE")]
+    pub upstream_ca_file: Option<PathBuf>,
+
+    /// Client certificate chain (PEM) the gateway presents to `https`
+    /// instances that ask for one (mTLS); needs `UPSTREAM_CLIENT_KEY_FILE`.
+    #[arg(
+        long,
+        env = "UPSTREAM_CLIENT_CERT_FILE",
+        requires = "upstream_client_key_file"
+    )]
+    pub upstream_client_cert_file: Option<PathBuf>,
+
+    /// Private key (PEM) of `UPSTREAM_CLIENT_CERT_FILE`.
+    #[arg(
+        long,
+        env = "UPSTREAM_CLIENT_KEY_FILE",
+        requires = "upstream_client_cert_file"
+    )]
+    pub upstream_client_key_file: Option<PathBuf>,
+
+    /// CA certificates (PEM bundle) that `https://` control-plane URLs
+    /// (`REGISTRY_URL`, `CONFIG_URL`, `HEALTH_URL`) are verified against,
+    /// instead of the system roots.
+    #[arg(long, env = "CONTROL_PLANE_CA_FILE")]
+    pub control_plane_ca_file: Option<PathBuf>,
 }
 
 /// The Consul-compatible API (`/v1/...`).

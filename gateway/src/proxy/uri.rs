@@ -22,6 +22,7 @@ pub(super) fn split_first(path: &str) -> (&str, &str) {
 }
 
 pub(super) fn upstream_uri(
+    scheme: Scheme,
     authority: &axum::http::uri::Authority,
     base_path: &str,
     target: &Target<'_>,
@@ -45,7 +46,7 @@ pub(super) fn upstream_uri(
     let path_and_query = PathAndQuery::try_from(path)
         .map_err(|_| GatewayError::BadPath("the path is not a valid URI path"))?;
     Uri::builder()
-        .scheme(Scheme::HTTP)
+        .scheme(scheme)
         .authority(authority.clone())
         .path_and_query(path_and_query)
         .build()

@@ -15,3 +15,4 @@ mod proxy;
 mod ratelimit;
 mod shutdown;
 mod tls;
+mod upstream_tls;

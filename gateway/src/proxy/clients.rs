@@ -1,0 +1,155 @@
+//! The proxy's pooled upstream clients, one per way of speaking.
+//!
+//! hyper-util's pooled client speaks one set of protocols per client, so the
+//! gateway keeps a few, each with its own pool, all over the same connector
+//! (the egress rules first, then TLS for `https` URIs through hyper-rustls):
+//!
+//! | client | instances | wire |
+//! |---|---|---|
+//! | `auto` | `protocol=http` (the default), `protocol=https` | HTTP/1.1; under TLS, HTTP/2 when the instance's ALPN picks `h2` |
+//! | `h2c` | `protocol=h2c` (gRPC services) | HTTP/2 with prior knowledge |
+//! | `http1` | WebSocket upgrades to `http`/`https` instances | HTTP/1.1 only, so ALPN cannot pick `h2` for a request that must upgrade |
+//! | `control` | the configured control-plane URLs | HTTP/1.1, TLS for `https://` ones; no egress rules (they protect the control plane) |
+//!
+//! A pool is keyed by scheme and authority, so an instance reached over two
+//! protocols (a policy changed) never mixes connections.
+
+use std::time::Duration;
+
+use axum::{
+    body::Body,
+    http::{Version, uri::Scheme},
+};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::{
+    client::legacy::{Builder, Client, ResponseFuture, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use mcp_shared::policy::UpstreamProtocol;
+use tokio_rustls::rustls::ClientConfig;
+
+use crate::{egress::EgressConnector, upstream_tls::UpstreamTls};
+
+/// A pooled client behind the egress rules.
+type ServiceClient = Client<HttpsConnector<EgressConnector>, Body>;
+
+/// The proxy's clients (see the module docs).
+pub struct Clients {
+    auto: ServiceClient,
+    h2c: ServiceClient,
+    http1: ServiceClient,
+    control: Client<HttpsConnector<HttpConnector>, Body>,
+}
+
+/// How a request is written for an instance spoken to with a protocol.
+pub(super) struct Wire {
+    pub(super) scheme: Scheme,
+    pub(super) version: Version,
+    /// Whether the request carries a `Host` header (HTTP/2 says `:authority`).
+    pub(super) host_header: bool,
+}
+
+impl Wire {
+    /// The wire of `protocol`.
+    pub(super) fn of(protocol: UpstreamProtocol) -> Self {
+        match protocol {
+            UpstreamProtocol::Http => Self {
+                scheme: Scheme::HTTP,
+                version: Version::HTTP_11,
+                host_header: true,
+            },
+            UpstreamProtocol::Https => Self {
+                scheme: Scheme::HTTPS,
+                version: Version::HTTP_11,
+                host_header: true,
+            },
+            UpstreamProtocol::H2c => Self {
+                scheme: Scheme::HTTP,
+                version: Version::HTTP_2,
+                host_header: false,
+            },
+        }
+    }
+}
+
+/// Which client sends a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Via {
+    /// The configured control-plane URLs.
+    ControlPlane,
+    /// A service instance spoken to with this protocol.
+    Service(UpstreamProtocol),
+    /// A WebSocket handshake to an `http` or `https` instance.
+    #[allow(dead_code, reason = "the WebSocket splice sends its handshakes here")]
+    Upgrade,
+}
+
+impl Clients {
+    /// Clients that connect to services where `egress` allows (checked in
+    /// `connector`), verifying TLS with `tls`, giving up a connect after
+    /// `connect_timeout`.
+    pub fn new(
+        egress: std::sync::Arc<mcp_shared::egress::Egress>,
+        tls: UpstreamTls,
+        connect_timeout: Duration,
+    ) -> Self {
+        let mut tcp = HttpConnector::new();
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(connect_timeout));
+        // hyper-rustls refuses plain `http` URIs unless told (`https_or_http`),
+        // and needs the inner connector to pass any scheme (`enforce_http`).
+        tcp.enforce_http(false);
+        let services = EgressConnector::new(tcp.clone(), egress);
+        let connector = |config: ClientConfig, h1: bool, h2: bool| {
+            let builder = HttpsConnectorBuilder::new()
+                .with_tls_config(config)
+                .https_or_http();
+            match (h1, h2) {
+                (true, true) => builder
+                    .enable_all_versions()
+                    .wrap_connector(services.clone()),
+                (true, false) => builder.enable_http1().wrap_connector(services.clone()),
+                _ => builder.enable_http2().wrap_connector(services.clone()),
+            }
+        };
+        let auto = pool().build(connector(tls.services.clone(), true, true));
+        let http1 = pool().build(connector(tls.services.clone(), true, false));
+        let h2c = {
+            let mut builder = pool();
+            builder.http2_only(true);
+            builder.build(connector(tls.services, false, true))
+        };
+        let control = pool().build(
+            HttpsConnectorBuilder::new()
+                .with_tls_config(tls.control_plane)
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(tcp),
+        );
+        Self {
+            auto,
+            h2c,
+            http1,
+            control,
+        }
+    }
+
+    /// Send `request` with the client `via` names.
+    pub(super) fn send(&self, via: Via, request: axum::http::Request<Body>) -> ResponseFuture {
+        match via {
+            Via::ControlPlane => self.control.request(request),
+            Via::Service(UpstreamProtocol::H2c) => self.h2c.request(request),
+            Via::Service(_) => self.auto.request(request),
+            Via::Upgrade => self.http1.request(request),
+        }
+    }
+}
+
+/// The pool settings every client shares.
+fn pool() -> Builder {
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256);
+    builder
+}
