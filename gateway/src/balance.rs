@@ -51,8 +51,9 @@ pub enum Outcome {
     /// No response headers in time.
     Timeout,
     /// A blocking query got no response headers within its `wait` plus the
-    /// upstream timeout (counted as a timeout, but no breaker failure: the
-    /// client chose how long the upstream may hold it).
+    /// upstream timeout, or a gRPC call within its `grpc-timeout` (counted as
+    /// a timeout, but no breaker failure: the client chose how long the
+    /// upstream may take).
     LongPollTimeout,
     /// The exchange broke after connecting.
     Error,

@@ -6,7 +6,10 @@
 //!   the gateway's own paths is rewritten to `/svc/{service}{rest}` before
 //!   routing, so every later layer treats it as the `/svc` request it is.
 //!   The path is canonicalised first (the same rules as `normalize`), so a
-//!   `..` cannot climb out of a route's prefix.
+//!   `..` cannot climb out of a route's prefix. A gRPC call that no route
+//!   takes goes by its gRPC service instead: `/package.Service/Method` to
+//!   the service whose instances name `package.Service` in their
+//!   `grpc_services` metadata ([`crate::routing::GRPC_SERVICES`]).
 //! - [`PolicyLayer`] sits after normalisation and before auth. For
 //!   `/svc/{service}/…` with a policy it puts the compiled policy
 //!   (`Arc<Applied>`) into the request's extensions for auth, the rate
@@ -36,8 +39,10 @@ use tower::{Layer, Service};
 
 use crate::{
     error::GatewayError,
+    grpc,
     normalize::normalize,
     policy::{Applied, Cors, ExtraRoute, Policies},
+    routing::Routes,
 };
 
 /// The service behind `/svc/{service}/…` (canonical path), if it is one.
@@ -59,12 +64,18 @@ fn is_reserved(path: &str) -> bool {
 pub struct ExtraRoutes<S> {
     inner: S,
     policies: Arc<Policies>,
+    routes: Arc<Routes>,
 }
 
 impl<S> ExtraRoutes<S> {
-    /// Route by `policies` in front of `inner`.
-    pub fn new(policies: Arc<Policies>, inner: S) -> Self {
-        Self { inner, policies }
+    /// Route by `policies` (and, for gRPC calls, the gRPC services the
+    /// instances in `routes` name) in front of `inner`.
+    pub fn new(policies: Arc<Policies>, routes: Arc<Routes>, inner: S) -> Self {
+        Self {
+            inner,
+            policies,
+            routes,
+        }
     }
 }
 
@@ -81,21 +92,68 @@ where
     }
 
     fn call(&mut self, mut request: Request) -> Self::Future {
-        if !is_reserved(request.uri().path()) {
-            reroute(&self.policies, &mut request);
+        if !is_reserved(request.uri().path())
+            && !reroute(&self.policies, &mut request)
+            && grpc::is_grpc(request.headers())
+        {
+            reroute_grpc(&self.routes, &mut request);
         }
         self.inner.call(request)
     }
 }
 
-/// Rewrite `request` to `/svc/{service}{rest}` when a route takes it.
-fn reroute(policies: &Policies, request: &mut Request) {
+/// Rewrite a gRPC call `/package.Service/Method` to
+/// `/svc/{service}/package.Service/Method` when an instance of `service`
+/// names `package.Service` in its `grpc_services` metadata.
+fn reroute_grpc(routes: &Routes, request: &mut Request) {
+    let path = request.uri().path();
+    let Some(grpc_service) = path
+        .strip_prefix('/')
+        .and_then(|rest| rest.split_once('/'))
+        .map(|(service, _)| service)
+    else {
+        return;
+    };
+    let table = routes.current();
+    let Some(service) = table.grpc.get(grpc_service) else {
+        return;
+    };
+    let mut target = String::with_capacity(5 + service.len() + path.len());
+    target.push_str("/svc/");
+    target.push_str(service);
+    target.push_str(path);
+    rewrite(request, target);
+}
+
+/// Point `request` at `target` (a path), keeping its query and authority.
+fn rewrite(request: &mut Request, mut target: String) -> bool {
+    if let Some(query) = request.uri().query() {
+        target.push('?');
+        target.push_str(query);
+    }
+    let Ok(path_and_query) = PathAndQuery::try_from(target) else {
+        return false;
+    };
+    let mut parts = request.uri().clone().into_parts();
+    parts.path_and_query = Some(path_and_query);
+    match axum::http::Uri::from_parts(parts) {
+        Ok(uri) => {
+            *request.uri_mut() = uri;
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Rewrite `request` to `/svc/{service}{rest}` when a route takes it;
+/// whether one did.
+fn reroute(policies: &Policies, request: &mut Request) -> bool {
     let snapshot = policies.current();
     if snapshot.routes.is_empty() {
-        return;
+        return false;
     }
     let Ok(path) = normalize(request.uri().path()) else {
-        return;
+        return false;
     };
     let host = request
         .headers()
@@ -114,25 +172,18 @@ fn reroute(policies: &Policies, request: &mut Request) {
             h.to_ascii_lowercase()
         });
     let Some((route, rest)) = snapshot.route(host.as_deref(), &path) else {
-        return;
+        return false;
     };
     let mut target = String::with_capacity(6 + route.route.service.len() + rest.len() + 1);
     target.push_str("/svc/");
     target.push_str(&route.route.service);
     target.push_str(if rest.is_empty() { "/" } else { rest });
-    if let Some(query) = request.uri().query() {
-        target.push('?');
-        target.push_str(query);
+    let route = route.clone();
+    if !rewrite(request, target) {
+        return false;
     }
-    let Ok(path_and_query) = PathAndQuery::try_from(target) else {
-        return;
-    };
-    let mut parts = request.uri().clone().into_parts();
-    parts.path_and_query = Some(path_and_query);
-    if let Ok(uri) = axum::http::Uri::from_parts(parts) {
-        *request.uri_mut() = uri;
-        request.extensions_mut().insert(route.clone());
-    }
+    request.extensions_mut().insert(route);
+    true
 }
 
 /// Layer: a service's policy at the edge (see the module docs).

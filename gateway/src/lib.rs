@@ -37,6 +37,7 @@ pub mod docs;
 pub mod edge;
 pub mod egress;
 pub mod error;
+pub mod grpc;
 pub mod jwt;
 pub mod normalize;
 pub mod openapi;
@@ -241,7 +242,7 @@ pub async fn run_inspecting(
         .route("/admin/upstreams", get(admin::upstreams))
         .route("/admin/policies", get(admin::policies))
         .with_state(admin::AdminState {
-            routes,
+            routes: routes.clone(),
             control,
             policies: policies.clone(),
             globals,
@@ -273,7 +274,10 @@ pub async fn run_inspecting(
     );
     // Extra routes are rewritten to `/svc/…` before the app routes (see `edge`).
     inspect(&app);
-    let app = Router::new().fallback_service(edge::ExtraRoutes::new(policies, app));
+    // gRPC calls get the gateway's own errors as gRPC errors (see `grpc`).
+    let app = Router::new()
+        .fallback_service(edge::ExtraRoutes::new(policies, routes, app))
+        .layer(grpc::GrpcErrorsLayer);
     let served = match tls {
         Some(config) => {
             tls::serve(

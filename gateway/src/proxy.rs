@@ -75,6 +75,7 @@ use crate::{
     balance::{Outcome, Unavailable, Upstream},
     egress::refusal_of,
     error::GatewayError,
+    grpc,
     policy::{Applied, Failure},
     routing::{ControlPlane, Routes},
 };
@@ -227,8 +228,18 @@ impl Inner {
         } else {
             None
         };
-        let header_timeout =
-            policy.and_then(|p| p.timeout).unwrap_or(self.timeout) + long_poll.unwrap_or_default();
+        // A gRPC call's own deadline (`grpc-timeout`) replaces the timeout.
+        let grpc_deadline = grpc::deadline(&parts.headers);
+        let header_timeout = match grpc_deadline {
+            Some(deadline) => deadline,
+            None => {
+                policy.and_then(|p| p.timeout).unwrap_or(self.timeout)
+                    + long_poll.unwrap_or_default()
+            }
+        };
+        // The client chose how long to wait (a long poll's `wait`, a gRPC
+        // deadline): running out says nothing about the instance's health.
+        let client_chosen = long_poll.is_some() || grpc_deadline.is_some();
         let tag = policy.and_then(|p| split_tag(p, &parts.headers, &parts.extensions));
         let breaker = policy.and_then(|p| p.breaker);
 
@@ -348,16 +359,14 @@ impl Inner {
                     return Ok(pass_through(response, in_flight));
                 }
                 Err(_) => {
-                    // A blocking query that outlives its wait says nothing
-                    // about the instance's health: the client chose the wait.
-                    let outcome = if long_poll.is_some() {
+                    let outcome = if client_chosen {
                         Outcome::LongPollTimeout
                     } else {
                         Outcome::Timeout
                     };
                     let _ = lease.finish(outcome);
                     tracing::warn!(upstream = %upstream.name, instance = %endpoint.id, ?header_timeout, "upstream timed out");
-                    if may_retry && long_poll.is_none() && plan.take(Failure::Timeout) {
+                    if may_retry && !client_chosen && plan.take(Failure::Timeout) {
                         tried = Some(endpoint);
                         continue;
                     }

@@ -35,7 +35,14 @@ use crate::{
 pub struct Table {
     /// Service name → its upstream.
     pub services: HashMap<String, Arc<Upstream>>,
+    /// gRPC service (`package.Service`) → the service whose instances name
+    /// it in their `grpc_services` metadata (comma-separated), so a gRPC
+    /// client's unmodified `/package.Service/Method` finds its upstream.
+    pub grpc: HashMap<String, String>,
 }
+
+/// The instance metadata key naming the gRPC services an instance serves.
+pub const GRPC_SERVICES: &str = "grpc_services";
 
 /// The shared, swappable table.
 #[derive(Debug, Default)]
@@ -199,7 +206,48 @@ impl Registry {
                 )
             })
             .collect();
-        Table { services }
+        Table {
+            services,
+            grpc: self.grpc_index(),
+        }
+    }
+
+    /// gRPC service → service, from every instance's `grpc_services`. Two
+    /// services claiming one gRPC service: the first by name keeps it (a
+    /// warning says so), the same on every replica.
+    fn grpc_index(&self) -> HashMap<String, String> {
+        let mut claims: Vec<(&str, &str)> = self
+            .services
+            .iter()
+            .flat_map(|(service, instances)| {
+                instances.values().flat_map(move |known| {
+                    known
+                        .instance
+                        .metadata
+                        .get(GRPC_SERVICES)
+                        .into_iter()
+                        .flat_map(|list| list.split(','))
+                        .map(str::trim)
+                        .filter(|name| !name.is_empty())
+                        .map(move |name| (name, service.as_str()))
+                })
+            })
+            .collect();
+        claims.sort_unstable();
+        claims.dedup();
+        let mut index: HashMap<String, String> = HashMap::with_capacity(claims.len());
+        for (grpc, service) in claims {
+            match index.get(grpc) {
+                Some(owner) if owner != service => {
+                    tracing::warn!(grpc, owner = %owner, service, "gRPC service claimed by two services; the first by name serves it");
+                }
+                Some(_) => {}
+                None => {
+                    index.insert(grpc.to_owned(), service.to_owned());
+                }
+            }
+        }
+        index
     }
 }
 

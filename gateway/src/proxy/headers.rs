@@ -64,7 +64,15 @@ pub(super) struct Forwarded<'a> {
 /// before [`strip_hop_by_hop`] could be removed by a client that names it in
 /// `Connection` (`Connection: keep-alive, x-auth-subject`).
 pub(super) fn prepare_request_headers(headers: &mut HeaderMap, forwarded: Forwarded<'_>) {
+    // `TE: trailers` is hop-by-hop, but it says the client takes trailers, and
+    // gRPC servers want to hear it (as Envoy and nginx's grpc_pass keep it).
+    let trailers = headers
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     strip_hop_by_hop(headers);
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     // The token stays here: upstreams trust X-Auth-* from the gateway instead.
     headers.remove(header::AUTHORIZATION);
     // From here on, only insertions.

@@ -10,6 +10,7 @@ mod auth;
 mod auth_scopes;
 mod common;
 mod egress;
+mod grpc;
 mod openapi;
 mod proxy;
 mod ratelimit;
