@@ -1,5 +1,6 @@
 //! TLS termination: with `TLS_CERT_FILE`/`TLS_KEY_FILE` the gateway speaks
-//! HTTPS (checked with a real rustls client trusting the test certificate)
+//! HTTPS (checked with a real rustls client trusting the test certificate;
+//! HTTP/2 when the client offers `h2` by ALPN)
 //! and tells the upstream `X-Forwarded-Proto: https`, a bad key file stops start-up with one line naming the settings, and a
 //! slowloris client (over TLS, or stalling the handshake) is closed within
 //! the header-read timeout.
@@ -202,4 +203,52 @@ async fn a_slowloris_client_over_tls_is_closed_within_the_header_read_timeout() 
         "{:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test]
+async fn alpn_h2_clients_speak_http2_over_tls() {
+    use tokio_rustls::{
+        TlsConnector,
+        rustls::{
+            ClientConfig, RootCertStore,
+            pki_types::{CertificateDer, ServerName, pem::PemObject},
+        },
+    };
+    let settings = settings(&key_file("tls-cert.pem"), &key_file("tls-key.pem"));
+    let gateway =
+        mcp_testkit::spawn(|listener, shutdown| gateway::run(settings, listener, shutdown)).await;
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(key_file("tls-ca.pem")).unwrap())
+        .unwrap();
+    let mut config = ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    let tls = TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get("https://localhost/healthz")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        sender.send_request(request),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
 }

@@ -1,12 +1,13 @@
 //! Traffic policies on both replicas: a weighted split lands near its
 //! weights and a header match pins a version, a retry policy turns a failing
 //! instance into a success, header rules reach the upstream and the client,
-//! and an extra route serves a service under its prefix and its host.
+//! an extra route serves a service under its prefix and its host, and a
+//! policy's `protocol` changes how the gateway speaks to the instances.
 
 use std::collections::HashMap;
 
 use crate::common::{bearer, client, echo, token, upstream};
-use axum::{Router, http::StatusCode, routing::any};
+use axum::{Router, extract::Request, http::StatusCode, routing::any};
 use mcp_testkit::{TestService, redis};
 use serde_json::{Value, json};
 
@@ -235,4 +236,57 @@ async fn an_extra_route_serves_a_service_under_its_prefix_and_its_host() {
     assert_eq!(status, 422, "{problem}");
     assert_eq!(problem["errors"][0]["field"], "/value/path_prefix");
     assert_eq!(redis().snapshot(&stack.prefix), before);
+}
+
+#[tokio::test]
+async fn a_policy_protocol_moves_a_service_to_http2_and_back_on_rollback() {
+    let stack = stack().await;
+    // axum's server takes HTTP/1.1 and HTTP/2 with prior knowledge alike, and
+    // says which one each request came over.
+    let wire = upstream(Router::new().fallback(any(|request: Request| async move {
+        format!("{:?}", request.version())
+    })))
+    .await;
+    stack.register("wire", "w-1", &wire, &[]).await;
+    stack.routed("wire", 1).await;
+    let user = token("u", "");
+    let version_on = |url: String| {
+        let user = user.clone();
+        async move {
+            client()
+                .get(format!("{url}/svc/wire/x"))
+                .header("authorization", bearer(&user))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap_or_default()
+        }
+    };
+    assert_eq!(version_on(stack.gateways[0].url.clone()).await, "HTTP/1.1");
+
+    let (status, body) = stack
+        .write("services/wire", json!({"protocol": "http"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = stack
+        .write("services/wire", json!({"protocol": "h2c"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    stack
+        .on_both("protocol h2c", |url| {
+            let version = version_on(url);
+            async move { version.await == "HTTP/2.0" }
+        })
+        .await;
+
+    let (status, body) = stack.rollback("services/wire", 1).await;
+    assert_eq!(status, 200, "{body}");
+    stack
+        .on_both("rolled back to HTTP/1.1", |url| {
+            let version = version_on(url);
+            async move { version.await == "HTTP/1.1" }
+        })
+        .await;
 }
