@@ -2,8 +2,9 @@
 //! over TLS, verified against `UPSTREAM_CA_FILE` (the test CA of
 //! `tests/keys/make-upstream-certs.sh`); an instance whose certificate that
 //! CA did not sign is a 502 problem naming the failure, and an instance that
-//! asks for a client certificate gets the gateway's. The upstreams are real
-//! TLS servers (axum-server over rustls) on 127.0.0.1:0.
+//! asks for a client certificate gets the gateway's; the egress rules hold
+//! for every protocol. The upstreams are real TLS servers (axum-server over
+//! rustls) on 127.0.0.1:0.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -274,4 +275,27 @@ async fn an_https_control_plane_url_is_verified_against_its_own_ca() {
         .await
         .unwrap();
     assert_eq!(response.status(), 502);
+}
+
+#[tokio::test]
+async fn the_egress_rules_hold_for_every_protocol() {
+    let prefix = prefix();
+    let gw = gateway_trusting_the_test_ca(&prefix).await;
+    let registry = Registry::new(&redis().url(), &prefix);
+    let redis_addr: std::net::SocketAddr = format!("127.0.0.1:{}", redis().port()).parse().unwrap();
+    for protocol in ["https", "h2c"] {
+        let service = format!("at-redis-{protocol}");
+        let mut instance = mcp_testkit::registry::instance_at(&service, "i-1", redis_addr);
+        instance.metadata = BTreeMap::from([("protocol".to_owned(), protocol.to_owned())]);
+        registry.register(&instance).await;
+        let (status, body) = call(&gw, &service).await;
+        assert_eq!(status, 403, "{protocol}: {body}");
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("Redis"),
+            "{protocol}: {body}"
+        );
+    }
 }
