@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
 # bench/gateway.sh: the gateway doing all its policy work (JWT verification,
 # scope check, rate limiting with a high limit, circuit breaking, discovery
-# routing) against nginx as a plain reverse proxy, both in front of the same
-# upstream, in one run. Also the upstream called directly, for added latency,
-# and the same gateway again once a per-service policy is stored for the
-# benchmarked service (config-svc, namespace `gateway`), for what the policy
-# engine costs.
+# routing) against nginx as a plain reverse proxy and HAProxy doing the same
+# policy work (HS256 `jwt_verify`, an `exp` check, a per-subject
+# `http_req_rate` stick table, `observe layer7`), all in front of the same
+# upstream, in one run, at two load shapes (wrk 1 thread/32 connections and
+# 2 threads/64 connections). Also the upstream called directly, for added
+# latency, and the same gateway again once a per-service policy is stored for
+# the benchmarked service (config-svc, namespace `gateway`), for what the
+# policy engine costs (at the first shape).
 #
-#   bash bench/gateway.sh            # DURATION=10s CONNECTIONS=32 THREADS=1 to change the load
+#   bash bench/gateway.sh            # DURATION=10s SHAPES="1:32 2:64" (threads:connections) to change the load
 source "$(dirname "$0")/lib.sh"
 DURATION=${DURATION:-10s}
-CONNECTIONS=${CONNECTIONS:-32}
-THREADS=${THREADS:-1}
+SHAPES=${SHAPES:-1:32 2:64}
+THREADS=${SHAPES%%:*} CONNECTIONS=${SHAPES#*:}; CONNECTIONS=${CONNECTIONS%% *}
 
-need wrk:wrk nginx:nginx-light redis-server:redis-server curl:curl
+need wrk:wrk nginx:nginx-light haproxy:haproxy redis-server:redis-server curl:curl
 build_release registry-svc config-svc gateway
 
-UPSTREAM_PORT=$(free_port) PROXY_PORT=$(free_port) REG_PORT=$(free_port) GW_PORT=$(free_port) CFG_PORT=$(free_port)
+UPSTREAM_PORT=$(free_port) PROXY_PORT=$(free_port) REG_PORT=$(free_port) GW_PORT=$(free_port) CFG_PORT=$(free_port) HAPROXY_PORT=$(free_port)
 # Two nginx processes: one is the upstream (a fixed 200), the other the
 # plain reverse proxy with a keep-alive pool to it (the peer, no policy work).
 nginx_conf() { # NAME SERVER-BLOCK WORKERS
@@ -44,8 +47,47 @@ NGINX_PID=${PIDS[-1]}
 wait_http "http://127.0.0.1:$UPSTREAM_PORT/"
 wait_http "http://127.0.0.1:$PROXY_PORT/"
 
-start_redis
 SECRET=bench-secret-bench-secret-bench-secret
+# HAProxy doing the gateway's work: the HS256 signature and `exp` of the
+# bearer token (401 otherwise), a per-subject request rate in a stick table
+# with a limit as high as the gateway's (429 above it), layer-7 error
+# observation that marks the server down after 5 errors (the breaker), a
+# keep-alive pool to the upstream. Two threads, as the gateway's two workers.
+mkdir -p "$WORK/haproxy"
+cat >"$WORK/haproxy/haproxy.cfg" <<CONF
+global
+  nbthread 2
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 5s
+frontend gw
+  bind 127.0.0.1:$HAPROXY_PORT
+  http-request set-var(txn.bearer) http_auth_bearer
+  http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('\$.alg')
+  http-request deny deny_status 401 unless { var(txn.alg) -m str HS256 }
+  http-request deny deny_status 401 unless { var(txn.bearer),jwt_verify(txn.alg,"$SECRET") -m int 1 }
+  http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('\$.exp','int')
+  http-request set-var(txn.now) date
+  http-request deny deny_status 401 if { var(txn.exp),sub(txn.now) -m int lt 0 }
+  http-request set-var(txn.sub) var(txn.bearer),jwt_payload_query('\$.sub')
+  http-request track-sc0 var(txn.sub) table per_subject
+  http-request deny deny_status 429 if { sc_http_req_rate(0,per_subject) gt 10000000 }
+  default_backend app
+backend per_subject
+  stick-table type string len 64 size 100k expire 60s store http_req_rate(1s)
+backend app
+  http-reuse always
+  server app 127.0.0.1:$UPSTREAM_PORT check inter 5s observe layer7 error-limit 5 on-error mark-down
+CONF
+haproxy -c -q -f "$WORK/haproxy/haproxy.cfg" || { log "haproxy refuses its configuration"; exit 1; }
+haproxy -f "$WORK/haproxy/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 &
+PIDS+=($!)
+HAPROXY_PID=${PIDS[-1]}
+
+start_redis
 export REDIS_URL MCP_REDIS_PREFIX=bench LOG_FORMAT=json RUST_LOG=warn
 REGISTRY_ADDR=127.0.0.1:$REG_PORT start registry "$BIN/registry-svc" >/dev/null
 wait_http "http://127.0.0.1:$REG_PORT/readyz"
@@ -74,9 +116,14 @@ for _ in $(seq 100); do
 done
 curl -fsS "${AUTH[@]}" "http://127.0.0.1:$GW_PORT/svc/bench/" | grep -q ok || { log "gateway does not route to the upstream"; exit 1; }
 
-# Warm up both proxies, then measure each in turn with the same load.
+# HAProxy checks the token as the gateway does: no token is a 401, a good one passes.
+[[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HAPROXY_PORT/") == 401 ]] || { log "haproxy lets a request without a token through"; exit 1; }
+curl -fsS "${AUTH[@]}" "http://127.0.0.1:$HAPROXY_PORT/" | grep -q ok || { log "haproxy does not pass a valid token"; exit 1; }
+
+# Warm up the proxies, then measure each in turn with the same load.
 wrk -t1 -c8 -d2s "${AUTH[@]}" "http://127.0.0.1:$GW_PORT/svc/bench/" >/dev/null
 wrk -t1 -c8 -d2s "http://127.0.0.1:$PROXY_PORT/" >/dev/null
+wrk -t1 -c8 -d2s "${AUTH[@]}" "http://127.0.0.1:$HAPROXY_PORT/" >/dev/null
 
 measure() { # NAME URL PID...
   local name=$1 url=$2; shift 2
@@ -87,9 +134,34 @@ measure() { # NAME URL PID...
   set -- $line
   echo "$line $(us_per_request $((after - before)) "$6")"
 }
-DIRECT=$(measure direct "http://127.0.0.1:$UPSTREAM_PORT/" "$UPSTREAM_PID")
-NGINX=$(measure nginx "http://127.0.0.1:$PROXY_PORT/" "$NGINX_PID")
-GATEWAY=$(measure gateway "http://127.0.0.1:$GW_PORT/svc/bench/" "$GW_PID")
+# Every peer at every load shape; the shapes' tables are printed at the end.
+SHAPE_TABLES=""
+for shape in $SHAPES; do
+  THREADS=${shape%%:*} CONNECTIONS=${shape#*:}
+  S_DIRECT=$(measure direct "http://127.0.0.1:$UPSTREAM_PORT/" "$UPSTREAM_PID")
+  S_NGINX=$(measure nginx "http://127.0.0.1:$PROXY_PORT/" "$NGINX_PID")
+  S_HAPROXY=$(measure haproxy "http://127.0.0.1:$HAPROXY_PORT/" "$HAPROXY_PID")
+  S_GATEWAY=$(measure gateway "http://127.0.0.1:$GW_PORT/svc/bench/" "$GW_PID")
+  SHAPE_TABLES+=$(
+    echo
+    echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION:"
+    echo
+    echo "| target | req/s | p50 ms | p99 ms | p99.9 ms | requests | errors | CPU µs/req (proxy) |"
+    echo "|---|---|---|---|---|---|---|---|"
+    for row in "$S_DIRECT" "$S_NGINX" "$S_HAPROXY" "$S_GATEWAY"; do
+      set -- $row
+      echo "| $1 | $2 | $3 | $4 | $5 | $6 | $7 | $8 |"
+    done
+    set -- $S_NGINX; n=$2
+    set -- $S_HAPROXY; h=$2 h99=$4
+    set -- $S_GATEWAY; g=$2 g99=$4
+    awk -v g="$g" -v n="$n" -v h="$h" -v g9="$g99" -v h9="$h99" 'BEGIN {
+      printf "\ngateway/nginx req/s %.2f; gateway/haproxy req/s %.2f, p99 %.2f\n", g / n, g / h, g9 / h9 }'
+  )$'\n'
+  # The first shape's rows are the ones the policy comparison below uses.
+  [[ -n ${GATEWAY:-} ]] || { DIRECT=$S_DIRECT NGINX=$S_NGINX GATEWAY=$S_GATEWAY; FIRST_THREADS=$THREADS FIRST_CONNECTIONS=$CONNECTIONS; }
+done
+THREADS=$FIRST_THREADS CONNECTIONS=$FIRST_CONNECTIONS
 
 # The same gateway with a policy for `bench`: every field that does work on
 # each request (per-service limit, timeout, retries, breaker, header rules,
@@ -167,7 +239,10 @@ fi
 {
   echo "### bench/gateway — $(machine_line)"
   echo
-  echo "\`bash bench/gateway.sh\` (wrk -t$THREADS -c$CONNECTIONS -d$DURATION, HTTP/1.1 keep-alive, same nginx upstream; gateway and gateway+policy: best of $TURNS, measured in turns)"
+  echo "\`bash bench/gateway.sh\`: every peer at each load shape (HTTP/1.1 keep-alive, same nginx upstream; haproxy = HS256 jwt_verify + exp + per-subject stick table + observe layer7)"
+  echo "$SHAPE_TABLES"
+  echo
+  echo "Policy engine (wrk -t$THREADS -c$CONNECTIONS -d$DURATION; gateway and gateway+policy: best of $TURNS, measured in turns):"
   echo
   echo "| target | req/s | p50 ms | p99 ms | p99.9 ms | requests | errors | CPU µs/req (proxy) |"
   echo "|---|---|---|---|---|---|---|---|"
@@ -187,7 +262,7 @@ fi
     printf "policy engine: gateway+policy/gateway req/s %.3f (%.1f%% throughput change with a policy stored), CPU per request %+.1f%%\n",
       p / g, (p / g - 1) * 100, (pc / gc - 1) * 100 }'
   [[ -n $INSTRUCTIONS ]] && echo "$INSTRUCTIONS"
-  echo "(CPU µs/req: direct = the upstream nginx; nginx = the proxy nginx alone; gateway = the gateway process alone.)"
+  echo "(CPU µs/req: direct = the upstream nginx; nginx = the proxy nginx alone; haproxy = haproxy alone; gateway = the gateway process alone.)"
 } | tee "$WORK/result.md"
 echo
 log "append to bench/RESULTS.md with: cat >> bench/RESULTS.md (the table above)"
