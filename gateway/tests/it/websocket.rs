@@ -4,18 +4,23 @@
 //! connection idles; a service that does not take upgrades gets a plain GET.
 
 use std::{
+    collections::BTreeMap,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
-use crate::common::{Registry, bearer, client, echo, gateway, metrics, token};
+use crate::{
+    common::{Registry, bearer, client, echo, gateway, metrics, token},
+    upstream_tls::{gateway_trusting_the_test_ca, server_config},
+};
 use futures_util::{SinkExt as _, StreamExt as _};
 use mcp_shared::registry::HealthStatus;
 use mcp_testkit::{TestService, eventually, prefix, redis, registry::instance_at};
 use tokio::{net::TcpStream, task::JoinSet};
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::{
     WebSocketStream, client_async,
     tungstenite::{self, Message, client::IntoClientRequest as _, http::HeaderValue},
@@ -31,12 +36,20 @@ struct EchoServer {
     service: TestService,
     handshakes: Arc<AtomicUsize>,
     closes: Arc<AtomicUsize>,
+    /// The protocol each TLS connection's ALPN chose (TLS servers only).
+    alpn: Arc<Mutex<Vec<String>>>,
 }
 
 async fn websocket_echo() -> EchoServer {
+    echo_server(None).await
+}
+
+/// [`websocket_echo`], over TLS with `tls` when given.
+async fn echo_server(tls: Option<TlsAcceptor>) -> EchoServer {
     let handshakes = Arc::new(AtomicUsize::new(0));
     let closes = Arc::new(AtomicUsize::new(0));
-    let (counted, closed) = (handshakes.clone(), closes.clone());
+    let alpn = Arc::new(Mutex::new(Vec::new()));
+    let (counted, closed, chosen) = (handshakes.clone(), closes.clone(), alpn.clone());
     let service = mcp_testkit::spawn(|listener, shutdown| async move {
         // The connections' tasks end with the server (the set aborts them).
         let mut connections = JoinSet::new();
@@ -45,22 +58,21 @@ async fn websocket_echo() -> EchoServer {
                 () = shutdown.cancelled() => return Ok(()),
                 accepted = listener.accept() => accepted?,
             };
-            let (counted, closed) = (counted.clone(), closed.clone());
+            let (counted, closed, chosen) = (counted.clone(), closed.clone(), chosen.clone());
+            let tls = tls.clone();
             connections.spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                let Some(tls) = tls else {
+                    return echo_messages(tcp, &counted, &closed).await;
+                };
+                let Ok(stream) = tls.accept(tcp).await else {
                     return;
                 };
-                counted.fetch_add(1, Ordering::SeqCst);
-                while let Some(Ok(message)) = ws.next().await {
-                    if message.is_close() {
-                        // tungstenite queues the close reply; the next read sends it.
-                        closed.fetch_add(1, Ordering::SeqCst);
-                    } else if (message.is_text() || message.is_binary())
-                        && ws.send(message).await.is_err()
-                    {
-                        return;
-                    }
-                }
+                let protocol = stream.get_ref().1.alpn_protocol().unwrap_or_default();
+                chosen
+                    .lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(protocol).into_owned());
+                echo_messages(stream, &counted, &closed).await;
             });
         }
     })
@@ -69,6 +81,26 @@ async fn websocket_echo() -> EchoServer {
         service,
         handshakes,
         closes,
+        alpn,
+    }
+}
+
+/// One connection of the echo server: the handshake, then each message back.
+async fn echo_messages<S>(stream: S, handshakes: &AtomicUsize, closes: &AtomicUsize)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+        return;
+    };
+    handshakes.fetch_add(1, Ordering::SeqCst);
+    while let Some(Ok(message)) = ws.next().await {
+        if message.is_close() {
+            // tungstenite queues the close reply; the next read sends it.
+            closes.fetch_add(1, Ordering::SeqCst);
+        } else if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -188,6 +220,33 @@ async fn text_and_binary_messages_echo_through_the_gateway_and_a_close_passes_bo
         .await,
         "the upstream saw the close"
     );
+}
+
+#[tokio::test]
+async fn an_https_instance_gets_the_handshake_over_http11_though_its_alpn_offers_h2() {
+    let prefix = prefix();
+    let config = server_config("upstream-server-cert.pem", "upstream-server-key.pem", None);
+    let upstream = echo_server(Some(TlsAcceptor::from(Arc::new(config)))).await;
+    let registry = Registry::new(&redis().url(), &prefix);
+    let mut instance = instance_at("secure-chat", "s-1", upstream.service.addr);
+    instance.metadata = BTreeMap::from([
+        ("protocol".to_owned(), "https".to_owned()),
+        ("websocket".to_owned(), "true".to_owned()),
+    ]);
+    registry.register(&instance).await;
+    let gw = gateway_trusting_the_test_ca(&prefix).await;
+
+    let mut ws = routed(&gw, "/svc/secure-chat/ws", "probe").await;
+    ws.send(Message::text("over TLS")).await.unwrap();
+    match next(&mut ws).await {
+        Some(Ok(Message::Text(text))) => assert_eq!(text.as_str(), "over TLS"),
+        other => panic!("expected the text back, got {other:?}"),
+    }
+    // HTTP/2 has no 101: the handshake's connection must not take h2 (the
+    // gateway's HTTP/1.1 client offers `http/1.1` or nothing).
+    let chosen = upstream.alpn.lock().unwrap().clone();
+    assert_eq!(chosen.len(), 1, "one TLS connection: {chosen:?}");
+    assert_ne!(chosen[0], "h2");
 }
 
 #[tokio::test]
