@@ -8,6 +8,9 @@
 //! label sets once, at start-up, so each series is there from the first
 //! scrape (Prometheus' own advice for counters with known labels).
 //!
+//! The WebSocket series (`gateway_websocket_*`, see `proxy::upgrade`) are
+//! here too, the connection gauge included.
+//!
 //! Counters whose labels come from live state (`gateway_upstream_requests_total`
 //! per upstream, `gateway_requests_total` per service) are rendered from that
 //! state and need nothing here.
@@ -22,6 +25,18 @@ pub const RATE_LIMITED: &str = "gateway_rate_limited_total";
 pub const RATE_LIMIT_FAIL_OPEN: &str = "gateway_rate_limit_fail_open_total";
 /// Upstream connections refused by the egress rules.
 pub const EGRESS_REFUSED: &str = "gateway_egress_refused_total";
+/// WebSocket handshakes the proxy forwarded, by `result` (one of
+/// [`WEBSOCKET_RESULTS`]).
+pub const WEBSOCKET_UPGRADES: &str = "gateway_websocket_upgrades_total";
+/// Bytes through spliced WebSocket connections, by `direction` (`upstream`:
+/// client to instance, `downstream`: back).
+pub const WEBSOCKET_BYTES: &str = "gateway_websocket_bytes_total";
+/// WebSocket connections spliced now (a gauge).
+pub const WEBSOCKET_CONNECTIONS: &str = "gateway_websocket_connections";
+
+/// `result` of [`WEBSOCKET_UPGRADES`]: spliced, the instance answered
+/// without switching, or a 101 that could not become a splice.
+pub const WEBSOCKET_RESULTS: [&str; 3] = ["switched", "refused", "failed"];
 
 /// Every [`AuthFailure`], for its series at zero.
 pub const AUTH_FAILURE_REASONS: [AuthFailure; 10] = [
@@ -65,4 +80,13 @@ pub fn register() {
     for name in [RATE_LIMITED, RATE_LIMIT_FAIL_OPEN, EGRESS_REFUSED] {
         metrics::counter!(name).increment(0);
     }
+    for result in WEBSOCKET_RESULTS {
+        metrics::counter!(WEBSOCKET_UPGRADES, "result" => result).increment(0);
+    }
+    for direction in ["upstream", "downstream"] {
+        metrics::counter!(WEBSOCKET_BYTES, "direction" => direction).increment(0);
+    }
+    // A gauge exists from its first touch too; adding zero leaves other
+    // gateways' connections in the same process counted.
+    metrics::gauge!(WEBSOCKET_CONNECTIONS).increment(0.0);
 }

@@ -9,7 +9,7 @@
 //! - [`normalize`]: canonical paths, so `..` or `%2f` cannot escape a prefix.
 //! - [`auth`] and [`jwt`]: bearer tokens (HS256 secret, PEM key, JWKS) and scopes.
 //! - [`ratelimit`]: per-client GCRA, local (governor) or global (Redis).
-//! - [`proxy`]: routing, forwarding, timeouts, retries.
+//! - [`proxy`]: routing, forwarding, timeouts, retries, WebSocket splices.
 //! - [`balance`] and [`circuit`]: instance choice and the per-instance breaker.
 //! - [`egress`]: the connector that keeps the proxy inside the egress rules.
 //! - [`routing`]: the in-memory routing table that follows the registry.
@@ -200,6 +200,15 @@ pub async fn run_inspecting(
         upstream_tls,
         upstream_timeout.min(Duration::from_secs(5)),
     );
+    // Upgraded connections leave the server's connection tasks: these
+    // tasks carry them, end at `shutdown` and are waited for below.
+    let websockets = proxy::WebSockets::new(
+        proxy::WebSocketLimits {
+            idle_timeout: settings.websocket.idle_timeout,
+            max_duration: settings.websocket.max_duration,
+        },
+        shutdown.clone(),
+    );
     let proxy = proxy::Proxy::new(
         routes.clone(),
         control.clone(),
@@ -207,6 +216,7 @@ pub async fn run_inspecting(
         upstream_timeout,
         clients,
         tls.is_some(),
+        websockets.clone(),
     );
     let metrics = admin::MetricsState {
         verifier: verifier.clone(),
@@ -300,7 +310,8 @@ pub async fn run_inspecting(
         config_feed_task,
         policy_task,
         retain_task,
-        jwks_task
+        jwks_task,
+        websockets.closed()
     );
     served
 }

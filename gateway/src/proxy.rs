@@ -37,16 +37,22 @@
 //! blocking query that outlives its time are not (see [`Outcome`]), so no
 //! client can open a circuit for everyone with requests of its own making.
 //!
+//! WebSocket: an HTTP/1.1 handshake to a service that takes upgrades keeps
+//! its `Upgrade` and `Connection` headers, and a 101 is spliced (see
+//! [`upgrade`]).
+//!
 //! The parts: [`headers`] prepares the upstream request's headers,
 //! [`retry`] decides whether a failed try is tried again, [`uri`] builds the
 //! upstream URI and reads a blocking query's wait, [`trace`] makes each
-//! attempt's client span, and [`response`] streams the answer back.
+//! attempt's client span, [`response`] streams the answer back, and
+//! [`upgrade`] joins a WebSocket's two connections.
 
 mod clients;
 mod headers;
 mod response;
 mod retry;
 mod trace;
+mod upgrade;
 mod uri;
 
 use std::{
@@ -88,6 +94,7 @@ use uri::{split_first, upstream_uri, wait_of};
 
 pub use clients::Clients;
 pub use retry::is_idempotent;
+pub use upgrade::{Limits as WebSocketLimits, WebSockets};
 
 /// The forwarding service (cheap to clone).
 #[derive(Clone)]
@@ -105,13 +112,16 @@ struct Inner {
     timeout: Duration,
     /// `X-Forwarded-Proto`: `https` when the gateway terminates TLS.
     forwarded_proto: HeaderValue,
+    /// The spliced WebSocket connections.
+    websockets: WebSockets,
 }
 
 impl Proxy {
     /// A proxy over the routing table and the control plane, sending with
     /// `clients`; `internal` signs the control plane's credential; `tls` says
     /// whether clients reach the gateway over TLS (one listener, so it is
-    /// known at construction, not per request).
+    /// known at construction, not per request); `websockets` carries the
+    /// upgraded connections.
     pub fn new(
         routes: Arc<Routes>,
         control: Arc<ControlPlane>,
@@ -119,6 +129,7 @@ impl Proxy {
         timeout: Duration,
         clients: Clients,
         tls: bool,
+        websockets: WebSockets,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -128,6 +139,7 @@ impl Proxy {
                 internal,
                 timeout,
                 forwarded_proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
+                websockets,
             }),
         }
     }
@@ -215,6 +227,8 @@ impl Inner {
 
     async fn forward(&self, request: Request) -> Result<Response, GatewayError> {
         let (mut parts, body) = request.into_parts();
+        // A WebSocket handshake: the client's side of its upgrade.
+        let mut client_upgrade = upgrade::requested(&mut parts);
         let target = self.resolve(parts.uri.path())?;
         let upstream = target.upstream.clone();
         // The service's policy, set by the edge layer (`/svc` only).
@@ -306,6 +320,11 @@ impl Inner {
             if wire.host_header {
                 attempt_headers.insert(header::HOST, endpoint.host_header.clone());
             }
+            let upgrading =
+                client_upgrade.is_some() && upgrade::allowed(policy, &endpoint, protocol);
+            if upgrading {
+                upgrade::ask(&mut attempt_headers);
+            }
             let attempt_body = if replayable {
                 Body::empty()
             } else {
@@ -328,6 +347,8 @@ impl Inner {
 
             let via = if target.prefix == CONTROL_PLANE_PREFIX {
                 Via::ControlPlane
+            } else if upgrading {
+                Via::Upgrade
             } else {
                 Via::Service(protocol)
             };
@@ -356,6 +377,12 @@ impl Inner {
                         continue;
                     }
                     let in_flight = lease.finish(outcome);
+                    if upgrading {
+                        let client = client_upgrade.take();
+                        return self
+                            .websockets
+                            .answer(response, client, in_flight, &endpoint);
+                    }
                     return Ok(pass_through(response, in_flight));
                 }
                 Err(_) => {

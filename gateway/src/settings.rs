@@ -1,8 +1,8 @@
 //! The gateway's settings: one clap struct, flags or environment (see
 //! `--help`), grouped by concern: the control-plane URLs, JWT
 //! verification, the global rate limit, upstream timeouts and circuit
-//! breaking, TLS, the Consul-compatible API, plus the shared groups (egress,
-//! internal credential, common). The flag and variable names are the
+//! breaking, TLS, WebSocket limits, the Consul-compatible API, plus the
+//! shared groups (egress, internal credential, common). The flag and variable names are the
 //! contract with deployments (`deploy/check_settings.py` reads `--help`):
 //! grouping never renames one, so a field whose name differs from its flag
 //! carries an explicit `id`.
@@ -77,7 +77,8 @@ impl clap::builder::TypedValueParser for SecretParser {
     }
 }
 
-/// A duration above zero (a zero refresh period would fetch without pause).
+/// A duration above zero (a zero refresh period would fetch without pause;
+/// a zero WebSocket limit would close every connection at once).
 fn parse_refresh(value: &str) -> Result<Duration, String> {
     match parse_duration(value)? {
         Duration::ZERO => Err("must be above zero".to_owned()),
@@ -145,6 +146,10 @@ pub struct Settings {
     /// TLS to upstreams.
     #[command(flatten)]
     pub upstream_tls: UpstreamTlsSettings,
+
+    /// WebSocket connections through `/svc`.
+    #[command(flatten)]
+    pub websocket: WebSocketSettings,
 
     /// The Consul-compatible API.
     #[command(flatten)]
@@ -349,6 +354,20 @@ pub struct UpstreamTlsSettings {
     /// instead of the system roots.
     #[arg(long, env = "CONTROL_PLANE_CA_FILE")]
     pub control_plane_ca_file: Option<PathBuf>,
+}
+
+/// WebSocket connections the gateway splices (see `proxy::upgrade`).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "WebSocket")]
+pub struct WebSocketSettings {
+    /// A WebSocket connection with no byte either way for this long is closed.
+    #[arg(id = "websocket_idle_timeout", long = "websocket-idle-timeout", value_name = "WEBSOCKET_IDLE_TIMEOUT", env = "WEBSOCKET_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_refresh)]
+    pub idle_timeout: Duration,
+
+    /// A WebSocket connection is closed after this long, whatever passes
+    /// (clients reconnect, and land on the instances there are now).
+    #[arg(id = "websocket_max_duration", long = "websocket-max-duration", value_name = "WEBSOCKET_MAX_DURATION", env = "WEBSOCKET_MAX_DURATION", default_value = "1h", value_parser = parse_refresh)]
+    pub max_duration: Duration,
 }
 
 /// The Consul-compatible API (`/v1/...`).

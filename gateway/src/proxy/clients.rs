@@ -80,7 +80,6 @@ pub(super) enum Via {
     /// A service instance spoken to with this protocol.
     Service(UpstreamProtocol),
     /// A WebSocket handshake to an `http` or `https` instance.
-    #[allow(dead_code, reason = "the WebSocket splice sends its handshakes here")]
     Upgrade,
 }
 

@@ -29,6 +29,19 @@ pub async fn get(url: &str, token: &str) -> (u16, reqwest::header::HeaderMap, se
     (status, headers, body)
 }
 
+/// The gateway's `/metrics` text, read with a `metrics:read` token.
+pub async fn metrics(gw: &TestService) -> String {
+    client()
+        .get(gw.at("/metrics"))
+        .header("authorization", bearer(&token("scraper", "metrics:read")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// The path of `name` among the test keys and certificates (`tests/keys/`).
 pub fn key_file(name: &str) -> String {
     format!("{}/tests/keys/{name}", env!("CARGO_MANIFEST_DIR"))

@@ -17,3 +17,4 @@ mod ratelimit;
 mod shutdown;
 mod tls;
 mod upstream_tls;
+mod websocket;

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use crate::common::{bearer, client, echo, gateway, token};
+use crate::common::{bearer, client, echo, gateway, metrics, token};
 use mcp_testkit::{RedisServer, prefix, redis};
 
 async fn call(url: &str, token: &str) -> reqwest::Response {
@@ -70,15 +70,7 @@ async fn burst_over_the_limit(mode: &str) {
         call(&url, &token("bob", "registry:read")).await.status(),
         200
     );
-    let metrics = client()
-        .get(gw.at("/metrics"))
-        .header("authorization", bearer(&token("scraper", "metrics:read")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&gw).await;
     assert!(metrics.contains("gateway_rate_limited_total"));
 }
 
@@ -143,14 +135,6 @@ async fn redis_mode_fails_open_when_redis_is_down() {
     for _ in 0..3 {
         assert_eq!(call(&url, &dave).await.status(), 200, "fails open");
     }
-    let metrics = client()
-        .get(gw.at("/metrics"))
-        .header("authorization", bearer(&token("scraper", "metrics:read")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&gw).await;
     assert!(metrics.contains("gateway_rate_limit_fail_open_total"));
 }

@@ -49,6 +49,33 @@ fn pem_chain(name: &str) -> Vec<CertificateDer<'static>> {
 /// it requires a client certificate signed by that CA. ALPN offers h2 and
 /// http/1.1, so the gateway's client may pick either.
 async fn tls_upstream(cert: &str, key: &str, client_ca: Option<&str>) -> TestService {
+    let rustls = RustlsConfig::from_config(Arc::new(server_config(cert, key, client_ca)));
+    let router = if client_ca.is_some() {
+        echo().layer(axum::Extension(ClientCert))
+    } else {
+        echo()
+    };
+    mcp_testkit::spawn(
+        move |listener: tokio::net::TcpListener, shutdown| async move {
+            let handle = axum_server::Handle::new();
+            let stopping = handle.clone();
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                stopping.graceful_shutdown(Some(Duration::from_secs(1)));
+            });
+            axum_server::from_tcp_rustls(listener.into_std()?, rustls)?
+                .handle(handle)
+                .serve(router.into_make_service())
+                .await
+        },
+    )
+    .await
+}
+
+/// The TLS server side of an upstream with the certificate `cert`/`key`,
+/// requiring a client certificate signed by `client_ca` when set; ALPN
+/// offers h2 and http/1.1.
+pub fn server_config(cert: &str, key: &str, client_ca: Option<&str>) -> ServerConfig {
     let provider = Arc::new(ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -73,32 +100,12 @@ async fn tls_upstream(cert: &str, key: &str, client_ca: Option<&str>) -> TestSer
         )
         .unwrap();
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let rustls = RustlsConfig::from_config(Arc::new(config));
-    let router = if client_ca.is_some() {
-        echo().layer(axum::Extension(ClientCert))
-    } else {
-        echo()
-    };
-    mcp_testkit::spawn(
-        move |listener: tokio::net::TcpListener, shutdown| async move {
-            let handle = axum_server::Handle::new();
-            let stopping = handle.clone();
-            tokio::spawn(async move {
-                shutdown.cancelled().await;
-                stopping.graceful_shutdown(Some(Duration::from_secs(1)));
-            });
-            axum_server::from_tcp_rustls(listener.into_std()?, rustls)?
-                .handle(handle)
-                .serve(router.into_make_service())
-                .await
-        },
-    )
-    .await
+    config
 }
 
 /// A gateway that trusts the upstream test CA and presents the test client
 /// certificate.
-async fn gateway_trusting_the_test_ca(prefix: &str) -> TestService {
+pub async fn gateway_trusting_the_test_ca(prefix: &str) -> TestService {
     gateway(
         &redis().url(),
         prefix,
