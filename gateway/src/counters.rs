@@ -36,7 +36,7 @@ pub const WEBSOCKET_CONNECTIONS: &str = "gateway_websocket_connections";
 
 /// `result` of [`WEBSOCKET_UPGRADES`]: spliced, the instance answered
 /// without switching, or a 101 that could not become a splice.
-pub const WEBSOCKET_RESULTS: [&str; 3] = ["switched", "refused", "failed"];
+pub const WEBSOCKET_RESULTS: [&str; 4] = ["switched", "refused", "failed", "full"];
 
 /// Every [`AuthFailure`], for its series at zero.
 pub const AUTH_FAILURE_REASONS: [AuthFailure; 10] = [

@@ -60,6 +60,9 @@ pub enum GatewayError {
     /// The egress rules refuse the instance's address (see `egress`).
     #[error("egress refused: {0}")]
     EgressRefused(String),
+    /// `WEBSOCKET_MAX_CONNECTIONS` WebSockets are open already.
+    #[error("too many WebSocket connections")]
+    TooManyWebSockets,
 }
 
 impl IntoResponse for GatewayError {
@@ -119,6 +122,11 @@ impl IntoResponse for GatewayError {
                 StatusCode::FORBIDDEN,
                 format!("the gateway does not connect there: {detail}"),
             ),
+            Self::TooManyWebSockets => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the gateway holds as many WebSocket connections as it takes; try again later",
+            )
+            .with_retry_after(1),
         };
         problem.into_response()
     }

@@ -206,6 +206,7 @@ pub async fn run_inspecting(
         proxy::WebSocketLimits {
             idle_timeout: settings.websocket.idle_timeout,
             max_duration: settings.websocket.max_duration,
+            max_connections: settings.websocket.max_connections,
         },
         shutdown.clone(),
     );

@@ -322,9 +322,12 @@ impl Inner {
             }
             let upgrading =
                 client_upgrade.is_some() && upgrade::allowed(policy, &endpoint, protocol);
-            if upgrading {
+            let slot = if upgrading {
                 upgrade::ask(&mut attempt_headers);
-            }
+                Some(self.websockets.slot()?)
+            } else {
+                None
+            };
             let attempt_body = if replayable {
                 Body::empty()
             } else {
@@ -377,11 +380,11 @@ impl Inner {
                         continue;
                     }
                     let in_flight = lease.finish(outcome);
-                    if upgrading {
+                    if let Some(slot) = slot {
                         let client = client_upgrade.take();
                         return self
                             .websockets
-                            .answer(response, client, in_flight, &endpoint);
+                            .answer(response, client, in_flight, &endpoint, slot);
                     }
                     return Ok(pass_through(response, in_flight));
                 }

@@ -368,6 +368,12 @@ pub struct WebSocketSettings {
     /// (clients reconnect, and land on the instances there are now).
     #[arg(id = "websocket_max_duration", long = "websocket-max-duration", value_name = "WEBSOCKET_MAX_DURATION", env = "WEBSOCKET_MAX_DURATION", default_value = "1h", value_parser = parse_refresh)]
     pub max_duration: Duration,
+
+    /// WebSocket connections open at once; a handshake over it gets 503.
+    /// An upgraded connection leaves `HTTP_MAX_CONNECTIONS`' count, so this
+    /// is what bounds them.
+    #[arg(id = "websocket_max_connections", long = "websocket-max-connections", value_name = "WEBSOCKET_MAX_CONNECTIONS", env = "WEBSOCKET_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
 }
 
 /// The Consul-compatible API (`/v1/...`).

@@ -27,13 +27,15 @@
 //! instance; `downstream`: back), reported in batches (every 64 KiB or
 //! second of traffic, and at the end), and
 //! `gateway_websocket_upgrades_total{result}`: `switched` (spliced),
-//! `refused` (the instance answered, not 101) or `failed` (a 101 that could
-//! not become a splice).
+//! `refused` (the instance answered, not 101), `failed` (a 101 that could
+//! not become a splice) or `full` (`WEBSOCKET_MAX_CONNECTIONS` open already:
+//! 503, no instance asked).
 
 use std::{
     future::Future,
     io,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll, ready},
     time::Duration,
 };
@@ -48,6 +50,7 @@ use hyper_util::rt::TokioIo;
 use mcp_shared::{policy::UpstreamProtocol, problem::PassThrough};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
+    sync::{OwnedSemaphorePermit, Semaphore},
     time::{Instant, Sleep},
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -68,6 +71,9 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// It closes after this long, whatever passes.
     pub max_duration: Duration,
+    /// Open at once, at most (upgraded connections leave the server's
+    /// connection count, so this is what bounds them).
+    pub max_connections: u32,
 }
 
 /// The WebSocket connections the proxy splices: their limits, the shutdown
@@ -77,16 +83,29 @@ pub struct WebSockets {
     limits: Limits,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    /// One permit per open WebSocket (`Limits::max_connections`).
+    slots: Arc<Semaphore>,
 }
 
 impl WebSockets {
     /// Splices under `limits`, ending when `shutdown` fires.
     pub fn new(limits: Limits, shutdown: CancellationToken) -> Self {
         Self {
+            slots: Arc::new(Semaphore::new(limits.max_connections as usize)),
             limits,
             shutdown,
             tasks: TaskTracker::new(),
         }
+    }
+
+    /// A place for one more WebSocket, taken before its handshake is
+    /// forwarded and held until its splice ends; a 503 when they are all
+    /// taken (no instance is asked).
+    pub(super) fn slot(&self) -> Result<OwnedSemaphorePermit, GatewayError> {
+        self.slots.clone().try_acquire_owned().map_err(|_| {
+            metrics::counter!(counters::WEBSOCKET_UPGRADES, "result" => "full").increment(1);
+            GatewayError::TooManyWebSockets
+        })
     }
 
     /// Wait until every splice task has ended (after `shutdown` they end at
@@ -111,6 +130,7 @@ impl WebSockets {
         client: Option<OnUpgrade>,
         in_flight: Option<InFlight>,
         endpoint: &Endpoint,
+        slot: OwnedSemaphorePermit,
     ) -> Result<Response, GatewayError> {
         let (StatusCode::SWITCHING_PROTOCOLS, Some(client)) = (response.status(), client) else {
             metrics::counter!(counters::WEBSOCKET_UPGRADES, "result" => "refused").increment(1);
@@ -143,8 +163,9 @@ impl WebSockets {
 
         // One span per WebSocket (not per request): its log lines name the instance.
         let span = tracing::info_span!("websocket", instance = %endpoint.id);
-        self.tasks
-            .spawn(splice(client, upstream, self.limits, self.shutdown.clone()).instrument(span));
+        self.tasks.spawn(
+            splice(client, upstream, self.limits, self.shutdown.clone(), slot).instrument(span),
+        );
         Ok(Response::from_parts(parts, Body::empty()))
     }
 }
@@ -240,6 +261,8 @@ async fn splice(
     upstream: OnUpgrade,
     limits: Limits,
     shutdown: CancellationToken,
+    // Held until the splice ends: one of `Limits::max_connections`.
+    _slot: OwnedSemaphorePermit,
 ) {
     // The client's upgrade completes once the 101 is written, the
     // instance's once its connection hands the stream over: both at once,

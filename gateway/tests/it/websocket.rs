@@ -284,6 +284,46 @@ async fn a_handshake_over_the_rate_limit_is_429() {
 }
 
 #[tokio::test]
+async fn handshakes_past_websocket_max_connections_are_503_until_one_closes() {
+    let (upstream, gw) = chat(&["--websocket-max-connections", "1"]).await;
+    let mut open = routed(&gw, "/svc/chat/ws", "probe").await;
+    let seen = upstream.handshakes.load(Ordering::SeqCst);
+
+    let bob = token("bob", "");
+    assert_eq!(
+        refused_status(connect(&gw, "/svc/chat/ws", Some(&bob)).await),
+        503
+    );
+    assert_eq!(
+        upstream.handshakes.load(Ordering::SeqCst),
+        seen,
+        "no instance asked"
+    );
+
+    // Its place is free once the open one has closed (bounded wait).
+    open.close(None).await.unwrap();
+    while next(&mut open).await.is_some() {}
+    drop(open);
+    let mut admitted = None;
+    for _ in 0..100 {
+        match connect(&gw, "/svc/chat/ws", Some(&bob)).await {
+            Ok(ws) => {
+                admitted = Some(ws);
+                break;
+            }
+            Err(tungstenite::Error::Http(response)) if response.status() == 503 => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(other) => panic!("handshake failed: {other}"),
+        }
+    }
+    assert!(
+        admitted.is_some(),
+        "the closed WebSocket's place was never freed"
+    );
+}
+
+#[tokio::test]
 async fn a_service_whose_instances_do_not_take_upgrades_gets_a_plain_get() {
     let prefix = prefix();
     let upstream = echo("plain").await;
