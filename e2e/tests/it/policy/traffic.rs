@@ -2,7 +2,8 @@
 //! weights and a header match pins a version, a retry policy turns a failing
 //! instance into a success, header rules reach the upstream and the client,
 //! an extra route serves a service under its prefix and its host, and a
-//! policy's `protocol` changes how the gateway speaks to the instances.
+//! policy's `protocol` changes how the gateway speaks to the instances and
+//! its `websocket` switch lets upgrades through.
 
 use std::collections::HashMap;
 
@@ -287,6 +288,121 @@ async fn a_policy_protocol_moves_a_service_to_http2_and_back_on_rollback() {
         .on_both("rolled back to HTTP/1.1", |url| {
             let version = version_on(url);
             async move { version.await == "HTTP/1.1" }
+        })
+        .await;
+}
+
+/// A WebSocket-ish upstream on raw TCP: a handshake with `Upgrade:
+/// websocket` gets 101 and then every byte echoed; anything else a plain 200.
+async fn upgrade_echo() -> TestService {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    mcp_testkit::spawn(|listener: tokio::net::TcpListener, shutdown| async move {
+        loop {
+            let (mut tcp, _) = tokio::select! {
+                accepted = listener.accept() => accepted?,
+                () = shutdown.cancelled() => return Ok(()),
+            };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 16 * 1024 {
+                    if tcp.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                if head.contains("upgrade: websocket") {
+                    let _ = tcp
+                        .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+                        .await;
+                    let (mut read, mut write) = tcp.split();
+                    let _ = tokio::io::copy(&mut read, &mut write).await;
+                } else {
+                    let _ = tcp
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nplain")
+                        .await;
+                }
+            });
+        }
+    })
+    .await
+}
+
+/// A WebSocket handshake to `path` on `url`'s gateway as `token`: the status
+/// line, and whether bytes then came back through the connection.
+async fn handshake(url: &str, path: &str, token: &str) -> (String, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.trim_start_matches("http://");
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Authorization: {}\r\n\r\n",
+        bearer(token)
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    let bound = std::time::Duration::from_secs(5);
+    while !head.ends_with(b"\r\n\r\n") {
+        match tokio::time::timeout(bound, tcp.read(&mut byte)).await {
+            Ok(Ok(1)) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    let status = String::from_utf8_lossy(&head)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    if !status.contains(" 101 ") {
+        return (status, false);
+    }
+    tcp.write_all(b"frames").await.unwrap();
+    let mut echoed = [0u8; 6];
+    let spliced = matches!(
+        tokio::time::timeout(bound, tcp.read_exact(&mut echoed)).await,
+        Ok(Ok(_))
+    ) && &echoed == b"frames";
+    (status, spliced)
+}
+
+#[tokio::test]
+async fn a_policy_websocket_switch_lets_upgrades_through_and_back_on_rollback() {
+    let stack = stack().await;
+    let socket = upgrade_echo().await;
+    // No `websocket` metadata: upgrades pass only when the policy says so.
+    stack.register("sock", "s-1", &socket, &[]).await;
+    stack.routed("sock", 1).await;
+    let user = token("u", "");
+    let (status, spliced) = handshake(&stack.gateways[0].url, "/svc/sock/ws", &user).await;
+    assert!(status.contains(" 200 ") && !spliced, "{status}");
+
+    let (status, body) = stack
+        .write("services/sock", json!({"websocket": false}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = stack
+        .write("services/sock", json!({"websocket": true}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    stack
+        .on_both("websocket switched on", |url| {
+            let user = user.clone();
+            async move { handshake(&url, "/svc/sock/ws", &user).await.1 }
+        })
+        .await;
+
+    let (status, body) = stack.rollback("services/sock", 1).await;
+    assert_eq!(status, 200, "{body}");
+    stack
+        .on_both("websocket switched off again", |url| {
+            let user = user.clone();
+            async move {
+                let (status, spliced) = handshake(&url, "/svc/sock/ws", &user).await;
+                status.contains(" 200 ") && !spliced
+            }
         })
         .await;
 }
