@@ -288,7 +288,7 @@ pub async fn run_inspecting(
     // gRPC calls get the gateway's own errors as gRPC errors (see `grpc`).
     let app = Router::new()
         .fallback_service(edge::ExtraRoutes::new(policies, routes, app))
-        .layer(grpc::GrpcErrorsLayer);
+        .layer(axum::middleware::from_fn(grpc::errors));
     let served = match tls {
         Some(config) => {
             tls::serve(

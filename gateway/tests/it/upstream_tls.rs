@@ -128,6 +128,25 @@ async fn register_https(registry: &Registry, service: &str, upstream: &TestServi
     registry.register(&instance).await;
 }
 
+/// A TLS upstream with `cert`/`key` (requiring a client certificate signed
+/// by `client_ca` when set), registered as `service` with `protocol=https`
+/// behind a gateway that trusts the upstream test CA: the gateway, the
+/// upstream and the test's prefix.
+async fn https_service(
+    service: &str,
+    (cert, key): (&str, &str),
+    client_ca: Option<&str>,
+) -> (TestService, TestService, String) {
+    let prefix = prefix();
+    let upstream = tls_upstream(cert, key, client_ca).await;
+    let gw = gateway_trusting_the_test_ca(&prefix).await;
+    register_https(&Registry::new(&redis().url(), &prefix), service, &upstream).await;
+    (gw, upstream, prefix)
+}
+
+/// The upstream test CA's server certificate and key.
+const TRUSTED: (&str, &str) = ("upstream-server-cert.pem", "upstream-server-key.pem");
+
 /// `GET /svc/{service}/hello` until it is routed (not 404; bounded: 3 s),
 /// then its status and body.
 async fn call(gateway: &TestService, service: &str) -> (u16, serde_json::Value) {
@@ -151,11 +170,7 @@ async fn call(gateway: &TestService, service: &str) -> (u16, serde_json::Value) 
 
 #[tokio::test]
 async fn an_https_upstream_signed_by_the_configured_ca_answers() {
-    let prefix = prefix();
-    let upstream = tls_upstream("upstream-server-cert.pem", "upstream-server-key.pem", None).await;
-    let gw = gateway_trusting_the_test_ca(&prefix).await;
-    let registry = Registry::new(&redis().url(), &prefix);
-    register_https(&registry, "secure", &upstream).await;
+    let (gw, _upstream, _) = https_service("secure", TRUSTED, None).await;
 
     let (status, body) = call(&gw, "secure").await;
     assert_eq!(status, 200, "{body}");
@@ -167,12 +182,8 @@ async fn an_https_upstream_signed_by_the_configured_ca_answers() {
 
 #[tokio::test]
 async fn an_untrusted_upstream_certificate_is_a_502_problem() {
-    let prefix = prefix();
     // Signed by the gateway's listener test CA, not the upstream CA it trusts.
-    let upstream = tls_upstream("tls-cert.pem", "tls-key.pem", None).await;
-    let gw = gateway_trusting_the_test_ca(&prefix).await;
-    let registry = Registry::new(&redis().url(), &prefix);
-    register_https(&registry, "impostor", &upstream).await;
+    let (gw, _upstream, _) = https_service("impostor", ("tls-cert.pem", "tls-key.pem"), None).await;
 
     let (status, body) = call(&gw, "impostor").await;
     assert_eq!(status, 502, "{body}");
@@ -185,16 +196,7 @@ async fn an_untrusted_upstream_certificate_is_a_502_problem() {
 
 #[tokio::test]
 async fn an_upstream_requiring_a_client_certificate_accepts_the_gateways() {
-    let prefix = prefix();
-    let upstream = tls_upstream(
-        "upstream-server-cert.pem",
-        "upstream-server-key.pem",
-        Some("upstream-ca.pem"),
-    )
-    .await;
-    let gw = gateway_trusting_the_test_ca(&prefix).await;
-    let registry = Registry::new(&redis().url(), &prefix);
-    register_https(&registry, "mutual", &upstream).await;
+    let (gw, _upstream, prefix) = https_service("mutual", TRUSTED, Some("upstream-ca.pem")).await;
 
     let (status, body) = call(&gw, "mutual").await;
     assert_eq!(status, 200, "{body}");
@@ -244,7 +246,7 @@ async fn an_unreadable_ca_file_stops_start_up_naming_the_setting() {
 async fn an_https_control_plane_url_is_verified_against_its_own_ca() {
     let prefix = prefix();
     // A TLS server plays config-svc (the echo answers any path).
-    let config = tls_upstream("upstream-server-cert.pem", "upstream-server-key.pem", None).await;
+    let config = tls_upstream(TRUSTED.0, TRUSTED.1, None).await;
     let config_url = format!("https://localhost:{}", config.addr.port());
     let gw = gateway(
         &redis().url(),
@@ -257,31 +259,15 @@ async fn an_https_control_plane_url_is_verified_against_its_own_ca() {
         ],
     )
     .await;
-    let response = client()
-        .get(gw.at("/api/v1/config/namespaces"))
-        .header(
-            "authorization",
-            bearer(&common::token("alice", "config:read")),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let body: serde_json::Value = response.json().await.unwrap();
+    let reader = common::token("alice", "config:read");
+    let (status, _, body) = common::get(&gw.at("/api/v1/config/namespaces"), &reader).await;
+    assert_eq!(status, 200, "{body}");
     assert_eq!(body["path"], "/v1/namespaces");
 
     // Without that CA the same URL is not trusted (the system roots do not know it).
     let untrusting = gateway(&redis().url(), &prefix, &["--config-url", &config_url]).await;
-    let response = client()
-        .get(untrusting.at("/api/v1/config/namespaces"))
-        .header(
-            "authorization",
-            bearer(&common::token("alice", "config:read")),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 502);
+    let (status, _, body) = common::get(&untrusting.at("/api/v1/config/namespaces"), &reader).await;
+    assert_eq!(status, 502, "{body}");
 }
 
 #[tokio::test]
