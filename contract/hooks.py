@@ -1,5 +1,8 @@
 """Schemathesis hooks for MCP's contract run (loaded through SCHEMATHESIS_HOOKS).
 
+Below: draws whose undocumented keys would vanish on the wire are dropped
+(`filter_query`).
+
 Blocking queries (`?index=N&wait=D`) legitimately hold a request for up to
 five minutes when N is at or past the current revision. To keep every
 example short, a request that carries `index` gets `wait=50ms` in place of
@@ -50,3 +53,35 @@ def before_call(context, case, kwargs):
     query = case.query
     if isinstance(query, dict) and "index" in query:
         query["wait"] = shortened(query.get("wait"), documented_wait(case))
+
+
+def query_names(context):
+    """The query parameters the operation's document names."""
+    try:
+        return {
+            parameter["name"]
+            for parameter in context.operation.definition.raw.get("parameters", [])
+            if parameter.get("in") == "query"
+        }
+    except (AttributeError, KeyError, TypeError):
+        return set()
+
+
+@schemathesis.hook
+def filter_query(context, query):
+    """Drop draws whose undocumented query keys would not reach the wire.
+
+    `meta` is documented as an exploded form object (`meta.KEY=VALUE` on
+    the wire), so its generated properties arrive as keys of their own. A
+    negative draw may give it a property that violates the name pattern but
+    holds an empty list (`{"tag": -5, "r": []}`): that property serializes
+    to nothing, the request sent is a valid one (`?tag=-5`), and
+    schemathesis would still count it as schema-violating ("accepted").
+    Such draws are dropped; every other one is kept.
+    """
+    if not isinstance(query, dict):
+        return True
+    names = query_names(context)
+    return not any(
+        key not in names and value in ([], None, {}) for key, value in query.items()
+    )
