@@ -354,6 +354,9 @@ pub struct InstanceQuery {
     pub meta: Vec<(String, String)>,
     /// `index` + `wait`.
     pub blocking: Option<Blocking>,
+    /// `stale` (Consul's name): answer from this replica's memory without
+    /// first learning Redis's revision (see [`crate::discovery`]).
+    pub stale: bool,
 }
 
 impl InstanceQuery {
@@ -365,6 +368,7 @@ impl InstanceQuery {
         for (key, value) in pairs {
             match key.as_str() {
                 "healthy" => query.healthy = parse_bool("healthy", value)?,
+                "stale" => query.stale = parse_bool("stale", value)?,
                 "tag" => query.tags.push(value.clone()),
                 "index" => index = Some(value.as_str()),
                 "wait" => wait = Some(value.as_str()),
@@ -375,7 +379,7 @@ impl InstanceQuery {
                     _ => {
                         return Err(ApiError::bad_param(
                             key.as_str(),
-                            "unknown query parameter; expected healthy, tag, meta.KEY, index or wait",
+                            "unknown query parameter; expected healthy, tag, meta.KEY, index, wait or stale",
                         ));
                     }
                 },
@@ -396,22 +400,42 @@ impl InstanceQuery {
     }
 }
 
-/// The query of `GET /v1/services`: only a blocking query.
-pub fn parse_services_query(pairs: &[(String, String)]) -> Result<Option<Blocking>, ApiError> {
-    let (mut index, mut wait) = (None, None);
-    for (key, value) in pairs {
-        match key.as_str() {
-            "index" => index = Some(value.as_str()),
-            "wait" => wait = Some(value.as_str()),
-            other => {
-                return Err(ApiError::bad_param(
-                    other,
-                    "unknown query parameter; expected index or wait",
-                ));
+/// The query of `GET /v1/services`: a blocking query, and `stale`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServicesQuery {
+    /// `index` + `wait`.
+    pub blocking: Option<Blocking>,
+    /// `stale`: answer from this replica's memory alone.
+    pub stale: bool,
+}
+
+impl ServicesQuery {
+    /// From the decoded query pairs; unknown parameters are refused.
+    pub fn parse(pairs: &[(String, String)]) -> Result<Self, ApiError> {
+        let (mut index, mut wait, mut stale) = (None, None, false);
+        for (key, value) in pairs {
+            match key.as_str() {
+                "index" => index = Some(value.as_str()),
+                "wait" => wait = Some(value.as_str()),
+                "stale" => stale = parse_bool("stale", value)?,
+                other => {
+                    return Err(ApiError::bad_param(
+                        other,
+                        "unknown query parameter; expected index, wait or stale",
+                    ));
+                }
             }
         }
+        Ok(Self {
+            blocking: blocking(index, wait)?,
+            stale,
+        })
     }
-    blocking(index, wait)
+}
+
+/// The blocking query of a `GET /v1/services` query ([`ServicesQuery`]'s).
+pub fn parse_services_query(pairs: &[(String, String)]) -> Result<Option<Blocking>, ApiError> {
+    ServicesQuery::parse(pairs).map(|query| query.blocking)
 }
 
 /// The blocking query of the decoded `index` and `wait` (the shared rules:

@@ -1,6 +1,8 @@
 //! All of registry-svc's Redis access: one Lua script per mutation (change,
-//! revision bump and event in one atomic step) and one read-only script per
-//! listing (data and revision from one consistent snapshot).
+//! revision bump and event in one atomic step), the load of the in-memory
+//! view ([`crate::view`]) as one read-only script, the one-round-trip fences
+//! a read from that view starts with, and the read-only listing scripts a
+//! read falls back to when the view cannot catch up.
 //!
 //! The shared schema is documented in [`mcp_shared::registry`], and every
 //! write of it goes through [`RegistryWrites`] (the scripts health-svc
@@ -15,12 +17,15 @@
 //! Lease deadlines are judged on Redis's clock (`TIME` inside the scripts),
 //! so replicas on hosts with skewed clocks agree on what has expired.
 
-use std::sync::{Arc, LazyLock};
+use std::{
+    collections::HashMap,
+    sync::{Arc, LazyLock},
+};
 
 pub use mcp_shared::registry::writes::{Protection, Reaped, Registered, Renewed};
 use mcp_shared::{
     Redis, StoreError,
-    events::EventLog,
+    events::{EventLog, Head},
     names::Name,
     registry::{self, Instance, RegistryKeys, ServiceSummary, writes::RegistryWrites},
     time::rfc3339_ms,
@@ -31,6 +36,7 @@ static INSTANCES: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/instances.lua")));
 static SERVICES: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/services.lua")));
 static DUE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/due.lua")));
+static VIEW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/view.lua")));
 
 /// Most lease members one reaper pass scans for due services.
 const DUE_SCAN_LIMIT: u64 = 100_000;
@@ -65,6 +71,21 @@ impl ServiceCounts {
             protected: self.protected,
         }
     }
+}
+
+/// Everything the in-memory view loads (`view.lua`), at one revision.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// The log's epoch, `None` while Redis holds no write.
+    pub epoch: Option<String>,
+    /// Every instance that decodes (without `expires_at`).
+    pub instances: Vec<Instance>,
+    /// Lease deadlines (ms) by `{service}/{id}`.
+    pub deadlines: HashMap<String, u64>,
+    /// Each service's lease version (absent: 0).
+    pub lease_versions: HashMap<String, u64>,
+    /// The services whose expiries are held back.
+    pub protected: Vec<String>,
 }
 
 /// The registry's Redis store (cheap to clone).
@@ -192,6 +213,144 @@ impl Store {
         }
         services.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         Ok((revision, services))
+    }
+
+    /// Everything the in-memory view holds and the revision it is at, read
+    /// in one script so the follower applies exactly the events after it.
+    pub async fn load_view(&self) -> Result<(u64, Loaded), StoreError> {
+        let inner = &self.inner;
+        let mut invocation = VIEW.prepare_invoke();
+        invocation
+            .key(&inner.keys.services)
+            .key(inner.log.revision_key())
+            .key(inner.log.epoch_key())
+            .key(&inner.keys.leases)
+            .key(&inner.keys.lease_versions)
+            .key(inner.writes.protected_key())
+            .arg(&inner.instances_prefix);
+        let mut conn = inner.redis.conn();
+        type Reply = (
+            String,
+            String,
+            Vec<String>,
+            Vec<String>,
+            Vec<String>,
+            Vec<String>,
+        );
+        let (revision, epoch, stored, leases, versions, protected): Reply =
+            inner.redis.run(invocation.invoke_async(&mut conn)).await?;
+        let revision = parse_u64(Some(&revision))?;
+        let instances = stored
+            .iter()
+            .filter_map(|json| match serde_json::from_str::<Instance>(json) {
+                Ok(instance) => Some(instance),
+                Err(error) => {
+                    tracing::warn!(%error, "unreadable instance in redis; skipped");
+                    None
+                }
+            })
+            .collect();
+        let mut deadlines = HashMap::with_capacity(leases.len() / 2);
+        for pair in leases.chunks_exact(2) {
+            if let Some(deadline) = parse_score(&pair[1]) {
+                deadlines.insert(pair[0].clone(), deadline);
+            }
+        }
+        let lease_versions = versions
+            .chunks_exact(2)
+            .map(|pair| (pair[0].clone(), pair[1].parse().unwrap_or(0)))
+            .collect();
+        Ok((
+            revision,
+            Loaded {
+                epoch: (!epoch.is_empty()).then_some(epoch),
+                instances,
+                deadlines,
+                lease_versions,
+                protected,
+            },
+        ))
+    }
+
+    /// The fence of a read from the view: where the registry stands in
+    /// Redis (revision and epoch), one round trip.
+    pub async fn head(&self) -> Result<Head, StoreError> {
+        self.inner.log.head().await
+    }
+
+    /// The fence of an instance listing: the head plus the service's lease
+    /// version, one round trip (a pipeline of three O(1) reads).
+    pub async fn head_of_service(&self, service: &str) -> Result<(Head, u64), StoreError> {
+        let inner = &self.inner;
+        let mut pipe = redis::pipe();
+        pipe.get(inner.log.revision_key())
+            .get(inner.log.epoch_key())
+            .hget(&inner.keys.lease_versions, service);
+        let mut conn = inner.redis.conn();
+        let (revision, epoch, version): (Option<u64>, Option<String>, Option<u64>) = inner
+            .redis
+            .run_op("GET", pipe.query_async(&mut conn))
+            .await?;
+        let head = Head {
+            revision: revision.unwrap_or(0),
+            epoch,
+        };
+        Ok((head, version.unwrap_or(0)))
+    }
+
+    /// The fence of the services listing: the head plus the protected
+    /// services (a set that is empty but for a mass expiry), one round trip.
+    pub async fn head_with_protected(&self) -> Result<(Head, Vec<String>), StoreError> {
+        let inner = &self.inner;
+        let mut pipe = redis::pipe();
+        pipe.get(inner.log.revision_key())
+            .get(inner.log.epoch_key())
+            .smembers(inner.writes.protected_key());
+        let mut conn = inner.redis.conn();
+        let (revision, epoch, protected): (Option<u64>, Option<String>, Vec<String>) = inner
+            .redis
+            .run_op("GET", pipe.query_async(&mut conn))
+            .await?;
+        let head = Head {
+            revision: revision.unwrap_or(0),
+            epoch,
+        };
+        Ok((head, protected))
+    }
+
+    /// The lease deadlines (ms) of `ids` of `service`, in order (`None`:
+    /// no lease), and the lease version they are at, read together
+    /// (`MULTI`): what the view refreshes its deadlines from when its
+    /// version is behind.
+    pub async fn leases(
+        &self,
+        service: &str,
+        ids: &[&str],
+    ) -> Result<(u64, Vec<Option<u64>>), StoreError> {
+        if ids.is_empty() {
+            return Ok((0, Vec::new()));
+        }
+        let inner = &self.inner;
+        let members: Vec<String> = ids
+            .iter()
+            .map(|id| RegistryKeys::lease_member(service, id))
+            .collect();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hget(&inner.keys.lease_versions, service)
+            .cmd("ZMSCORE")
+            .arg(&inner.keys.leases)
+            .arg(&members);
+        let mut conn = inner.redis.conn();
+        let (version, scores): (Option<u64>, Vec<Option<String>>) = inner
+            .redis
+            .run_op("ZMSCORE", pipe.query_async(&mut conn))
+            .await?;
+        let deadlines = scores
+            .iter()
+            .map(|score| score.as_deref().and_then(parse_score))
+            .collect();
+        Ok((version.unwrap_or(0), deadlines))
     }
 
     /// Services the reaper must look at: a lease due, or protected.

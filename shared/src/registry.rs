@@ -15,6 +15,7 @@
 //! | `reg:services` | set | names of services with at least one instance | registry-svc |
 //! | `reg:svc:{service}` | hash | instance id → stored instance JSON (below) | registry-svc; health-svc rewrites the status prefix |
 //! | `reg:leases` | sorted set | `{service}/{id}` → lease deadline (ms since epoch) | registry-svc |
+//! | `reg:lease-versions` | hash | service → version of its leases: bumped by every lease change that appends no event (a heartbeat, protection lifting), dropped with the service's last instance | registry-svc |
 //! | `health:svc:{service}` | hash | instance id → [`HealthRecord`] JSON | health-svc (registry-svc deletes it with the instance) |
 //!
 //! # Stored instance JSON
@@ -88,6 +89,10 @@ pub struct RegistryKeys {
     pub services: String,
     /// `reg:leases`.
     pub leases: String,
+    /// `reg:lease-versions`: a lease change without an event (a heartbeat)
+    /// still moves its service's version, so an in-memory copy of the
+    /// registry learns with one `HGET` whether its deadlines are current.
+    pub lease_versions: String,
 }
 
 impl RegistryKeys {
@@ -96,6 +101,7 @@ impl RegistryKeys {
         Self {
             services: redis.key(&[LOG_NAME, "services"]),
             leases: redis.key(&[LOG_NAME, "leases"]),
+            lease_versions: redis.key(&[LOG_NAME, "lease-versions"]),
             redis,
         }
     }
