@@ -46,6 +46,8 @@ STALE=$(LOOKUP_QUERY='healthy=true&stale' WRK_SCRIPT=$BENCH_DIR/lookup.lua wrk_r
 mkdir -p "$WORK/nginx/www"
 curl -fsS "${INTERNAL_AUTH[@]}" "$URL/v1/services/svc-0/instances?healthy=true" -o "$WORK/nginx/www/lookup.json"
 BODY_BYTES=$(stat -c %s "$WORK/nginx/www/lookup.json")
+# nginx's workers drop root: let them reach the body (mktemp made $WORK 0700).
+chmod a+x "$WORK" "$WORK/nginx" "$WORK/nginx/www" && chmod a+r "$WORK/nginx/www/lookup.json"
 NGINX_PORT=$(free_port)
 cat >"$WORK/nginx/nginx.conf" <<CONF
 worker_processes auto;
