@@ -32,6 +32,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     discovery::{self, Listing},
     error::ApiError,
+    fence::Fences,
     model::{InstanceQuery, Registration, ServicesQuery, WatchQuery},
     openapi::{BlockingQuery, StaleQuery, WatchEvent},
     store::Store,
@@ -45,15 +46,37 @@ pub(crate) const AREA: &str = "registry";
 /// for every service: [`mcp_shared::http::INDEX_HEADER`]).
 pub use mcp_shared::http::INDEX_HEADER;
 
-/// What every handler shares.
+/// What every handler shares, behind one `Arc`: axum clones the state for
+/// every request, and this makes that one reference count rather than one
+/// per field (a `CancellationToken` clone and drop each take a lock).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// The handlers' state.
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Shared {
     /// Redis access.
     pub store: Store,
     /// The in-process fan-out of the registry's event log.
     pub feed: EventFeed,
     /// The in-memory view of the registry discovery reads answer from.
     pub view: View,
+    /// The fences reads from the view start with (batched).
+    pub fences: Fences,
     /// Fires on shutdown: blocking queries answer, watches end.
     pub shutdown: CancellationToken,
     /// The egress rules: an address the proxy and the probes would refuse is

@@ -6,7 +6,7 @@
 //! ReadIndex does: it first learns where the registry stands in Redis with
 //! one cheap round trip (the revision and epoch, plus what the listing needs
 //! beside the events: the service's lease version, or the protected
-//! services), then waits until the view has applied that revision (at most
+//! services; concurrent reads share one, see [`crate::fence`]), then waits until the view has applied that revision (at most
 //! [`FENCE_WAIT`]) and answers from memory. A write acknowledged by any
 //! replica has its revision in Redis before the acknowledgement, so the
 //! answer includes it. Should the view not catch up in time, the read falls
@@ -27,7 +27,7 @@ use axum::body::Bytes;
 use mcp_shared::{
     StoreError,
     names::Name,
-    registry::{InstanceList, ServiceList, ServiceSummary},
+    registry::{InstanceList, LeaseVersion, ServiceList, ServiceSummary},
 };
 
 use crate::{
@@ -76,8 +76,8 @@ fn stale(state: &AppState) -> Result<Arc<Snapshot>, ApiError> {
 /// The view once it has reached where Redis stands now; `None` when it did
 /// not within [`FENCE_WAIT`] (read Redis instead). 503 when Redis is down.
 async fn fenced(state: &AppState) -> Result<Option<Arc<Snapshot>>, ApiError> {
-    let head = state.store.head().await?;
-    Ok(caught_up(state, &head).await)
+    let fenced = state.fences.head().await?;
+    Ok(caught_up(state, &fenced.head).await)
 }
 
 async fn caught_up(state: &AppState, head: &mcp_shared::events::Head) -> Option<Arc<Snapshot>> {
@@ -120,14 +120,16 @@ pub async fn instances(
             None => empty(service, snapshot.revision),
         };
     }
-    let (head, version) = state.store.head_of_service(service.as_str()).await?;
-    let Some(snapshot) = caught_up(state, &head).await else {
+    let fenced = state.fences.of_service(service.as_str()).await?;
+    let Some(snapshot) = caught_up(state, &fenced.head).await else {
         return from_redis(state, service, query).await;
     };
     let Some(view) = snapshot.service(service.as_str()) else {
         return empty(service, snapshot.revision);
     };
-    let leases = current_leases(state, view, version).await?;
+    let none = LeaseVersion::default();
+    let lease = fenced.lease_versions.get(service.as_str()).unwrap_or(&none);
+    let leases = current_leases(state, view, lease).await?;
     listing(&snapshot, view, &leases, query)
 }
 
@@ -152,33 +154,40 @@ fn empty(service: &Name, revision: u64) -> Result<Listing, ApiError> {
     })
 }
 
-/// The deadlines of `view`'s instances at lease `version`: the cached ones
-/// when their label says they are current, else read from Redis (one round
-/// trip) and cached for the reads after.
+/// The deadlines of `view`'s instances at `lease` (the version the fence
+/// read): the cached ones when their label says they are current; the
+/// cached ones plus the one renewal when they are one heartbeat behind
+/// (the version names it); else read from Redis (one round trip). Either
+/// way cached for the reads after.
 async fn current_leases(
     state: &AppState,
     view: &ServiceView,
-    version: u64,
+    lease: &LeaseVersion,
 ) -> Result<Arc<Leases>, ApiError> {
     let known = view.leases();
-    if known.current_for(view, version) {
+    if known.current_for(view, lease.version) {
         return Ok(known);
     }
-    let ids = view.ids();
-    let (read_version, deadlines) = state.store.leases(&view.name, &ids).await?;
-    // Read after the fence, so at least as new as `version`. An instance
-    // deregistered in between has no lease any more: it keeps the deadline
-    // known before, as the listing still shows it at this revision.
-    let deadlines = ids
-        .iter()
-        .zip(deadlines)
-        .filter_map(|(id, deadline)| {
-            deadline
-                .or_else(|| known.deadlines.get(*id).copied())
-                .map(|d| ((*id).to_owned(), d))
-        })
-        .collect();
-    let fresh = Arc::new(Leases::new(view.changed, read_version, deadlines));
+    let renewal = match &lease.renewed {
+        Some((id, ms)) if known.changed == view.changed && lease.version == known.version + 1 => {
+            known.renewed(lease.version, id, *ms)
+        }
+        _ => None,
+    };
+    let fresh = match renewal {
+        Some(renewed) => Arc::new(renewed),
+        None => {
+            let (read_version, read) = state.store.leases(&view.name, view.lease_members()).await?;
+            // Read after the fence, so at least as new as `lease`.
+            Arc::new(Leases::refreshed(
+                view.changed,
+                read_version,
+                &view.ids(),
+                read,
+                &known,
+            ))
+        }
+    };
     view.set_leases(fresh.clone());
     Ok(fresh)
 }
@@ -224,9 +233,11 @@ pub async fn services(
     let (snapshot, protected) = if query.stale {
         (stale(state)?, state.view.protected())
     } else {
-        let (head, protected) = state.store.head_with_protected().await?;
-        let protected = state.view.set_protected(protected);
-        match caught_up(state, &head).await {
+        let fenced = state.fences.with_protected().await?;
+        let protected = state
+            .view
+            .set_protected(fenced.protected.iter().flatten().cloned());
+        match caught_up(state, &fenced.head).await {
             Some(snapshot) => (snapshot, protected),
             None => return services_from_redis(state, &visible).await,
         }

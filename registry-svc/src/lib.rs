@@ -12,6 +12,7 @@
 //!
 //! - [`api`]: the HTTP handlers.
 //! - [`discovery`]: listings from the view, fenced or stale.
+//! - [`fence`]: the fences those reads start with, batched.
 //! - [`view`]: the in-memory view and the follower that keeps it.
 //! - [`model`]: request validation, query parameters, response bodies.
 //! - [`openapi`]: the hand-written parts of the OpenAPI document (body and query schemas).
@@ -23,6 +24,7 @@
 pub mod api;
 pub mod discovery;
 pub mod error;
+pub mod fence;
 pub mod model;
 pub mod openapi;
 pub mod reaper;
@@ -45,6 +47,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    fence::Fences,
     store::{Protection, Store},
     view::{View, ViewFollower},
 };
@@ -133,14 +136,18 @@ pub async fn run(
 
     // Background tasks stop with the service, also when serving fails.
     let tasks = shutdown.child_token();
-    let (feed, feed_task) = EventFeed::spawn(log, "registry_watchers", tasks.clone());
+    // What reads need stops only once the last request is answered: a
+    // blocking query that shutdown wakes still fences and reads the view.
+    let reads = CancellationToken::new();
+    let (feed, feed_task) = EventFeed::spawn(log, "registry_watchers", reads.clone());
     // The view discovery answers from, kept by the workspace's follower loop.
     let view = View::new();
     let view_task = tokio::spawn(events::follow(
         feed.clone(),
         ViewFollower::new(store.clone(), view.clone()),
-        tasks.clone(),
+        reads.clone(),
     ));
+    let (fences, fence_task) = Fences::spawn(store.clone(), reads.clone());
     metrics::counter!(discovery::FALLBACKS_COUNTER).increment(0);
     let policy = Protection {
         threshold: settings.protect_threshold,
@@ -163,13 +170,14 @@ pub async fn run(
     if let Ok(own) = listener.local_addr() {
         egress.protect(own, "registry-svc");
     }
-    let state = api::AppState {
+    let state = api::AppState::new(api::Shared {
         store,
         feed,
         view,
+        fences,
         shutdown: tasks.clone(),
         egress: Arc::new(egress),
-    };
+    });
     let app = server::scaffold(
         api::router(internal).with_state(state),
         redis,
@@ -177,8 +185,10 @@ pub async fn run(
     );
     let served = server::serve(listener, app, shutdown, common.connection_limits()).await;
     tasks.cancel();
+    reads.cancel();
     let _ = feed_task.await;
     let _ = view_task.await;
+    let _ = fence_task.await;
     let _ = reaper_task.await;
     served
 }

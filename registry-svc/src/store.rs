@@ -27,7 +27,9 @@ use mcp_shared::{
     Redis, StoreError,
     events::{EventLog, Head},
     names::Name,
-    registry::{self, Instance, RegistryKeys, ServiceSummary, writes::RegistryWrites},
+    registry::{
+        self, Instance, LeaseVersion, RegistryKeys, ServiceSummary, writes::RegistryWrites,
+    },
     time::rfc3339_ms,
 };
 use redis::Script;
@@ -86,6 +88,17 @@ pub struct Loaded {
     pub lease_versions: HashMap<String, u64>,
     /// The services whose expiries are held back.
     pub protected: Vec<String>,
+}
+
+/// What one fence read from Redis (see [`Store::fence`]).
+#[derive(Debug, Clone, Default)]
+pub struct Fenced {
+    /// Where the registry stands: its revision and epoch.
+    pub head: Head,
+    /// The lease version of each service asked for (absent in Redis: 0).
+    pub lease_versions: HashMap<String, LeaseVersion>,
+    /// The protected services, when asked for.
+    pub protected: Option<Vec<String>>,
 }
 
 /// The registry's Redis store (cheap to clone).
@@ -258,7 +271,7 @@ impl Store {
         }
         let lease_versions = versions
             .chunks_exact(2)
-            .map(|pair| (pair[0].clone(), pair[1].parse().unwrap_or(0)))
+            .map(|pair| (pair[0].clone(), LeaseVersion::parse(&pair[1]).version))
             .collect();
         Ok((
             revision,
@@ -272,85 +285,102 @@ impl Store {
         ))
     }
 
-    /// The fence of a read from the view: where the registry stands in
-    /// Redis (revision and epoch), one round trip.
-    pub async fn head(&self) -> Result<Head, StoreError> {
-        self.inner.log.head().await
-    }
-
-    /// The fence of an instance listing: the head plus the service's lease
-    /// version, one round trip (a pipeline of three O(1) reads).
-    pub async fn head_of_service(&self, service: &str) -> Result<(Head, u64), StoreError> {
+    /// One fence for a batch of reads from the view (see [`crate::fence`]):
+    /// where the registry stands in Redis (revision and epoch), the lease
+    /// versions of `services`, and with `protected` the protected services,
+    /// all in one round trip (a pipeline of O(1) reads, plus `HMGET` of the
+    /// batch's services and `SMEMBERS` of a set that is empty but for a
+    /// mass expiry).
+    pub async fn fence(&self, services: &[String], protected: bool) -> Result<Fenced, StoreError> {
         let inner = &self.inner;
         let mut pipe = redis::pipe();
         pipe.get(inner.log.revision_key())
-            .get(inner.log.epoch_key())
-            .hget(&inner.keys.lease_versions, service);
+            .get(inner.log.epoch_key());
+        if !services.is_empty() {
+            pipe.cmd("HMGET")
+                .arg(&inner.keys.lease_versions)
+                .arg(services);
+        }
+        if protected {
+            pipe.smembers(inner.writes.protected_key());
+        }
         let mut conn = inner.redis.conn();
-        let (revision, epoch, version): (Option<u64>, Option<String>, Option<u64>) = inner
+        let replies: Vec<redis::Value> = inner
             .redis
             .run_op("GET", pipe.query_async(&mut conn))
             .await?;
-        let head = Head {
-            revision: revision.unwrap_or(0),
-            epoch,
+        let mut replies = replies.into_iter();
+        let mut next = || -> Result<redis::Value, StoreError> {
+            replies
+                .next()
+                .ok_or_else(|| StoreError::Corrupt("a short pipeline reply".into()))
         };
-        Ok((head, version.unwrap_or(0)))
+        let decode = |e: redis::ParsingError| StoreError::Corrupt(e.to_string());
+        let revision: Option<u64> = redis::from_redis_value(next()?).map_err(decode)?;
+        let epoch: Option<String> = redis::from_redis_value(next()?).map_err(decode)?;
+        let lease_versions = if services.is_empty() {
+            HashMap::new()
+        } else {
+            let versions: Vec<Option<String>> = redis::from_redis_value(next()?).map_err(decode)?;
+            services
+                .iter()
+                .cloned()
+                .zip(
+                    versions
+                        .iter()
+                        .map(|v| v.as_deref().map(LeaseVersion::parse).unwrap_or_default()),
+                )
+                .collect()
+        };
+        let protected = if protected {
+            Some(redis::from_redis_value(next()?).map_err(decode)?)
+        } else {
+            None
+        };
+        Ok(Fenced {
+            head: Head {
+                revision: revision.unwrap_or(0),
+                epoch,
+            },
+            lease_versions,
+            protected,
+        })
     }
 
-    /// The fence of the services listing: the head plus the protected
-    /// services (a set that is empty but for a mass expiry), one round trip.
-    pub async fn head_with_protected(&self) -> Result<(Head, Vec<String>), StoreError> {
-        let inner = &self.inner;
-        let mut pipe = redis::pipe();
-        pipe.get(inner.log.revision_key())
-            .get(inner.log.epoch_key())
-            .smembers(inner.writes.protected_key());
-        let mut conn = inner.redis.conn();
-        let (revision, epoch, protected): (Option<u64>, Option<String>, Vec<String>) = inner
-            .redis
-            .run_op("GET", pipe.query_async(&mut conn))
-            .await?;
-        let head = Head {
-            revision: revision.unwrap_or(0),
-            epoch,
-        };
-        Ok((head, protected))
-    }
-
-    /// The lease deadlines (ms) of `ids` of `service`, in order (`None`:
-    /// no lease), and the lease version they are at, read together
-    /// (`MULTI`): what the view refreshes its deadlines from when its
-    /// version is behind.
+    /// The lease deadlines (ms) of `members` (`{service}/{id}` of
+    /// `service`), in order (`None`: no lease), and the service's lease
+    /// version, read together (`MULTI`): what the view refreshes its
+    /// deadlines from when its version is behind.
     pub async fn leases(
         &self,
         service: &str,
-        ids: &[&str],
+        members: &[String],
     ) -> Result<(u64, Vec<Option<u64>>), StoreError> {
-        if ids.is_empty() {
+        if members.is_empty() {
             return Ok((0, Vec::new()));
         }
         let inner = &self.inner;
-        let members: Vec<String> = ids
-            .iter()
-            .map(|id| RegistryKeys::lease_member(service, id))
-            .collect();
         let mut pipe = redis::pipe();
         pipe.atomic()
             .hget(&inner.keys.lease_versions, service)
             .cmd("ZMSCORE")
             .arg(&inner.keys.leases)
-            .arg(&members);
+            .arg(members);
         let mut conn = inner.redis.conn();
-        let (version, scores): (Option<u64>, Vec<Option<String>>) = inner
+        // Scores as floats: ms deadlines are integers well inside f64's
+        // exact range, and no `String` is made per instance.
+        let (version, scores): (Option<String>, Vec<Option<f64>>) = inner
             .redis
             .run_op("ZMSCORE", pipe.query_async(&mut conn))
             .await?;
         let deadlines = scores
-            .iter()
-            .map(|score| score.as_deref().and_then(parse_score))
+            .into_iter()
+            .map(|score| score.map(|ms| ms as u64))
             .collect();
-        Ok((version.unwrap_or(0), deadlines))
+        let version = version
+            .as_deref()
+            .map_or(0, |v| LeaseVersion::parse(v).version);
+        Ok((version, deadlines))
     }
 
     /// Services the reaper must look at: a lease due, or protected.

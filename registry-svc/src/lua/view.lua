@@ -11,11 +11,11 @@
 -- KEYS[2] reg:revision        revision counter
 -- KEYS[3] reg:epoch           the log's epoch
 -- KEYS[4] reg:leases          lease deadlines ({service}/{id} -> ms)
--- KEYS[5] reg:lease-versions  service -> version of its leases
+-- KEYS[5] reg:lease-versions  service -> its lease version (registry::LeaseVersion)
 -- KEYS[6] reg:protected       services whose expiries are held back
 -- ARGV[1] key prefix of an instances hash (`{prefix}:reg:svc:`)
 -- Returns {revision, epoch ('' when none), {stored instance JSON, …},
--- {member, deadline, …}, {service, version, …}, {protected service, …}}.
+-- {member, deadline, …}, {service, lease version, …}, {protected service, …}}.
 local instances = {}
 for _, name in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   for _, json in ipairs(redis.call('HVALS', ARGV[1] .. name)) do

@@ -8,10 +8,7 @@
 //! one; the others keep their [`ServiceView`] (and with it their cached
 //! deadlines and bodies).
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::Arc,
-};
+use std::{collections::BTreeMap, sync::Arc};
 
 use mcp_shared::{
     StoreError,
@@ -145,20 +142,18 @@ impl Follower for ViewFollower {
         self.services = grouped
             .into_iter()
             .map(|(service, instances)| {
-                let service_deadlines: HashMap<String, u64> = instances
-                    .keys()
-                    .filter_map(|id| {
-                        deadlines
-                            .remove(&RegistryKeys::lease_member(&service, id))
-                            .map(|deadline| (id.clone(), deadline))
-                    })
-                    .collect();
+                let service_deadlines = instances.keys().filter_map(|id| {
+                    deadlines
+                        .remove(&RegistryKeys::lease_member(&service, id))
+                        .map(|deadline| (id.as_str(), deadline))
+                });
                 let version = lease_versions.get(&service).copied().unwrap_or(0);
+                let leases = Arc::new(Leases::new(revision, version, service_deadlines));
                 let working = Working {
                     changed: revision,
                     instances,
                     published: None,
-                    leases: Arc::new(Leases::new(revision, version, service_deadlines)),
+                    leases,
                 };
                 (Arc::from(service.as_str()), working)
             })

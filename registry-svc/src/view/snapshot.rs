@@ -9,8 +9,9 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    io::Write as _,
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
 };
@@ -19,7 +20,7 @@ use arc_swap::ArcSwap;
 use axum::body::Bytes;
 use mcp_shared::{
     events::Head,
-    registry::{HealthStatus, Instance, InstanceList},
+    registry::{HealthStatus, Instance, RegistryKeys},
     time::rfc3339_ms,
 };
 
@@ -91,6 +92,30 @@ impl Snapshot {
     }
 }
 
+/// One instance's lease deadline, its `expires_at` member already written
+/// (a heartbeat moves one deadline: the others keep theirs, text included).
+#[derive(Debug)]
+pub struct Deadline {
+    /// Milliseconds since the epoch.
+    pub ms: u64,
+    /// `,"expires_at":"<RFC 3339>"`, as serde writes the member.
+    member: Box<[u8]>,
+}
+
+impl Deadline {
+    fn new(ms: u64) -> Self {
+        let mut member = b",\"expires_at\":".to_vec();
+        // A string serializes without fail; the fallback only keeps this total.
+        if serde_json::to_writer(&mut member, &rfc3339_ms(ms)).is_err() {
+            member.extend_from_slice(b"\"\"");
+        }
+        Self {
+            ms,
+            member: member.into_boxed_slice(),
+        }
+    }
+}
+
 /// Lease deadlines of one service's instances, as read at one label: the
 /// service's change revision (which instances there are) and its lease
 /// version (bumped by every lease change that makes no event).
@@ -102,19 +127,78 @@ pub struct Leases {
     pub version: u64,
     /// Tells these deadlines apart from any others (for the body cache).
     pub generation: u64,
-    /// Deadline (ms since the epoch) by instance id.
-    pub deadlines: HashMap<String, u64>,
+    /// Deadline by instance id.
+    deadlines: HashMap<Arc<str>, Arc<Deadline>>,
 }
 
 impl Leases {
-    /// Deadlines read at (`changed`, `version`).
-    pub fn new(changed: u64, version: u64, deadlines: HashMap<String, u64>) -> Self {
+    /// Deadlines (ms by instance id) read at (`changed`, `version`).
+    pub fn new<'a>(
+        changed: u64,
+        version: u64,
+        deadlines: impl IntoIterator<Item = (&'a str, u64)>,
+    ) -> Self {
+        Self {
+            changed,
+            version,
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+            deadlines: deadlines
+                .into_iter()
+                .map(|(id, ms)| (Arc::from(id), Arc::new(Deadline::new(ms))))
+                .collect(),
+        }
+    }
+
+    /// Deadlines just read for `ids` (in order; `None`: no lease) at
+    /// (`changed`, `version`), reusing what `known` already holds for every
+    /// deadline that did not move. An instance whose lease is gone since
+    /// (deregistered after the view's revision) keeps its known deadline,
+    /// as the listing still shows it at that revision.
+    pub fn refreshed(
+        changed: u64,
+        version: u64,
+        ids: &[&str],
+        read: Vec<Option<u64>>,
+        known: &Leases,
+    ) -> Self {
+        let mut deadlines = HashMap::with_capacity(ids.len());
+        for (id, ms) in ids.iter().zip(read) {
+            let before = known.deadlines.get_key_value(*id);
+            let deadline = match (ms, before) {
+                (Some(ms), Some((_, kept))) if kept.ms == ms => kept.clone(),
+                (Some(ms), _) => Arc::new(Deadline::new(ms)),
+                (None, Some((_, kept))) => kept.clone(),
+                (None, None) => continue,
+            };
+            let id = before.map_or_else(|| Arc::from(*id), |(id, _)| id.clone());
+            deadlines.insert(id, deadline);
+        }
         Self {
             changed,
             version,
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
             deadlines,
         }
+    }
+
+    /// These deadlines with one renewal applied (`id`'s lease now runs to
+    /// `ms`), at lease `version`; `None` when `id` is not among them (then
+    /// the renewal is of an instance this view does not hold: read them all).
+    pub fn renewed(&self, version: u64, id: &str, ms: u64) -> Option<Self> {
+        let (key, _) = self.deadlines.get_key_value(id)?;
+        let mut deadlines = self.deadlines.clone();
+        deadlines.insert(key.clone(), Arc::new(Deadline::new(ms)));
+        Some(Self {
+            changed: self.changed,
+            version,
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+            deadlines,
+        })
+    }
+
+    /// The deadline of instance `id`, when known.
+    pub fn deadline(&self, id: &str) -> Option<&Deadline> {
+        self.deadlines.get(id).map(|d| &**d)
     }
 
     /// Whether these are the deadlines of `service` at lease `version`: the
@@ -140,6 +224,12 @@ pub struct ServiceView {
     leases: ArcSwap<Leases>,
     /// Bodies rendered at one revision from one [`Leases`] generation.
     rendered: ArcSwap<Vec<Arc<Rendered>>>,
+    /// Each instance's JSON without `expires_at` and its closing brace,
+    /// made once per view: a heartbeat moves only the deadlines, so a body
+    /// after one is spliced from these, not serialized again.
+    fragments: OnceLock<Vec<Box<[u8]>>>,
+    /// See [`ServiceView::lease_members`].
+    members: OnceLock<Vec<String>>,
 }
 
 /// One rendered `InstanceList` body and what it was rendered from.
@@ -182,7 +272,28 @@ impl ServiceView {
             passing,
             leases: ArcSwap::new(leases),
             rendered: ArcSwap::from_pointee(Vec::new()),
+            fragments: OnceLock::new(),
+            members: OnceLock::new(),
         }
+    }
+
+    /// The instances' JSON fragments (see `fragments`), made on first use.
+    fn fragments(&self) -> Result<&[Box<[u8]>], serde_json::Error> {
+        if let Some(fragments) = self.fragments.get() {
+            return Ok(fragments);
+        }
+        let made = self
+            .instances
+            .iter()
+            .map(|instance| {
+                // `expires_at` is the last member and absent here (the view
+                // keeps instances without it): drop the `}` to append it.
+                let mut json = serde_json::to_vec(&**instance)?;
+                json.pop();
+                Ok(json.into_boxed_slice())
+            })
+            .collect::<Result<Vec<_>, serde_json::Error>>()?;
+        Ok(self.fragments.get_or_init(|| made))
     }
 
     /// The deadlines last read.
@@ -198,6 +309,17 @@ impl ServiceView {
     /// The ids of its instances, in order.
     pub fn ids(&self) -> Vec<&str> {
         self.instances.iter().map(|i| i.id.as_str()).collect()
+    }
+
+    /// The members of `reg:leases` of its instances (`{service}/{id}`), in
+    /// order, made once per view.
+    pub fn lease_members(&self) -> &[String] {
+        self.members.get_or_init(|| {
+            self.instances
+                .iter()
+                .map(|i| RegistryKeys::lease_member(&self.name, &i.id))
+                .collect()
+        })
     }
 
     /// The `InstanceList` body of this service at `revision`, filtered by
@@ -219,21 +341,31 @@ impl ServiceView {
         {
             return Ok(hit.body.clone());
         }
-        let instances = self
+        // Exactly what serde makes of an `InstanceList` (members in order,
+        // no spaces), spliced from the fragments; the tests compare the two.
+        let fragments = self.fragments()?;
+        let size = fragments.iter().map(|f| f.len() + 48).sum::<usize>() + 64;
+        let mut body = Vec::with_capacity(size);
+        body.extend_from_slice(b"{\"service\":");
+        serde_json::to_writer(&mut body, &*self.name)?;
+        write!(body, ",\"revision\":{revision},\"instances\":[").map_err(serde_json::Error::io)?;
+        let matching = self
             .instances
             .iter()
-            .filter(|i| query.matches(i))
-            .map(|i| {
-                let mut instance = Instance::clone(i);
-                instance.expires_at = leases.deadlines.get(&i.id).copied().map(rfc3339_ms);
-                instance
-            })
-            .collect();
-        let body = Bytes::from(serde_json::to_vec(&InstanceList {
-            service: self.name.to_string(),
-            revision,
-            instances,
-        })?);
+            .zip(fragments)
+            .filter(|(instance, _)| query.matches(instance));
+        for (n, (instance, fragment)) in matching.enumerate() {
+            if n > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(fragment);
+            if let Some(deadline) = leases.deadline(&instance.id) {
+                body.extend_from_slice(&deadline.member);
+            }
+            body.push(b'}');
+        }
+        body.extend_from_slice(b"]}");
+        let body = Bytes::from(body);
         let rendered = Arc::new(Rendered {
             revision,
             generation,
@@ -260,7 +392,7 @@ impl ServiceView {
 
 /// The empty listing of a service the snapshot has no instance of.
 pub fn empty_listing(service: &str, revision: u64) -> Result<Bytes, serde_json::Error> {
-    serde_json::to_vec(&InstanceList {
+    serde_json::to_vec(&mcp_shared::registry::InstanceList {
         service: service.to_owned(),
         revision,
         instances: Vec::new(),
@@ -280,7 +412,7 @@ mod tests {
     }
 
     fn service(changed: u64) -> ServiceView {
-        let deadlines = HashMap::from([("e-1".to_owned(), 1_700_000_000_000)]);
+        let deadlines = [("e-1", 1_700_000_000_000)];
         ServiceView::new(
             "echo".into(),
             changed,
@@ -304,7 +436,7 @@ mod tests {
         let first = view.listing(9, &leases, &all).unwrap();
         let again = view.listing(9, &leases, &all).unwrap();
         assert_eq!(first.as_ptr(), again.as_ptr(), "the same bytes, shared");
-        let listed: InstanceList = serde_json::from_slice(&first).unwrap();
+        let listed: mcp_shared::registry::InstanceList = serde_json::from_slice(&first).unwrap();
         assert_eq!(listed.revision, 9);
         assert_eq!(listed.instances.len(), 2);
         assert_eq!(
@@ -314,7 +446,7 @@ mod tests {
         assert_eq!(listed.instances[1].expires_at, None, "no deadline read");
 
         let passing = view.listing(9, &leases, &healthy).unwrap();
-        let listed: InstanceList = serde_json::from_slice(&passing).unwrap();
+        let listed: mcp_shared::registry::InstanceList = serde_json::from_slice(&passing).unwrap();
         assert_eq!(listed.instances.len(), 1);
         assert_eq!(
             view.listing(9, &leases, &healthy).unwrap().as_ptr(),
@@ -324,10 +456,109 @@ mod tests {
         let later = view.listing(10, &leases, &all).unwrap();
         assert_ne!(later.as_ptr(), first.as_ptr());
         assert_eq!(
-            serde_json::from_slice::<InstanceList>(&later)
+            serde_json::from_slice::<mcp_shared::registry::InstanceList>(&later)
                 .unwrap()
                 .revision,
             10
+        );
+    }
+
+    #[test]
+    fn a_spliced_listing_is_what_serde_makes_of_it() {
+        use mcp_shared::registry::{Check, CheckType, InstanceList};
+        let mut odd = Instance::clone(&instance("e-3", HealthStatus::Warning));
+        odd.tags = vec!["a\"b".into(), "ü".into()];
+        odd.metadata.insert("k".into(), "line\nbreak".into());
+        odd.check = Some(Check {
+            kind: CheckType::Http,
+            path: Some("/h?x=1".into()),
+            interval_seconds: 5,
+            timeout_ms: 100,
+            deregister_critical_after_seconds: Some(60),
+        });
+        let instances = vec![
+            instance("e-1", HealthStatus::Passing),
+            instance("e-2", HealthStatus::Critical),
+            Arc::new(odd),
+        ];
+        let deadlines = HashMap::from([
+            ("e-1".to_owned(), 1_700_000_000_123),
+            ("e-3".to_owned(), 1_800_000_000_000),
+        ]);
+        let leases = Leases::new(7, 1, deadlines.iter().map(|(id, ms)| (id.as_str(), *ms)));
+        let view = ServiceView::new(
+            "echo".into(),
+            7,
+            instances.clone(),
+            Arc::new(Leases::default()),
+        );
+        for query in [
+            InstanceQuery::default(),
+            InstanceQuery {
+                healthy: true,
+                ..InstanceQuery::default()
+            },
+            InstanceQuery {
+                tags: vec!["nope".into()],
+                ..InstanceQuery::default()
+            },
+        ] {
+            let expected = serde_json::to_vec(&InstanceList {
+                service: "echo".into(),
+                revision: 12,
+                instances: instances
+                    .iter()
+                    .filter(|i| query.matches(i))
+                    .map(|i| {
+                        let mut i = Instance::clone(i);
+                        i.expires_at = deadlines.get(&i.id).copied().map(rfc3339_ms);
+                        i
+                    })
+                    .collect(),
+            })
+            .unwrap();
+            let spliced = view.listing(12, &leases, &query).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&spliced),
+                String::from_utf8_lossy(&expected)
+            );
+        }
+    }
+
+    #[test]
+    fn a_refresh_keeps_the_deadlines_that_did_not_move() {
+        let known = Leases::new(7, 4, [("a", 1_000), ("b", 2_000), ("c", 3_000)]);
+        let fresh = Leases::refreshed(
+            7,
+            5,
+            &["a", "b", "c", "d"],
+            vec![Some(1_000), Some(2_500), None, Some(4_000)],
+            &known,
+        );
+        assert_ne!(fresh.generation, known.generation);
+        let unchanged =
+            |id: &str| std::ptr::eq(fresh.deadline(id).unwrap(), known.deadline(id).unwrap());
+        assert!(unchanged("a"), "the same deadline, text and all");
+        assert_eq!(fresh.deadline("b").unwrap().ms, 2_500);
+        assert!(unchanged("c"), "gone since: the known deadline stays");
+        assert_eq!(fresh.deadline("d").unwrap().ms, 4_000);
+        assert_eq!(
+            fresh.deadline("d").unwrap().member.as_ref(),
+            format!(r#","expires_at":"{}""#, rfc3339_ms(4_000)).as_bytes()
+        );
+    }
+
+    #[test]
+    fn a_renewal_moves_one_deadline_and_the_version() {
+        let known = Leases::new(7, 4, [("a", 1_000), ("b", 2_000)]);
+        let renewed = known.renewed(5, "b", 2_500).unwrap();
+        assert_eq!((renewed.changed, renewed.version), (7, 5));
+        assert_ne!(renewed.generation, known.generation);
+        assert_eq!(renewed.deadline("a").unwrap().ms, 1_000);
+        assert_eq!(renewed.deadline("b").unwrap().ms, 2_500);
+        assert!(
+            known.renewed(5, "z", 1).is_none(),
+            "not an instance it holds"
         );
     }
 

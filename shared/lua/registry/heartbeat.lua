@@ -1,6 +1,7 @@
 -- Renew one instance's lease by its own `ttl_seconds`. Only the lease moves:
--- no event, no revision bump; the service's lease version goes up instead, so
--- a replica's in-memory copy learns that its deadlines are old. An instance that is gone (expired or
+-- no event, no revision bump; the service's lease version goes up instead
+-- (with this renewal in it), so a replica's in-memory copy learns that its
+-- deadlines are old. An instance that is gone (expired or
 -- deregistered) gets no lease back: the client must register again.
 -- (The pattern cannot match inside metadata: there every `"` is escaped or
 -- followed by a string, never by digits.)
@@ -38,5 +39,8 @@ if current and current < now and redis.call('SISMEMBER', KEYS[7], ARGV[2]) == 0 
 end
 local deadline = now + ttl * 1000
 redis.call('ZADD', KEYS[3], deadline, member)
-redis.call('HINCRBY', KEYS[9], ARGV[2], 1)
+-- The lease version moves and names this renewal, so a view one version
+-- behind applies it without reading every lease (registry::LeaseVersion).
+local version = (tonumber(string.match(redis.call('HGET', KEYS[9], ARGV[2]) or '', '^%d+')) or 0) + 1
+redis.call('HSET', KEYS[9], ARGV[2], string.format('%d %s %d', version, ARGV[3], deadline))
 return {json, deadline}

@@ -83,8 +83,10 @@ if redis.call('SREM', KEYS[7], service) == 1 then
   for _, member in ipairs(lapsed) do
     redis.call('ZADD', KEYS[3], now + window, member)
   end
-  -- Leases moved without an event: say so (see heartbeat.lua).
-  redis.call('HINCRBY', KEYS[9], service, 1)
+  -- Leases moved without an event: say so (see heartbeat.lua); several at
+  -- once, so the version names no renewal and a view reads them all.
+  local version = (tonumber(string.match(redis.call('HGET', KEYS[9], service) or '', '^%d+')) or 0) + 1
+  redis.call('HSET', KEYS[9], service, string.format('%d', version))
   return {0, 0, #lapsed}
 end
 for _, id in ipairs(due) do
