@@ -6,8 +6,9 @@
 //! ReadIndex does: it first learns where the registry stands in Redis with
 //! one cheap round trip (the revision and epoch, plus what the listing needs
 //! beside the events: the service's lease version, or the protected
-//! services; concurrent reads share one, see [`crate::fence`]), then waits until the view has applied that revision (at most
-//! [`FENCE_WAIT`]) and answers from memory. A write acknowledged by any
+//! services; concurrent reads share one, see [`crate::fence`]), then waits
+//! until the view has applied that revision (at most [`FENCE_WAIT`]) and
+//! answers from memory. A write acknowledged by any
 //! replica has its revision in Redis before the acknowledgement, so the
 //! answer includes it. Should the view not catch up in time, the read falls
 //! back to reading Redis as it always did (`registry_view_fallbacks_total`).
