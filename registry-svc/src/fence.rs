@@ -11,13 +11,16 @@
 //! ([`Store::fence`]). Under load a round trip serves every request that
 //! arrived during the one before, so Redis sees a few fences per round
 //! trip instead of one per request; alone, a request waits for just its
-//! own round trip (plus one wake-up of the task).
+//! own round trip (plus one wake-up of the task). The round trip runs in the
+//! span of the request that opened the batch, so with traces exported that
+//! request shows the Redis call as its child, as an unbatched read would.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
 use mcp_shared::StoreError;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::store::{Fenced, Store};
 
@@ -32,6 +35,9 @@ struct Batch {
     protected: bool,
     /// Rings its waiters once the round trip is answered.
     done: watch::Sender<Outcome>,
+    /// The span of the request that opened the batch: the round trip runs
+    /// in it, so that request's trace shows the Redis call it waited on.
+    span: tracing::Span,
 }
 
 struct Shared {
@@ -94,6 +100,7 @@ impl Fences {
                 services: Vec::new(),
                 protected: false,
                 done: watch::channel(None).0,
+                span: tracing::Span::current(),
             });
             if let Some(service) = service
                 && !batch.services.iter().any(|s| s == service)
@@ -135,9 +142,13 @@ async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         let Some(batch) = batch else { continue };
+        let fence = shared
+            .store
+            .fence(&batch.services, batch.protected)
+            .instrument(batch.span.clone());
         let read = tokio::select! {
             _ = stop.cancelled() => return,
-            read = shared.store.fence(&batch.services, batch.protected) => read,
+            read = fence => read,
         };
         // Nobody waiting any more is fine.
         let _ = batch.done.send(Some(read.map(Arc::new)));
