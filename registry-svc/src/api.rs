@@ -30,26 +30,53 @@ use tokio_util::sync::CancellationToken;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
+    discovery::{self, Listing},
     error::ApiError,
-    model::{InstanceQuery, Registration, WatchQuery, parse_services_query},
-    openapi::{BlockingQuery, WatchEvent},
-    store::{ServiceCounts, Store},
+    fence::Fences,
+    model::{InstanceQuery, Registration, ServicesQuery, WatchQuery},
+    openapi::{BlockingQuery, StaleQuery, WatchEvent},
+    store::Store,
+    view::View,
 };
 
 /// The area of the registry's scopes (`registry:read[:{service}]`, …).
-const AREA: &str = "registry";
+pub(crate) const AREA: &str = "registry";
 
 /// The header carrying the registry revision a response reflects (one name
 /// for every service: [`mcp_shared::http::INDEX_HEADER`]).
 pub use mcp_shared::http::INDEX_HEADER;
 
-/// What every handler shares.
+/// What every handler shares, behind one `Arc`: axum clones the state for
+/// every request, and this makes that one reference count rather than one
+/// per field (a `CancellationToken` clone and drop each take a lock).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// The handlers' state.
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Shared {
     /// Redis access.
     pub store: Store,
     /// The in-process fan-out of the registry's event log.
     pub feed: EventFeed,
+    /// The in-memory view of the registry discovery reads answer from.
+    pub view: View,
+    /// The fences reads from the view start with (batched).
+    pub fences: Fences,
     /// Fires on shutdown: blocking queries answer, watches end.
     pub shutdown: CancellationToken,
     /// The egress rules: an address the proxy and the probes would refuse is
@@ -97,6 +124,15 @@ type Pairs = Query<Vec<(String, String)>>;
 
 fn name(field: &str, value: String) -> Result<Name, ApiError> {
     Name::parse(value).map_err(|e| ApiError::bad_param(field, e))
+}
+
+/// A rendered listing as a `200 application/json` with its index header
+/// (the same answer `Json` makes, from bytes rendered once and shared).
+fn listed(listing: Listing) -> Response {
+    with_index(
+        listing.revision,
+        ([(header::CONTENT_TYPE, "application/json")], listing.body),
+    )
 }
 
 fn with_index(revision: u64, response: impl IntoResponse) -> Response {
@@ -239,7 +275,9 @@ async fn deregister(
     summary = "List a service's instances",
     description = "Filtered by `healthy`, `tag` and `meta.KEY`. With `index` it is a blocking \
         query: the answer waits until a change of this service passes that revision, or `wait` \
-        runs out, and then has the same shape.",
+        runs out, and then has the same shape. Answered from the replica's in-memory copy of \
+        the registry once it has caught up with Redis's revision (so it holds every write \
+        acknowledged before the request), or at once from that copy with `stale`.",
     params(ServicePath, InstanceQuery),
     responses(
         (status = 200, description = "The instances (an unknown service has none).",
@@ -255,26 +293,9 @@ async fn list_instances(
 ) -> Result<Response, ApiError> {
     let service = name("service", service)?;
     let query = InstanceQuery::parse(&pairs)?;
-    if let Some(blocking) = query.blocking {
-        let scope = service.as_str();
-        state
-            .feed
-            .wait_for_event(
-                blocking.index,
-                blocking.wait,
-                &state.shutdown,
-                |event: &Event| event.scope == scope,
-            )
-            .await?;
-    }
-    let (revision, mut instances) = state.store.instances(&service).await?;
-    instances.retain(|instance| query.matches(instance));
-    let body = InstanceList {
-        service: service.into_string(),
-        revision,
-        instances,
-    };
-    Ok(with_index(revision, Json(body)))
+    Ok(listed(
+        discovery::instances(&state, &service, &query).await?,
+    ))
 }
 
 /// `GET /v1/services`, optionally blocking.
@@ -283,8 +304,9 @@ async fn list_instances(
     operation_id = "listServices",
     summary = "List services with their instance counts",
     description = "With `index` it is a blocking query: the answer waits until the registry \
-        revision passes it, or `wait` runs out.",
-    params(BlockingQuery),
+        revision passes it, or `wait` runs out. Answered from the replica's in-memory copy of \
+        the registry once it has caught up with Redis's revision, or at once with `stale`.",
+    params(BlockingQuery, StaleQuery),
     responses(
         (status = 200, description = "Every service with at least one instance.",
             body = ServiceList,
@@ -297,25 +319,11 @@ async fn list_services(
     Extension(caller): Extension<Caller>,
     Query(pairs): Pairs,
 ) -> Result<Response, ApiError> {
-    if let Some(blocking) = parse_services_query(&pairs)? {
-        // Wake only for a change the caller may see.
-        let visible = |event: &Event| caller.scopes.may_read(AREA, &event.scope);
-        state
-            .feed
-            .wait_for_event(blocking.index, blocking.wait, &state.shutdown, visible)
-            .await?;
-    }
-    let (revision, services) = state.store.services().await?;
-    // Only the services the caller's scopes may read (`registry:read:{service}`).
-    let services = services
-        .into_iter()
-        .filter(|counts| caller.scopes.may_read(AREA, &counts.name))
-        .map(ServiceCounts::summary)
-        .collect();
-    Ok(with_index(
-        revision,
-        Json(ServiceList { revision, services }),
-    ))
+    let query = ServicesQuery::parse(&pairs)?;
+    // Only the services the caller's scopes may read (`registry:read:{service}`);
+    // a blocking query wakes only for a change of one of them.
+    let visible = |service: &str| caller.scopes.may_read(AREA, service);
+    Ok(listed(discovery::services(&state, &query, visible).await?))
 }
 
 /// `GET /v1/watch`: SSE of registry events, resumable with `Last-Event-ID`.

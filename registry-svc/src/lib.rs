@@ -2,12 +2,18 @@
 //!
 //! Instances live in Redis (schema in [`mcp_shared::registry`]); every
 //! change runs as one Lua script that also bumps the registry revision and
-//! appends an event to the capped stream ([`store`]). Reads are blocking
-//! queries and SSE watches on the per-process [`EventFeed`]. A lease reaper
+//! appends an event to the capped stream ([`store`]). Each replica follows
+//! that stream into an in-memory view ([`view`]) and answers discovery from
+//! it ([`discovery`]): after one round trip that learns Redis's revision (so
+//! a write acknowledged by any replica is seen), or at once with `?stale`.
+//! SSE watches replay from the per-process [`EventFeed`]. A lease reaper
 //! per replica expires instances whose lease ran out, holding back mass
 //! expiries ([`reaper`]). Replicas share nothing but Redis.
 //!
 //! - [`api`]: the HTTP handlers.
+//! - [`discovery`]: listings from the view, fenced or stale.
+//! - [`fence`]: the fences those reads start with, batched.
+//! - [`view`]: the in-memory view and the follower that keeps it.
 //! - [`model`]: request validation, query parameters, response bodies.
 //! - [`openapi`]: the hand-written parts of the OpenAPI document (body and query schemas).
 //! - [`store`]: all Redis access (scripts in `src/lua/`).
@@ -16,12 +22,15 @@
 //! - [`error`]: the one error type, as problem+json.
 
 pub mod api;
+pub mod discovery;
 pub mod error;
+pub mod fence;
 pub mod model;
 pub mod openapi;
 pub mod reaper;
 pub mod sd;
 pub mod store;
+pub mod view;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -29,7 +38,7 @@ use clap::Parser;
 use mcp_shared::{
     CommonSettings,
     egress::{Egress, EgressSettings},
-    events::{EventFeed, EventLog},
+    events::{self, EventFeed, EventLog},
     internal::{InternalSettings, RequireInternalLayer},
     registry, server,
     settings::parse_duration,
@@ -37,7 +46,11 @@ use mcp_shared::{
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{Protection, Store};
+use crate::{
+    fence::Fences,
+    store::{Protection, Store},
+    view::{View, ViewFollower},
+};
 
 /// Leases that ran out within this long of each other are judged together
 /// by the protection (so a group that stops at once is not reaped one by
@@ -123,7 +136,19 @@ pub async fn run(
 
     // Background tasks stop with the service, also when serving fails.
     let tasks = shutdown.child_token();
-    let (feed, feed_task) = EventFeed::spawn(log, "registry_watchers", tasks.clone());
+    // What reads need stops only once the last request is answered: a
+    // blocking query that shutdown wakes still fences and reads the view.
+    let reads = CancellationToken::new();
+    let (feed, feed_task) = EventFeed::spawn(log, "registry_watchers", reads.clone());
+    // The view discovery answers from, kept by the workspace's follower loop.
+    let view = View::new();
+    let view_task = tokio::spawn(events::follow(
+        feed.clone(),
+        ViewFollower::new(store.clone(), view.clone()),
+        reads.clone(),
+    ));
+    let (fences, fence_task) = Fences::spawn(store.clone(), reads.clone());
+    metrics::counter!(discovery::FALLBACKS_COUNTER).increment(0);
     let policy = Protection {
         threshold: settings.protect_threshold,
         min_instances: settings.protect_min_instances,
@@ -145,12 +170,14 @@ pub async fn run(
     if let Ok(own) = listener.local_addr() {
         egress.protect(own, "registry-svc");
     }
-    let state = api::AppState {
+    let state = api::AppState::new(api::Shared {
         store,
         feed,
+        view,
+        fences,
         shutdown: tasks.clone(),
         egress: Arc::new(egress),
-    };
+    });
     let app = server::scaffold(
         api::router(internal).with_state(state),
         redis,
@@ -158,7 +185,10 @@ pub async fn run(
     );
     let served = server::serve(listener, app, shutdown, common.connection_limits()).await;
     tasks.cancel();
+    reads.cancel();
     let _ = feed_task.await;
+    let _ = view_task.await;
+    let _ = fence_task.await;
     let _ = reaper_task.await;
     served
 }

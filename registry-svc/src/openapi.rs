@@ -51,6 +51,25 @@ impl IntoParams for BlockingQuery {
     }
 }
 
+/// `?stale`: answer from the replica's memory without the fence.
+pub struct StaleQuery;
+
+impl IntoParams for StaleQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            query(
+                "stale",
+                "Answer from this replica's in-memory copy of the registry at once, without \
+                 first learning Redis's revision (`true`/`1`, or empty as Consul's `?stale`): \
+                 possibly a little behind, and still answered while Redis is down. Without it \
+                 the answer holds every write acknowledged before the request, on any replica.",
+                mcp_shared::http::flag_schema(),
+            )
+            .build(),
+        ]
+    }
+}
+
 impl IntoParams for InstanceQuery {
     fn into_params(parameter_in: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
         let meta_key = format!(r"^meta\.(?!\.\.?$)[A-Za-z0-9._-]{{1,{MAX_NAME_LEN}}}$");
@@ -87,7 +106,8 @@ impl IntoParams for InstanceQuery {
             .explode(Some(true))
             .build(),
         ];
-        parameters.extend(BlockingQuery::into_params(parameter_in));
+        parameters.extend(BlockingQuery::into_params(&parameter_in));
+        parameters.extend(StaleQuery::into_params(parameter_in));
         parameters
     }
 }

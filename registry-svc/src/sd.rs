@@ -34,10 +34,12 @@ use utoipa::{
     },
 };
 
-use crate::{api::AppState, error::ApiError, model::InstanceQuery};
-
-/// The area of the registry's scopes.
-const AREA: &str = "registry";
+use crate::{
+    api::{AREA, AppState},
+    discovery,
+    error::ApiError,
+    model::InstanceQuery,
+};
 
 /// The metadata key whose value becomes the target's `__metrics_path__`.
 pub const METRICS_PATH_KEY: &str = "metrics_path";
@@ -163,7 +165,8 @@ pub fn target_group(instance: &Instance) -> TargetGroup {
         instance, labelled `__meta_mcp_service`, `__meta_mcp_instance_id`, `__meta_mcp_status`, \
         `__meta_mcp_tags` (`,a,b,`), `__meta_mcp_meta_<key>`, and `__metrics_path__` when the \
         metadata holds `metrics_path`. Only services the caller's scopes may read; filtered by \
-        `service`, `healthy`, `tag` and `meta.KEY`.",
+        `service`, `healthy`, `tag` and `meta.KEY`. Answered from the replica's in-memory copy \
+        of the registry once it has caught up with Redis's revision, or at once with `stale`.",
     params(SdQuery),
     responses(
         (status = 200, description = "The target groups (`[]` when there are none).",
@@ -177,6 +180,25 @@ pub async fn prometheus(
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let query = SdQuery::parse(&pairs)?;
+    let visible = |service: &str| caller.scopes.may_read(AREA, service);
+    if let Some(snapshot) = discovery::snapshot(&state, query.filter.stale).await? {
+        let groups: Vec<TargetGroup> = snapshot
+            .services
+            .values()
+            .filter(|s| {
+                query
+                    .service
+                    .as_ref()
+                    .is_none_or(|only| only.as_str() == &*s.name)
+                    && visible(&s.name)
+            })
+            .flat_map(|s| s.instances.iter())
+            .filter(|i| query.filter.matches(i))
+            .map(|i| target_group(i))
+            .collect();
+        return Ok(Json(groups).into_response());
+    }
+    // The view did not catch up with Redis in time: read Redis.
     let services = match query.service {
         Some(service) => vec![service],
         None => {
@@ -190,10 +212,7 @@ pub async fn prometheus(
     let mut groups = Vec::new();
     // One Redis round trip per service: discovery is polled every
     // `refresh_interval` (30 s by default), not on a request path.
-    for service in services
-        .into_iter()
-        .filter(|s| caller.scopes.may_read(AREA, s.as_str()))
-    {
+    for service in services.into_iter().filter(|s| visible(s.as_str())) {
         let (_, instances) = state.store.instances(&service).await?;
         groups.extend(
             instances

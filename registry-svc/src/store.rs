@@ -1,6 +1,8 @@
 //! All of registry-svc's Redis access: one Lua script per mutation (change,
-//! revision bump and event in one atomic step) and one read-only script per
-//! listing (data and revision from one consistent snapshot).
+//! revision bump and event in one atomic step), the load of the in-memory
+//! view ([`crate::view`]) as one read-only script, the one-round-trip fences
+//! a read from that view starts with, and the read-only listing scripts a
+//! read falls back to when the view cannot catch up.
 //!
 //! The shared schema is documented in [`mcp_shared::registry`], and every
 //! write of it goes through [`RegistryWrites`] (the scripts health-svc
@@ -15,14 +17,19 @@
 //! Lease deadlines are judged on Redis's clock (`TIME` inside the scripts),
 //! so replicas on hosts with skewed clocks agree on what has expired.
 
-use std::sync::{Arc, LazyLock};
+use std::{
+    collections::HashMap,
+    sync::{Arc, LazyLock},
+};
 
 pub use mcp_shared::registry::writes::{Protection, Reaped, Registered, Renewed};
 use mcp_shared::{
     Redis, StoreError,
-    events::EventLog,
+    events::{EventLog, Head},
     names::Name,
-    registry::{self, Instance, RegistryKeys, ServiceSummary, writes::RegistryWrites},
+    registry::{
+        self, Instance, LeaseVersion, RegistryKeys, ServiceSummary, writes::RegistryWrites,
+    },
     time::rfc3339_ms,
 };
 use redis::Script;
@@ -31,6 +38,7 @@ static INSTANCES: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/instances.lua")));
 static SERVICES: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/services.lua")));
 static DUE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/due.lua")));
+static VIEW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/view.lua")));
 
 /// Most lease members one reaper pass scans for due services.
 const DUE_SCAN_LIMIT: u64 = 100_000;
@@ -65,6 +73,32 @@ impl ServiceCounts {
             protected: self.protected,
         }
     }
+}
+
+/// Everything the in-memory view loads (`view.lua`), at one revision.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// The log's epoch, `None` while Redis holds no write.
+    pub epoch: Option<String>,
+    /// Every instance that decodes (without `expires_at`).
+    pub instances: Vec<Instance>,
+    /// Lease deadlines (ms) by `{service}/{id}`.
+    pub deadlines: HashMap<String, u64>,
+    /// Each service's lease version (absent: 0).
+    pub lease_versions: HashMap<String, u64>,
+    /// The services whose expiries are held back.
+    pub protected: Vec<String>,
+}
+
+/// What one fence read from Redis (see [`Store::fence`]).
+#[derive(Debug, Clone, Default)]
+pub struct Fenced {
+    /// Where the registry stands: its revision and epoch.
+    pub head: Head,
+    /// The lease version of each service asked for (absent in Redis: 0).
+    pub lease_versions: HashMap<String, LeaseVersion>,
+    /// The protected services, when asked for.
+    pub protected: Option<Vec<String>>,
 }
 
 /// The registry's Redis store (cheap to clone).
@@ -192,6 +226,161 @@ impl Store {
         }
         services.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         Ok((revision, services))
+    }
+
+    /// Everything the in-memory view holds and the revision it is at, read
+    /// in one script so the follower applies exactly the events after it.
+    pub async fn load_view(&self) -> Result<(u64, Loaded), StoreError> {
+        let inner = &self.inner;
+        let mut invocation = VIEW.prepare_invoke();
+        invocation
+            .key(&inner.keys.services)
+            .key(inner.log.revision_key())
+            .key(inner.log.epoch_key())
+            .key(&inner.keys.leases)
+            .key(&inner.keys.lease_versions)
+            .key(inner.writes.protected_key())
+            .arg(&inner.instances_prefix);
+        let mut conn = inner.redis.conn();
+        type Reply = (
+            String,
+            String,
+            Vec<String>,
+            Vec<String>,
+            Vec<String>,
+            Vec<String>,
+        );
+        let (revision, epoch, stored, leases, versions, protected): Reply =
+            inner.redis.run(invocation.invoke_async(&mut conn)).await?;
+        let revision = parse_u64(Some(&revision))?;
+        let instances = stored
+            .iter()
+            .filter_map(|json| match serde_json::from_str::<Instance>(json) {
+                Ok(instance) => Some(instance),
+                Err(error) => {
+                    tracing::warn!(%error, "unreadable instance in redis; skipped");
+                    None
+                }
+            })
+            .collect();
+        let mut deadlines = HashMap::with_capacity(leases.len() / 2);
+        for pair in leases.chunks_exact(2) {
+            if let Some(deadline) = parse_score(&pair[1]) {
+                deadlines.insert(pair[0].clone(), deadline);
+            }
+        }
+        let lease_versions = versions
+            .chunks_exact(2)
+            .map(|pair| (pair[0].clone(), LeaseVersion::parse(&pair[1]).version))
+            .collect();
+        Ok((
+            revision,
+            Loaded {
+                epoch: (!epoch.is_empty()).then_some(epoch),
+                instances,
+                deadlines,
+                lease_versions,
+                protected,
+            },
+        ))
+    }
+
+    /// One fence for a batch of reads from the view (see [`crate::fence`]):
+    /// where the registry stands in Redis (revision and epoch), the lease
+    /// versions of `services`, and with `protected` the protected services,
+    /// all in one round trip (a pipeline of O(1) reads, plus `HMGET` of the
+    /// batch's services and `SMEMBERS` of a set that is empty but for a
+    /// mass expiry).
+    pub async fn fence(&self, services: &[String], protected: bool) -> Result<Fenced, StoreError> {
+        let inner = &self.inner;
+        let mut pipe = redis::pipe();
+        pipe.get(inner.log.revision_key())
+            .get(inner.log.epoch_key());
+        if !services.is_empty() {
+            pipe.cmd("HMGET")
+                .arg(&inner.keys.lease_versions)
+                .arg(services);
+        }
+        if protected {
+            pipe.smembers(inner.writes.protected_key());
+        }
+        let mut conn = inner.redis.conn();
+        let replies: Vec<redis::Value> = inner
+            .redis
+            .run_op("GET", pipe.query_async(&mut conn))
+            .await?;
+        let mut replies = replies.into_iter();
+        let mut next = || -> Result<redis::Value, StoreError> {
+            replies
+                .next()
+                .ok_or_else(|| StoreError::Corrupt("a short pipeline reply".into()))
+        };
+        let decode = |e: redis::ParsingError| StoreError::Corrupt(e.to_string());
+        let revision: Option<u64> = redis::from_redis_value(next()?).map_err(decode)?;
+        let epoch: Option<String> = redis::from_redis_value(next()?).map_err(decode)?;
+        let lease_versions = if services.is_empty() {
+            HashMap::new()
+        } else {
+            let versions: Vec<Option<String>> = redis::from_redis_value(next()?).map_err(decode)?;
+            services
+                .iter()
+                .cloned()
+                .zip(
+                    versions
+                        .iter()
+                        .map(|v| v.as_deref().map(LeaseVersion::parse).unwrap_or_default()),
+                )
+                .collect()
+        };
+        let protected = if protected {
+            Some(redis::from_redis_value(next()?).map_err(decode)?)
+        } else {
+            None
+        };
+        Ok(Fenced {
+            head: Head {
+                revision: revision.unwrap_or(0),
+                epoch,
+            },
+            lease_versions,
+            protected,
+        })
+    }
+
+    /// The lease deadlines (ms) of `members` (`{service}/{id}` of
+    /// `service`), in order (`None`: no lease), and the service's lease
+    /// version, read together (`MULTI`): what the view refreshes its
+    /// deadlines from when its version is behind.
+    pub async fn leases(
+        &self,
+        service: &str,
+        members: &[String],
+    ) -> Result<(u64, Vec<Option<u64>>), StoreError> {
+        if members.is_empty() {
+            return Ok((0, Vec::new()));
+        }
+        let inner = &self.inner;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hget(&inner.keys.lease_versions, service)
+            .cmd("ZMSCORE")
+            .arg(&inner.keys.leases)
+            .arg(members);
+        let mut conn = inner.redis.conn();
+        // Scores as floats: ms deadlines are integers well inside f64's
+        // exact range, and no `String` is made per instance.
+        let (version, scores): (Option<String>, Vec<Option<f64>>) = inner
+            .redis
+            .run_op("ZMSCORE", pipe.query_async(&mut conn))
+            .await?;
+        let deadlines = scores
+            .into_iter()
+            .map(|score| score.map(|ms| ms as u64))
+            .collect();
+        let version = version
+            .as_deref()
+            .map_or(0, |v| LeaseVersion::parse(v).version);
+        Ok((version, deadlines))
     }
 
     /// Services the reaper must look at: a lease due, or protected.

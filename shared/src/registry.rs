@@ -15,6 +15,7 @@
 //! | `reg:services` | set | names of services with at least one instance | registry-svc |
 //! | `reg:svc:{service}` | hash | instance id → stored instance JSON (below) | registry-svc; health-svc rewrites the status prefix |
 //! | `reg:leases` | sorted set | `{service}/{id}` → lease deadline (ms since epoch) | registry-svc |
+//! | `reg:lease-versions` | hash | service → [`LeaseVersion`]: bumped by every lease change that appends no event (a heartbeat, protection lifting), dropped with the service's last instance | registry-svc |
 //! | `health:svc:{service}` | hash | instance id → [`HealthRecord`] JSON | health-svc (registry-svc deletes it with the instance) |
 //!
 //! # Stored instance JSON
@@ -58,6 +59,34 @@ pub fn stored_tail(instance: &Instance) -> Result<String, serde_json::Error> {
     Ok(json.strip_prefix(PREFIX).unwrap_or(&json).to_owned())
 }
 
+/// A service's entry in `reg:lease-versions`: how many lease changes that
+/// append no event it has had (`version`), and the last of them when it was
+/// one instance's renewal: `"<version> <id> <deadline ms>"` (a heartbeat), or
+/// `"<version>"` alone for a change of several leases at once (protection
+/// lifting). A reader that knows the deadlines at `version - 1` applies
+/// `renewed` and knows them at `version`, without reading every lease.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaseVersion {
+    /// Lease changes without an event so far (0: none, or no entry).
+    pub version: u64,
+    /// The last change, when it renewed one instance: its id and new deadline (ms).
+    pub renewed: Option<(String, u64)>,
+}
+
+impl LeaseVersion {
+    /// Read an entry's text (anything unreadable counts as version 0, which
+    /// a reader never takes for current deadlines it holds at another).
+    pub fn parse(text: &str) -> Self {
+        let mut parts = text.split(' ');
+        let version = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        let renewed = match (parts.next(), parts.next().and_then(|d| d.parse().ok())) {
+            (Some(id), Some(deadline)) => Some((id.to_owned(), deadline)),
+            _ => None,
+        };
+        Self { version, renewed }
+    }
+}
+
 /// The last check result of an instance, kept by health-svc.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthRecord {
@@ -88,6 +117,10 @@ pub struct RegistryKeys {
     pub services: String,
     /// `reg:leases`.
     pub leases: String,
+    /// `reg:lease-versions`: a lease change without an event (a heartbeat)
+    /// still moves its service's [`LeaseVersion`], so an in-memory copy of
+    /// the registry learns with one `HGET` whether its deadlines are current.
+    pub lease_versions: String,
 }
 
 impl RegistryKeys {
@@ -96,6 +129,7 @@ impl RegistryKeys {
         Self {
             services: redis.key(&[LOG_NAME, "services"]),
             leases: redis.key(&[LOG_NAME, "leases"]),
+            lease_versions: redis.key(&[LOG_NAME, "lease-versions"]),
             redis,
         }
     }
@@ -185,6 +219,20 @@ mod tests {
             .map(|i| (i.service.as_str(), i.id.as_str(), i.revision))
             .collect();
         assert_eq!(ids, [("a", "a-1", 1), ("a", "a-2", 2), ("b", "b-1", 3)]);
+    }
+
+    #[test]
+    fn a_lease_version_names_its_renewal_when_there_was_one() {
+        assert_eq!(
+            LeaseVersion::parse("7 echo-1 1733140000123"),
+            LeaseVersion {
+                version: 7,
+                renewed: Some(("echo-1".into(), 1_733_140_000_123)),
+            }
+        );
+        assert_eq!(LeaseVersion::parse("8").renewed, None);
+        assert_eq!(LeaseVersion::parse("8").version, 8);
+        assert_eq!(LeaseVersion::parse("x"), LeaseVersion::default());
     }
 
     #[test]

@@ -183,24 +183,30 @@ async fn a_checked_instance_is_unknown_until_health_svc_writes_a_status() {
     let (_, listed) = get(&app, "/v1/services/api/instances?healthy=true").await;
     assert_eq!(listed["instances"], json!([]), "unknown is not healthy");
 
-    // health-svc rewrites the status prefix in place.
-    let key = format!("{prefix}:reg:svc:api");
-    let mut conn = ::redis::Client::open(redis().url())
-        .unwrap()
-        .get_connection()
+    // health-svc rewrites the status prefix in place, through the registry's
+    // shared writer (a `health` event with it, as every change has: the
+    // replicas' in-memory views follow those events).
+    let redis = mcp_shared::Redis::new(&redis().url(), &prefix, Duration::from_secs(2)).unwrap();
+    let log = mcp_shared::events::EventLog::new(redis.clone(), "reg", 10_000);
+    let record = serde_json::to_string(&mcp_shared::registry::HealthRecord {
+        status: mcp_shared::registry::HealthStatus::Passing,
+        output: "HTTP 200".into(),
+        last_checked_at: "2026-01-01T00:00:00Z".into(),
+        consecutive_failures: 0,
+        consecutive_successes: 1,
+        critical_since_ms: None,
+    })
+    .unwrap();
+    let recorded = mcp_shared::registry::writes::RegistryWrites::new(redis, log)
+        .record(
+            "api",
+            "api-1",
+            &record,
+            Some(mcp_shared::registry::HealthStatus::Passing),
+        )
+        .await
         .unwrap();
-    let stored: String = ::redis::cmd("HGET")
-        .arg(&key)
-        .arg("api-1")
-        .query(&mut conn)
-        .unwrap();
-    let passing = stored.replacen(r#"{"status":"unknown""#, r#"{"status":"passing""#, 1);
-    let _: () = ::redis::cmd("HSET")
-        .arg(&key)
-        .arg("api-1")
-        .arg(passing)
-        .query(&mut conn)
-        .unwrap();
+    assert_eq!(recorded, mcp_shared::registry::writes::Recorded::Changed);
     assert_eq!(ids(&app, "api").await, ["api-1"]);
     let (_, listed) = get(&app, "/v1/services/api/instances?healthy=true").await;
     assert_eq!(listed["instances"][0]["status"], "passing");

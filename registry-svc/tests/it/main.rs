@@ -6,6 +6,7 @@
 
 mod blocking;
 mod common;
+mod discovery;
 mod leases;
 mod lifecycle;
 mod openapi;

@@ -5,7 +5,7 @@
 -- critical past its check's `deregister_critical_after_seconds`, which asks
 -- for the removal only if the instance is still critical.
 --
--- KEYS (every registry write gets the same eight, in this order; see
+-- KEYS (every registry write gets the same nine, in this order; see
 -- shared/src/registry/writes.rs):
 -- KEYS[1] reg:svc:{service}      instances hash (id -> stored instance JSON)
 -- KEYS[2] health:svc:{service}   check results hash (id -> HealthRecord JSON)
@@ -15,6 +15,7 @@
 -- KEYS[6] reg:events             event stream
 -- KEYS[7] reg:protected          services under mass-expiry protection
 -- KEYS[8] reg:expired:{service}  recent expiries (id -> ms)
+-- KEYS[9] reg:lease-versions     service -> version of its leases
 -- ARGV[1] stream max length
 -- ARGV[2] service name (validated: no quoting needed)
 -- ARGV[3] instance id
@@ -33,6 +34,7 @@ redis.call('ZREM', KEYS[3], ARGV[2] .. '/' .. ARGV[3])
 redis.call('HDEL', KEYS[2], ARGV[3])
 if redis.call('HLEN', KEYS[1]) == 0 then
   redis.call('SREM', KEYS[4], ARGV[2])
+  redis.call('HDEL', KEYS[9], ARGV[2])
 end
 local rev = mcp_next_revision(KEYS[5])
 mcp_append(KEYS[6], ARGV[1], rev, 'deregistered', ARGV[2],

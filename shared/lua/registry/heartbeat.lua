@@ -1,5 +1,7 @@
 -- Renew one instance's lease by its own `ttl_seconds`. Only the lease moves:
--- no event, no revision bump. An instance that is gone (expired or
+-- no event, no revision bump; the service's lease version goes up instead
+-- (with this renewal in it), so a replica's in-memory copy learns that its
+-- deadlines are old. An instance that is gone (expired or
 -- deregistered) gets no lease back: the client must register again.
 -- (The pattern cannot match inside metadata: there every `"` is escaped or
 -- followed by a string, never by digits.)
@@ -8,7 +10,7 @@
 -- removed it (404: the client registers again), unless its service is
 -- protected: held instances renew with a plain heartbeat.
 --
--- KEYS (every registry write gets the same eight, in this order; see
+-- KEYS (every registry write gets the same nine, in this order; see
 -- shared/src/registry/writes.rs):
 -- KEYS[1] reg:svc:{service}      instances hash (id -> stored instance JSON)
 -- KEYS[2] health:svc:{service}   check results hash (id -> HealthRecord JSON)
@@ -18,6 +20,7 @@
 -- KEYS[6] reg:events             event stream
 -- KEYS[7] reg:protected          services under mass-expiry protection
 -- KEYS[8] reg:expired:{service}  recent expiries (id -> ms)
+-- KEYS[9] reg:lease-versions     service -> version of its leases
 -- ARGV[1] stream max length
 -- ARGV[2] service name (validated: no quoting needed)
 -- ARGV[3] instance id
@@ -36,4 +39,8 @@ if current and current < now and redis.call('SISMEMBER', KEYS[7], ARGV[2]) == 0 
 end
 local deadline = now + ttl * 1000
 redis.call('ZADD', KEYS[3], deadline, member)
+-- The lease version moves and names this renewal, so a view one version
+-- behind applies it without reading every lease (registry::LeaseVersion).
+local version = (tonumber(string.match(redis.call('HGET', KEYS[9], ARGV[2]) or '', '^%d+')) or 0) + 1
+redis.call('HSET', KEYS[9], ARGV[2], string.format('%d %s %d', version, ARGV[3], deadline))
 return {json, deadline}

@@ -16,7 +16,7 @@
 -- `window` to heartbeat instead of expiring at once: after a partition heals
 -- the instances renew one by one, and the late ones are alive too.
 --
--- KEYS (every registry write gets the same eight, in this order; see
+-- KEYS (every registry write gets the same nine, in this order; see
 -- shared/src/registry/writes.rs):
 -- KEYS[1] reg:svc:{service}      instances hash (id -> stored instance JSON)
 -- KEYS[2] health:svc:{service}   check results hash (id -> HealthRecord JSON)
@@ -26,6 +26,7 @@
 -- KEYS[6] reg:events             event stream
 -- KEYS[7] reg:protected          services under mass-expiry protection
 -- KEYS[8] reg:expired:{service}  recent expiries (id -> ms)
+-- KEYS[9] reg:lease-versions     service -> version of its leases
 -- ARGV[1] stream max length
 -- ARGV[2] service name (validated: no quoting needed)
 -- ARGV[3] settle ms
@@ -82,6 +83,10 @@ if redis.call('SREM', KEYS[7], service) == 1 then
   for _, member in ipairs(lapsed) do
     redis.call('ZADD', KEYS[3], now + window, member)
   end
+  -- Leases moved without an event: say so (see heartbeat.lua); several at
+  -- once, so the version names no renewal and a view reads them all.
+  local version = (tonumber(string.match(redis.call('HGET', KEYS[9], service) or '', '^%d+')) or 0) + 1
+  redis.call('HSET', KEYS[9], service, string.format('%d', version))
   return {0, 0, #lapsed}
 end
 for _, id in ipairs(due) do
@@ -96,5 +101,6 @@ end
 redis.call('PEXPIRE', KEYS[8], window)
 if redis.call('HLEN', KEYS[1]) == 0 then
   redis.call('SREM', KEYS[4], service)
+  redis.call('HDEL', KEYS[9], service)
 end
 return {#due, 0, #lapsed}

@@ -5,7 +5,7 @@
 -- The stored JSON starts with {"status":"<status>","revision":<rev>, and is
 -- spliced, never decoded and re-encoded (cjson would turn [] into {}).
 --
--- KEYS (every registry write gets the same eight, in this order; see
+-- KEYS (every registry write gets the same nine, in this order; see
 -- shared/src/registry/writes.rs):
 -- KEYS[1] reg:svc:{service}      instances hash (id -> stored instance JSON)
 -- KEYS[2] health:svc:{service}   check results hash (id -> HealthRecord JSON)
@@ -15,6 +15,7 @@
 -- KEYS[6] reg:events             event stream
 -- KEYS[7] reg:protected          services under mass-expiry protection
 -- KEYS[8] reg:expired:{service}  recent expiries (id -> ms)
+-- KEYS[9] reg:lease-versions     service -> version of its leases
 -- ARGV[1] stream max length
 -- ARGV[2] service name (validated: no quoting needed)
 -- ARGV[3] instance id

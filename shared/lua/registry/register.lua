@@ -4,7 +4,7 @@
 -- Status: `passing` without a check; with one, the status already stored
 -- (health-svc's verdict survives a re-registration), else `unknown`.
 --
--- KEYS (every registry write gets the same eight, in this order; see
+-- KEYS (every registry write gets the same nine, in this order; see
 -- shared/src/registry/writes.rs):
 -- KEYS[1] reg:svc:{service}      instances hash (id -> stored instance JSON)
 -- KEYS[2] health:svc:{service}   check results hash (id -> HealthRecord JSON)
@@ -14,6 +14,7 @@
 -- KEYS[6] reg:events             event stream
 -- KEYS[7] reg:protected          services under mass-expiry protection
 -- KEYS[8] reg:expired:{service}  recent expiries (id -> ms)
+-- KEYS[9] reg:lease-versions     service -> version of its leases
 -- ARGV[1] stream max length
 -- ARGV[2] service name (validated: no quoting needed)
 -- ARGV[3] instance id (validated)

@@ -2,6 +2,8 @@
 //! gateway's routing table and policies, health-svc's catalog) in step with
 //! the log, through the process's [`EventFeed`]. Each of them implements
 //! [`Follower`] (how to load, install and apply); [`follow`] is the one loop.
+//! A follower may batch: the loop tells it when no event is waiting
+//! ([`Follower::settled`]), so a burst of writes costs one publication.
 //!
 //! The rule the loop keeps:
 //!
@@ -66,6 +68,11 @@ pub trait Follower {
     /// let the old history's revisions shadow the new one's. The published
     /// state keeps serving until that load. Nothing by default.
     fn forget(&mut self) {}
+
+    /// Every event received so far is applied (none is waiting): a follower
+    /// that batches a burst of events into one publication publishes now.
+    /// Nothing by default (a follower that publishes in `apply`).
+    fn settled(&mut self) {}
 }
 
 /// Why [`track`] stopped applying events.
@@ -145,10 +152,17 @@ async fn track<F: Follower>(
                     tracing::debug!(follower = name, last, "redis lost its data; reloading");
                     return Break::Lost;
                 }
-                Ok(event) if event.revision <= last => {}
+                Ok(event) if event.revision <= last => {
+                    if events.is_empty() {
+                        follower.settled();
+                    }
+                }
                 Ok(event) if event.revision == last + 1 => {
                     follower.apply(&event);
                     last = event.revision;
+                    if events.is_empty() {
+                        follower.settled();
+                    }
                 }
                 Ok(event) => {
                     tracing::debug!(follower = name, last, revision = event.revision, "gap in the events; reloading");

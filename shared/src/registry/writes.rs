@@ -4,7 +4,10 @@
 //!
 //! Each write is one Lua script (`shared/lua/registry/*.lua`) that changes
 //! the data, takes the next revision and appends the event in one atomic
-//! step (ARCHITECTURE.md, "Redis layout"). Every script gets the same eight
+//! step (ARCHITECTURE.md, "Redis layout"). A lease change that appends no
+//! event (a heartbeat, protection lifting) bumps the service's lease version
+//! instead (KEYS[9]), so registry-svc's in-memory copy knows when the
+//! deadlines it shows are old. Every script gets the same nine
 //! KEYS in the same order and the same first two ARGV ([`RegistryWrites::invocation`]),
 //! so no caller can pass them in another order, and tests write through
 //! this module rather than copies of the scripts.
@@ -19,6 +22,7 @@
 //! | 6 | `reg:events` |
 //! | 7 | `reg:protected` (services whose expiries are held back) |
 //! | 8 | `reg:expired:{service}` (recent expiries, for mass-expiry protection) |
+//! | 9 | `reg:lease-versions` (service → version of its leases) |
 //!
 //! ARGV[1] is the stream's max length, ARGV[2] the service name.
 
@@ -134,7 +138,7 @@ impl RegistryWrites {
         &self.protected
     }
 
-    /// `script` with the eight KEYS and two ARGV every registry write takes
+    /// `script` with the nine KEYS and two ARGV every registry write takes
     /// (see the module docs); the script's own ARGV follow.
     fn invocation<'a>(&self, script: &'a Script, service: &str) -> ScriptInvocation<'a> {
         let mut invocation = script.prepare_invoke();
@@ -147,6 +151,7 @@ impl RegistryWrites {
             .key(self.log.stream_key())
             .key(&self.protected)
             .key(self.redis.key(&[LOG_NAME, "expired", service]))
+            .key(&self.keys.lease_versions)
             .arg(self.log.max_len())
             .arg(service);
         invocation

@@ -6,8 +6,9 @@ use redis::{ErrorKind, RedisError, ServerErrorKind};
 
 use crate::problem::Problem;
 
-/// What went wrong talking to Redis.
-#[derive(Debug, thiserror::Error)]
+/// What went wrong talking to Redis (`Clone`, so one failed round trip
+/// shared by several requests fails each of them).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// Redis cannot be reached or did not answer in time.
     #[error("redis unavailable: {0}")]
