@@ -358,9 +358,6 @@ async fn watch(
     let readable = service.as_deref().map(|s| caller.scopes.may_read(AREA, s));
     let filter =
         move |event: &Event| readable.unwrap_or_else(|| caller.scopes.may_read(AREA, &event.scope));
-    let watch = state
-        .feed
-        .open_watch(after, service, filter, None, state.shutdown.clone())
-        .await?;
+    let watch = state.feed.open_watch(after, service, filter, None).await?;
     Ok(watch.into_response())
 }

@@ -1,12 +1,11 @@
 //! Waiting for shutdown on a hot path.
 //!
 //! `CancellationToken::cancelled()` takes the token's mutex on every poll
-//! (its `is_cancelled` locks the tree node), and every connection and every
-//! SSE watch of a service waits on clones of the same token: a thousand
-//! watchers woken by one event would take that one lock twice each, from
-//! every worker thread. [`Cancelled`] polls the token only when the token
-//! itself woke it (or on the first poll), so the other wake-ups cost an
-//! atomic swap.
+//! (its `is_cancelled` locks the tree node), and every connection of a
+//! service waits on clones of the same token: a thousand SSE connections
+//! woken by one event would each take that one lock, from every worker
+//! thread. [`Cancelled`] polls the token only when the token itself woke it
+//! (or on the first poll), so the other wake-ups cost an atomic swap.
 
 use std::{
     future::Future,

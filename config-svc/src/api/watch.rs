@@ -81,7 +81,7 @@ pub(super) async fn watch(
         move |e: &Event| readable.unwrap_or_else(|| caller.scopes.may_read(AREA, &e.scope));
     Ok(inner
         .feed
-        .open_watch(after, ns, filter, on_delivered, inner.shutdown.clone())
+        .open_watch(after, ns, filter, on_delivered)
         .await?)
 }
 

@@ -5,7 +5,9 @@
 //!
 //! A scope's channel exists while someone watches that scope; it is made by
 //! the first subscriber and dropped with the last one (or, should two leave
-//! at once, by the next publish to it).
+//! at once, by the next publish to it). When the feed stops (shutdown) it
+//! closes every channel, which ends every watch: a watch never polls the
+//! shutdown token itself, so an event costs it no look at the token.
 //!
 //! # Gaps
 //!
@@ -61,24 +63,27 @@ struct ScopeChannel {
 }
 
 /// What the tail and the subscribers change together, under one lock.
-#[derive(Default)]
 struct Routes {
     /// The revision of the last event published.
     published: u64,
+    /// The channel of everything; `None` once closed.
+    all: Option<broadcast::Sender<Delivery>>,
     scopes: HashMap<String, ScopeChannel>,
 }
 
 /// The channels SSE watchers receive from (see the module docs).
 pub(super) struct Fanout {
-    all: broadcast::Sender<Delivery>,
     routes: Mutex<Routes>,
 }
 
 impl Fanout {
     pub(super) fn new() -> Self {
         Self {
-            all: broadcast::channel(ALL_CAPACITY).0,
-            routes: Mutex::default(),
+            routes: Mutex::new(Routes {
+                published: 0,
+                all: Some(broadcast::channel(ALL_CAPACITY).0),
+                scopes: HashMap::new(),
+            }),
         }
     }
 
@@ -104,8 +109,8 @@ impl Fanout {
                 })
                 .clone()
         };
-        if self.all.receiver_count() > 0 {
-            let _ = self.all.send(Delivery {
+        if let Some(all) = routes.all.as_ref().filter(|all| all.receiver_count() > 0) {
+            let _ = all.send(Delivery {
                 after,
                 frame: frame(),
             });
@@ -134,31 +139,41 @@ impl Fanout {
         let delivery = Delivery { after: 0, frame };
         let mut routes = self.routes();
         routes.published = revision;
-        let _ = self.all.send(delivery.clone());
+        if let Some(all) = &routes.all {
+            let _ = all.send(delivery.clone());
+        }
         routes.scopes.retain(|_, channel| {
             channel.last = revision;
             channel.sender.send(delivery.clone()).is_ok()
         });
     }
 
-    /// Receive the deliveries of `scope` (`None`: of everything) from now on.
+    /// Close every channel: the watches end (the feed stopped).
+    pub(super) fn close(&self) {
+        let mut routes = self.routes();
+        routes.all = None;
+        routes.scopes.clear();
+    }
+
+    /// Receive the deliveries of `scope` (`None`: of everything) from now on
+    /// (after [`Fanout::close`], a receiver that is closed already).
     pub(super) fn subscribe(self: &Arc<Self>, scope: Option<String>) -> Subscription {
-        let receiver = match &scope {
-            None => self.all.subscribe(),
-            Some(scope) => {
-                let mut routes = self.routes();
-                let published = routes.published;
-                routes
-                    .scopes
-                    .entry(scope.clone())
-                    .or_insert_with(|| ScopeChannel {
-                        sender: broadcast::channel(SCOPE_CAPACITY).0,
-                        last: published,
-                    })
-                    .sender
-                    .subscribe()
-            }
+        let mut routes = self.routes();
+        let published = routes.published;
+        let receiver = match (&scope, &routes.all) {
+            (_, None) => broadcast::channel(1).1,
+            (None, Some(all)) => all.subscribe(),
+            (Some(scope), Some(_)) => routes
+                .scopes
+                .entry(scope.clone())
+                .or_insert_with(|| ScopeChannel {
+                    sender: broadcast::channel(SCOPE_CAPACITY).0,
+                    last: published,
+                })
+                .sender
+                .subscribe(),
         };
+        drop(routes);
         Subscription {
             receiver: Some(receiver),
             scope,
@@ -263,6 +278,22 @@ mod tests {
         assert_eq!(fanout.routes().scopes.len(), 1);
         drop(second);
         assert!(fanout.routes().scopes.is_empty());
+    }
+
+    #[test]
+    fn closing_ends_every_channel_and_every_later_subscription() {
+        let fanout = Arc::new(Fanout::new());
+        let mut a = fanout.subscribe(Some("a".to_owned()));
+        let mut all = fanout.subscribe(None);
+        fanout.close();
+        let mut later = fanout.subscribe(Some("b".to_owned()));
+        for subscription in [&mut a, &mut all, &mut later] {
+            let received = subscription.receiver().unwrap().try_recv();
+            assert_eq!(
+                received.unwrap_err(),
+                broadcast::error::TryRecvError::Closed
+            );
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::{
     tail::tail,
     watch::{OnDelivered, Start, Watch, WatchResponse},
 };
-use crate::{shutdown::Cancelled, store::StoreError};
+use crate::store::StoreError;
 
 /// What the feed publishes on its `watch`: the revision seen last and how
 /// many resets it has broadcast (so a waiter wakes on a reset too).
@@ -58,7 +58,11 @@ impl EventFeed {
             }),
         };
         metrics::gauge!(watchers_gauge).set(0.0);
-        let task = tokio::spawn(tail(log, events, fanout, position_tx, shutdown));
+        let task = tokio::spawn(async move {
+            tail(log, events, fanout.clone(), position_tx, shutdown).await;
+            // The feed stopped (shutdown): every SSE watch ends.
+            fanout.close();
+        });
         (feed, task)
     }
 
@@ -153,13 +157,13 @@ impl EventFeed {
     ///
     /// Fails fast (→ 503) when Redis is down at open time; a watch that
     /// loses Redis later ends, and the client resumes with `Last-Event-ID`.
+    /// Every watch ends when the feed stops (its `shutdown` fired).
     pub async fn open_watch<F>(
         &self,
         after: Option<u64>,
         scope: Option<String>,
         filter: F,
         on_delivered: Option<OnDelivered>,
-        shutdown: CancellationToken,
     ) -> Result<WatchResponse, StoreError>
     where
         F: Fn(&Event) -> bool + Send + 'static,
@@ -180,7 +184,6 @@ impl EventFeed {
             start,
             filter,
             on_delivered,
-            Cancelled::new(shutdown),
             self.inner.watchers_gauge,
         );
         Ok(WatchResponse::new(watch))

@@ -21,8 +21,6 @@ use tokio::{
     time::{Instant, Sleep},
 };
 
-use crate::shutdown::Cancelled;
-
 use super::{
     Event, EventLog, HEARTBEAT, Replay,
     fanout::{Delivery, Subscription},
@@ -107,9 +105,6 @@ pub(super) struct Watch<F> {
     catching_up: bool,
     /// The channel closed or Redis failed: end the stream.
     ended: bool,
-    /// Looked at only when the token signals: polling the token itself
-    /// would take its lock on every event.
-    shutdown: Cancelled,
     /// Fires at the earliest moment a heartbeat may be due; re-armed lazily
     /// (a frame only moves `quiet_since`, no timer work per event).
     heartbeat: Pin<Box<Sleep>>,
@@ -168,7 +163,6 @@ impl<F: Fn(&Event) -> bool> Watch<F> {
         start: Start,
         filter: F,
         on_delivered: Option<OnDelivered>,
-        shutdown: Cancelled,
         gauge: &'static str,
     ) -> Self {
         let now = Instant::now();
@@ -181,7 +175,6 @@ impl<F: Fn(&Event) -> bool> Watch<F> {
             start: Some(start),
             catching_up: false,
             ended: false,
-            shutdown,
             heartbeat: Box::pin(tokio::time::sleep_until(now + HEARTBEAT)),
             quiet_since: now,
             _counted: Counted::new(gauge),
@@ -223,8 +216,8 @@ impl<F: Fn(&Event) -> bool> Watch<F> {
             let receiver = self.live.receiver()?;
             let received = tokio::select! {
                 biased;
+                // Closed when the feed stops: the watch ends (see `gather`).
                 received = receiver.recv() => received,
-                _ = &mut self.shutdown => return None,
                 _ = self.heartbeat.as_mut() => {
                     let due = self.quiet_since + HEARTBEAT;
                     if Instant::now() >= due {
@@ -351,8 +344,6 @@ impl<F: Fn(&Event) -> bool> Watch<F> {
 mod tests {
     use std::{sync::Arc, time::Duration};
 
-    use tokio_util::sync::CancellationToken;
-
     use super::*;
     use crate::{events::fanout::Fanout, store::Redis};
 
@@ -413,7 +404,6 @@ return rev";
             start,
             |_: &Event| true,
             None,
-            Cancelled::new(CancellationToken::new()),
             "test_watchers",
         )
     }

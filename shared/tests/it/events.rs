@@ -120,10 +120,10 @@ struct WatchParams {
 }
 
 async fn watch(
-    State((feed, shutdown)): State<(EventFeed, CancellationToken)>,
+    State(feed): State<EventFeed>,
     axum::extract::Query(params): axum::extract::Query<WatchParams>,
 ) -> impl IntoResponse {
-    feed.open_watch(None, params.scope, |_| true, None, shutdown)
+    feed.open_watch(None, params.scope, |_| true, None)
         .await
         .unwrap()
 }
@@ -138,9 +138,7 @@ async fn served_feed(
     let log = EventLog::new(redis, "t", max_len);
     let shutdown = CancellationToken::new();
     let (feed, _tail) = EventFeed::spawn(log.clone(), "test_watchers", shutdown.clone());
-    let app = Router::new()
-        .route("/watch", get(watch))
-        .with_state((feed, shutdown.clone()));
+    let app = Router::new().route("/watch", get(watch)).with_state(feed);
     let service = mcp_testkit::spawn(|listener, stop| async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
