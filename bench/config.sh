@@ -11,12 +11,13 @@
 # WATCHERS streams split over client threads, PUTS writes INTERVAL_MS apart,
 # each event's arrival taken from the kernel's receive time at the watcher's
 # socket (and when the client read it); TURNS runs of each peer, alternating.
-# Each turn runs twice: with the client reading at once (its reads compete
-# with the server for the same cores), and with its reads deferred DEFER_MS
-# past each write (writes DEFER_MS + 40 ms apart), as if the watchers ran on
-# other machines.
+# Each turn runs three times: with the client reading at once (its reads
+# compete with the server for the same cores); with its reads deferred
+# DEFER_MS past each write (writes DEFER_MS + 40 ms apart), as if the
+# watchers ran on other machines; and so again with IDLE_WATCHERS more
+# watchers of another namespace, which no write concerns.
 #
-#   bash bench/config.sh      # DURATION=10s CONNECTIONS=32 WATCHERS=1000 PUTS=40 INTERVAL_MS=50 DEFER_MS=60 TURNS=3
+#   bash bench/config.sh      # DURATION=10s CONNECTIONS=32 WATCHERS=1000 PUTS=40 INTERVAL_MS=50 DEFER_MS=60 IDLE_WATCHERS=5000 TURNS=3
 #   WATCH_ONLY=1 bash bench/config.sh   # the watch fan-out part alone
 source "$(dirname "$0")/lib.sh"
 DURATION=${DURATION:-10s}
@@ -25,6 +26,7 @@ WATCHERS=${WATCHERS:-1000}
 PUTS=${PUTS:-40}
 INTERVAL_MS=${INTERVAL_MS:-50}
 DEFER_MS=${DEFER_MS:-60}
+IDLE_WATCHERS=${IDLE_WATCHERS:-5000}
 TURNS=${TURNS:-3}
 WATCH_ONLY=${WATCH_ONLY:-0}
 ulimit -n 65536 2>/dev/null || ulimit -n 8192 2>/dev/null || true
@@ -79,6 +81,10 @@ for _ in $(seq "$TURNS"); do
     WATCH_ROWS+=("$(watch_row "$name" "at once" "$target" "$port" "$pid" --interval-ms "$INTERVAL_MS")")
     WATCH_ROWS+=("$(watch_row "$name" "$DEFER_MS ms later" "$target" "$port" "$pid" \
       --interval-ms $((DEFER_MS + 40)) --defer-reads-ms "$DEFER_MS")")
+    if ((IDLE_WATCHERS > 0)); then
+      WATCH_ROWS+=("$(watch_row "$name" "$DEFER_MS ms later, +$IDLE_WATCHERS idle" "$target" "$port" "$pid" \
+        --interval-ms $((DEFER_MS + 40)) --defer-reads-ms "$DEFER_MS" --idle-watchers "$IDLE_WATCHERS")")
+    fi
   done
 done
 
@@ -96,7 +102,7 @@ done
     done
     echo
   fi
-  echo "Watch fan-out, $WATCHERS watchers x $PUTS writes, $TURNS turns (config-svc's \`watch_load\`; latency = arrival at the watcher's socket minus write start; client reads at once (writes $INTERVAL_MS ms apart) or $DEFER_MS ms after each write (writes $((DEFER_MS + 40)) ms apart); \"read p99\" = when the client's read returned; CPU per delivery over the writes, as the kernel charges it to the process (softirq work, such as the loopback receive path, may be left out)):"
+  echo "Watch fan-out, $WATCHERS watchers x $PUTS writes, $TURNS turns (config-svc's \`watch_load\`; latency = arrival at the watcher's socket minus write start; client reads at once (writes $INTERVAL_MS ms apart) or $DEFER_MS ms after each write (writes $((DEFER_MS + 40)) ms apart); \"+N idle\": N more watchers of a namespace no write touches; \"read p99\" = when the client's read returned; CPU per delivery over the writes, as the kernel charges it to the process (softirq work, such as the loopback receive path, may be left out)):"
   echo
   echo "| peer | client reads | delivered | expected | p50 ms | p99 ms | max ms | read p99 ms | server CPU µs | client CPU µs |"
   echo "|---|---|---|---|---|---|---|---|---|---|"

@@ -5,6 +5,8 @@
 //! gateway, `POST /v3/watch` on `/bench/k`), then makes `--puts` writes of one
 //! key one after another, `--interval-ms` apart, over one kept-alive
 //! connection, and records when each write's event reaches each watcher.
+//! `--idle-watchers` more watch another namespace (`idle`, etcd `/idle/k`),
+//! which no write touches: the cost of watchers that are not concerned.
 //! Latency = arrival − the moment just before the write request was sent
 //! (so it includes the write itself).
 //!
@@ -80,9 +82,13 @@ struct Args {
     target: Target,
     /// The port on 127.0.0.1.
     port: u16,
-    /// Open watches.
+    /// Open watches of the written key's namespace (etcd: key range).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=20_000))]
     watchers: u32,
+    /// Open watches of another namespace (etcd: key range) besides: no write
+    /// is theirs, so what they cost the fan-out is what waking them costs.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=20_000))]
+    idle_watchers: u32,
     /// Writes, one after another.
     #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     puts: u32,
@@ -217,7 +223,8 @@ fn main() -> Result<(), Error> {
     if args.defer_reads_ms >= args.interval_ms {
         return Err("--defer-reads-ms must be below --interval-ms".into());
     }
-    let request = Arc::new(watch_request(&args));
+    let request = Arc::new(watch_request(&args, "bench"));
+    let idle_request = Arc::new(watch_request(&args, "idle"));
     let counters = Arc::new(Counters::default());
     let stop = CancellationToken::new();
     let gate = Arc::new(Gate {
@@ -231,8 +238,10 @@ fn main() -> Result<(), Error> {
     // Watchers: an even share per thread, each thread its own runtime.
     let mut threads = Vec::new();
     for t in 0..args.threads {
-        let share = args.watchers / args.threads + u32::from(t < args.watchers % args.threads);
+        let part = |n: u32| n / args.threads + u32::from(t < n % args.threads);
+        let (share, idle) = (part(args.watchers), part(args.idle_watchers));
         let (request, counters, stop) = (request.clone(), counters.clone(), stop.clone());
+        let idle_request = idle_request.clone();
         let gate = gate.clone();
         let (target, port, puts) = (args.target, args.port, args.puts);
         threads.push(std::thread::spawn(move || -> Result<Arrivals, String> {
@@ -244,8 +253,9 @@ fn main() -> Result<(), Error> {
             let _context = runtime.enter();
             // The watchers run whenever the runtime is driven.
             let mut set = JoinSet::new();
-            for _ in 0..share {
-                let (request, counters, stop) = (request.clone(), counters.clone(), stop.clone());
+            for i in 0..share + idle {
+                let request = if i < share { &request } else { &idle_request }.clone();
+                let (counters, stop) = (counters.clone(), stop.clone());
                 set.spawn_on(
                     async move {
                         let result = watcher(target, port, &request, &counters, stop, puts).await;
@@ -304,7 +314,7 @@ fn main() -> Result<(), Error> {
 /// Wait for every watch, make the writes, wait for the deliveries. Returns
 /// when each write was sent.
 async fn drive(args: &Args, counters: &Counters, gate: &Gate) -> Result<Vec<Sent>, Error> {
-    let watchers = args.watchers as usize;
+    let watchers = (args.watchers + args.idle_watchers) as usize;
     let opened = wait_until(Duration::from_secs(60), || {
         counters.ready.load(Ordering::Relaxed) + counters.failed.load(Ordering::Relaxed) >= watchers
     })
@@ -331,7 +341,7 @@ async fn drive(args: &Args, counters: &Counters, gate: &Gate) -> Result<Vec<Sent
     }
     // The client threads read at once again (for the deliveries still to count).
     gate.enter(Phase::Draining);
-    let expected = watchers * args.puts as usize;
+    let expected = args.watchers as usize * args.puts as usize;
     wait_until(Duration::from_secs(args.drain_s), || {
         counters.delivered.load(Ordering::Relaxed) >= expected
     })
@@ -416,18 +426,18 @@ fn percentiles(mut latencies: Vec<f64>, expected: usize) -> String {
     )
 }
 
-/// The request that opens one watch.
-fn watch_request(args: &Args) -> Vec<u8> {
+/// The request that opens one watch of namespace `ns` (etcd: keys `/{ns}/k…`).
+fn watch_request(args: &Args, ns: &str) -> Vec<u8> {
     match args.target {
         Target::Mcp => format!(
-            "GET /v1/watch?namespace=bench HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: {}\r\naccept: text/event-stream\r\n\r\n",
+            "GET /v1/watch?namespace={ns} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: {}\r\naccept: text/event-stream\r\n\r\n",
             args.auth.as_deref().unwrap_or_default()
         ),
         Target::Etcd => {
             let body = format!(
                 r#"{{"create_request":{{"key":"{}","range_end":"{}"}}}}"#,
-                base64(b"/bench/k"),
-                base64(b"/bench/l")
+                base64(format!("/{ns}/k").as_bytes()),
+                base64(format!("/{ns}/l").as_bytes())
             );
             format!(
                 "POST /v3/watch HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
