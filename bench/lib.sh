@@ -87,7 +87,7 @@ us_per_request() { awk -v t="$1" -v r="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN { i
 
 # The services answer only the gateway: every binary gets this secret, and a
 # direct call carries MCP_INTERNAL_AUTH (the internal credential the gateway
-# mints, scope admin; read by the wrk scripts and watch_latency.py).
+# mints, scope admin; read by the wrk scripts and the watch_load client).
 export MCP_INTERNAL_SECRET=bench-internal-secret-bench-internal-secret
 
 # internal_token: a one-hour internal credential (README: Security model).

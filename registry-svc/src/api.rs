@@ -352,14 +352,12 @@ async fn watch(
         http::last_event_id(&headers).map_err(|e| ApiError::bad_param(e.field, e.message))?;
     let after = last_event_id.or(query.index);
     let service = query.service.map(Name::into_string);
-    // The asked-for service, and in any case only services the caller may read.
-    let filter = move |event: &Event| {
-        service.as_deref().is_none_or(|s| event.scope == s)
-            && caller.scopes.may_read(AREA, &event.scope)
-    };
-    let watch = state
-        .feed
-        .open_watch(after, filter, None, state.shutdown.clone())
-        .await?;
+    // The asked-for service (its own channel: other services' events never
+    // wake this watch), and only services the caller may read: decided once
+    // for a service, per event for a watch of all.
+    let readable = service.as_deref().map(|s| caller.scopes.may_read(AREA, s));
+    let filter =
+        move |event: &Event| readable.unwrap_or_else(|| caller.scopes.may_read(AREA, &event.scope));
+    let watch = state.feed.open_watch(after, service, filter, None).await?;
     Ok(watch.into_response())
 }

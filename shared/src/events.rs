@@ -10,8 +10,13 @@
 //!
 //! In each process one [`EventFeed`] task tails the stream on a connection of
 //! its own (`XREAD BLOCK`) and fans events out in memory: a blocking query
-//! waits on a `watch` of the revision and an SSE watcher on a `broadcast`,
-//! so a thousand watchers cost one Redis connection, not a thousand.
+//! waits on a `watch` of the revision, an in-process follower on a
+//! `broadcast` of the events, and an SSE watcher on a `broadcast` of finished
+//! SSE frames, one channel per scope (namespace, service) plus one for
+//! watchers of everything. A thousand watchers cost one Redis connection and
+//! one serialization per event, not a thousand; a watcher of one namespace
+//! is not woken by another's changes, and its response body reads the
+//! channel itself (no task per watcher, several ready frames in one write).
 //! A watcher that falls behind or resumes from `Last-Event-ID` replays from
 //! the stream itself; when the asked-for revision has been trimmed it gets a
 //! `reset` event carrying the current revision and must re-list.
@@ -42,19 +47,21 @@
 //! # Parts
 //!
 //! [`EventLog`] (in `log`) reads the log in Redis, [`EventFeed`] (in
-//! `feed`) fans it out in process, fed by the tail task (in `tail`), each
-//! SSE watch is a watcher task (in `watch`), and [`follow()`] (in `follow`)
-//! is the loop every in-process [`Follower`] runs.
+//! `feed`) fans it out in process, fed by the tail task (in `tail`); the
+//! SSE channels are in `fanout`, the frame text in `sse`, each SSE watch is
+//! a response body (in `watch`), and [`follow()`] (in `follow`) is the loop
+//! every in-process [`Follower`] runs.
 
+mod fanout;
 mod feed;
 mod follow;
 mod log;
+mod sse;
 mod tail;
 mod watch;
 
 use std::time::Duration;
 
-use axum::response::sse::Event as SseEvent;
 use redis::{Script, Value, streams::StreamId};
 
 pub use feed::EventFeed;
@@ -128,14 +135,6 @@ impl Event {
     /// Whether this is the feed's `reset` notice.
     pub fn is_reset(&self) -> bool {
         self.kind == RESET
-    }
-
-    /// As an SSE event: `id:` revision, `event:` kind, `data:` payload.
-    pub fn to_sse(&self) -> SseEvent {
-        SseEvent::default()
-            .id(self.revision.to_string())
-            .event(&self.kind)
-            .data(&self.data)
     }
 }
 

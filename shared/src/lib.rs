@@ -21,6 +21,7 @@
 //! - [`telemetry`]: tracing subscriber and OTLP export.
 //! - [`metrics`]: the Prometheus recorder and the HTTP metrics layer.
 //! - [`server`]: the scaffold every service runs on (`/healthz`, `/readyz`, `/metrics`, shutdown).
+//! - [`shutdown`]: waiting for the shutdown token on a hot path without taking its lock each poll.
 //! - [`time`]: timestamps on the wire.
 //!
 //! The API bodies in [`registry`], [`config`] and [`health`], the [`names`]
@@ -48,6 +49,7 @@ pub mod registry;
 pub mod scope;
 pub mod server;
 pub mod settings;
+pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 pub mod time;

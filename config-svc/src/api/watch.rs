@@ -73,13 +73,15 @@ pub(super) async fn watch(
         }
         None => None,
     };
-    // The asked-for namespace, and in any case only namespaces the caller may read.
-    let filter = move |e: &Event| {
-        ns.as_deref().is_none_or(|n| e.scope == n) && caller.scopes.may_read(AREA, &e.scope)
-    };
+    // The asked-for namespace (its own channel: other namespaces' writes
+    // never wake this watch), and only namespaces the caller may read:
+    // decided once for a namespace, per event for a watch of all.
+    let readable = ns.as_deref().map(|n| caller.scopes.may_read(AREA, n));
+    let filter =
+        move |e: &Event| readable.unwrap_or_else(|| caller.scopes.may_read(AREA, &e.scope));
     Ok(inner
         .feed
-        .open_watch(after, filter, on_delivered, inner.shutdown.clone())
+        .open_watch(after, ns, filter, on_delivered)
         .await?)
 }
 

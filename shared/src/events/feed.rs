@@ -1,18 +1,17 @@
 //! The in-process fan-out of one log: the revision on a `watch` for
-//! blocking queries, the events on a `broadcast` for SSE watchers and
-//! in-process followers.
+//! blocking queries, the events on a `broadcast` for in-process followers,
+//! and their SSE frames on the [`Fanout`]'s channels for SSE watchers.
 
 use std::{sync::Arc, time::Duration};
 
-use axum::response::sse::{KeepAlive, Sse};
-use tokio::sync::{broadcast, mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Event, EventLog, HEARTBEAT, Replay,
+    Event, EventLog, Replay,
+    fanout::Fanout,
     tail::tail,
-    watch::{Start, WatchResponse, Watcher},
+    watch::{OnDelivered, Start, Watch, WatchResponse},
 };
 use crate::store::StoreError;
 
@@ -27,6 +26,7 @@ pub(super) struct Position {
 struct FeedInner {
     log: EventLog,
     events: broadcast::Sender<Arc<Event>>,
+    fanout: Arc<Fanout>,
     position: watch::Receiver<Position>,
     watchers_gauge: &'static str,
 }
@@ -47,16 +47,22 @@ impl EventFeed {
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (events, _) = broadcast::channel(4096);
         let (position_tx, position) = watch::channel(Position::default());
+        let fanout = Arc::new(Fanout::new());
         let feed = Self {
             inner: Arc::new(FeedInner {
                 log: log.clone(),
                 events: events.clone(),
+                fanout: fanout.clone(),
                 position,
                 watchers_gauge,
             }),
         };
         metrics::gauge!(watchers_gauge).set(0.0);
-        let task = tokio::spawn(tail(log, events, position_tx, shutdown));
+        let task = tokio::spawn(async move {
+            tail(log, events, fanout.clone(), position_tx, shutdown).await;
+            // The feed stopped (shutdown): every SSE watch ends.
+            fanout.close();
+        });
         (feed, task)
     }
 
@@ -143,23 +149,27 @@ impl EventFeed {
         }
     }
 
-    /// Open an SSE watch: replay after `after` (`Last-Event-ID`), then live
-    /// events, each passed through `filter`; `on_delivered` is told the
-    /// revision reached after each delivery (for propagation tracking).
+    /// Open an SSE watch of `scope` (`None`: every scope): replay after
+    /// `after` (`Last-Event-ID`), then live events, each passed through
+    /// `filter` (which sees only events of `scope`); `on_delivered` is told the revision reached after each
+    /// delivery (for propagation tracking). A watch of one scope listens on
+    /// that scope's channel only, so other scopes' changes never wake it.
     ///
     /// Fails fast (→ 503) when Redis is down at open time; a watch that
     /// loses Redis later ends, and the client resumes with `Last-Event-ID`.
+    /// Every watch ends when the feed stops (its `shutdown` fired).
     pub async fn open_watch<F>(
         &self,
         after: Option<u64>,
+        scope: Option<String>,
         filter: F,
-        on_delivered: Option<Box<dyn Fn(u64) + Send + Sync>>,
-        shutdown: CancellationToken,
+        on_delivered: Option<OnDelivered>,
     ) -> Result<WatchResponse, StoreError>
     where
-        F: Fn(&Event) -> bool + Send + Sync + 'static,
+        F: Fn(&Event) -> bool + Send + 'static,
     {
-        let live = self.subscribe();
+        // Subscribe before reading Redis so nothing falls between the two.
+        let live = self.inner.fanout.subscribe(scope);
         let log = self.log().clone();
         let start = match after {
             Some(after) => match log.replay(after).await? {
@@ -168,17 +178,14 @@ impl EventFeed {
             },
             None => Start::Live(log.current_revision().await?),
         };
-        let (tx, rx) = mpsc::channel(64);
-        let watcher = Watcher {
+        let watch = Watch::new(
             log,
             live,
-            tx,
+            start,
             filter,
             on_delivered,
-            gauge: self.inner.watchers_gauge,
-        };
-        tokio::spawn(watcher.run(start, shutdown));
-        Ok(Sse::new(ReceiverStream::new(rx))
-            .keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat")))
+            self.inner.watchers_gauge,
+        );
+        Ok(WatchResponse::new(watch))
     }
 }

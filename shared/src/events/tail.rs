@@ -9,12 +9,13 @@ use redis::streams::{StreamReadOptions, StreamReadReply};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::{Event, EventLog, Head, PAGE, TAIL_BLOCK, feed::Position};
+use super::{Event, EventLog, Head, PAGE, TAIL_BLOCK, fanout::Fanout, feed::Position};
 
 /// The tail task: follow the stream and publish to the feed until shutdown.
 pub(super) async fn tail(
     log: EventLog,
     events: broadcast::Sender<Arc<Event>>,
+    fanout: Arc<Fanout>,
     position: watch::Sender<Position>,
     shutdown: CancellationToken,
 ) {
@@ -65,7 +66,7 @@ pub(super) async fn tail(
                 // Fewer revisions, another epoch, or (after a failover to a
                 // replica that missed the last writes and took new ones
                 // since) another event at the revision we last published.
-                publish_reset(&log, &events, &position, &seen, &head);
+                publish_reset(&log, &events, &fanout, &position, &seen, &head);
                 last = None;
                 head
             }
@@ -107,7 +108,7 @@ pub(super) async fn tail(
             if head.lost_to(&now) {
                 // The events just read (if any) belong to the new history
                 // or to the lost one: readers re-list instead.
-                publish_reset(&log, &events, &position, &head, &now);
+                publish_reset(&log, &events, &fanout, &position, &head, &now);
                 last = None;
                 head = now;
                 continue;
@@ -124,6 +125,8 @@ pub(super) async fn tail(
                     head.revision = event.revision;
                     position.send_modify(|p| p.revision = event.revision);
                     let event = Arc::new(event);
+                    // SSE watchers first: they are the fan-out whose latency is measured.
+                    fanout.publish(&event);
                     last = Some(event.clone());
                     // No receivers is fine: nobody is watching.
                     let _ = events.send(event);
@@ -139,6 +142,7 @@ pub(super) async fn tail(
 fn publish_reset(
     log: &EventLog,
     events: &broadcast::Sender<Arc<Event>>,
+    fanout: &Fanout,
     position: &watch::Sender<Position>,
     seen: &Head,
     now: &Head,
@@ -156,6 +160,7 @@ fn publish_reset(
         p.resets += 1;
     });
     let _ = events.send(Arc::new(Event::reset(now.revision)));
+    fanout.reset(now.revision);
 }
 
 async fn pause(shutdown: &CancellationToken) {

@@ -17,6 +17,8 @@ use tokio::{
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+use crate::shutdown::Cancelled;
+
 use super::{
     ConnectionLimits,
     connection::{ConnectionService, ConnectionState},
@@ -208,9 +210,13 @@ async fn connection<H: Handshake>(c: Connection<H>) {
     };
     let conn = c.builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
+    // Polled on every wake of the connection (each streamed frame): it looks
+    // at the token, whose every clone shares one lock, only when signalled.
+    let mut shutdown = Cancelled::new(c.shutdown);
     let finished = tokio::select! {
+        biased;
         finished = conn.as_mut() => finished,
-        _ = c.shutdown.cancelled() => {
+        _ = &mut shutdown => {
             conn.as_mut().graceful_shutdown();
             tokio::select! {
                 finished = conn.as_mut() => finished,
