@@ -4,8 +4,8 @@
 //! scope is not even woken by the others' changes.
 //!
 //! A scope's channel exists while someone watches that scope; it is made by
-//! the first subscriber and dropped with the last one (or, should two leave
-//! at once, by the next publish to it). When the feed stops (shutdown) it
+//! the first subscriber and dropped with the last one (under the same lock,
+//! so no subscriber joins a channel on its way out). When the feed stops (shutdown) it
 //! closes every channel, which ends every watch: a watch never polls the
 //! shutdown token itself, so an event costs it no look at the token.
 //!
