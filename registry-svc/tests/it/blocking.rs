@@ -2,16 +2,8 @@
 
 use std::time::Duration;
 
-use crate::common::{body, client, get, register, replica};
+use crate::common::{body, client, get, index_of, register, replica};
 use mcp_testkit::{prefix, redis};
-
-fn index_of(response: &reqwest::Response) -> u64 {
-    response.headers()["x-mcp-index"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
 
 /// Whether the blocking query in `parked` is still unanswered 300 ms on.
 async fn still_parked(parked: &mut tokio::task::JoinHandle<reqwest::Response>) -> bool {

@@ -90,6 +90,15 @@ pub fn keep_alive(app: &TestService, service: &str, ids: &[&str]) -> Cancellatio
     stop
 }
 
+/// The `X-MCP-Index` a listing answered with.
+pub fn index_of(response: &reqwest::Response) -> u64 {
+    response.headers()["x-mcp-index"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 /// `GET` a path; returns the status and JSON body.
 pub async fn get(app: &TestService, path: &str) -> (u16, Value) {
     let response = client().get(app.at(path)).send().await.unwrap();

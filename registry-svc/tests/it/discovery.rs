@@ -16,15 +16,7 @@ use mcp_testkit::{RedisServer, TestService, eventually, prefix, redis};
 use registry_svc::{model::InstanceQuery, store::Store};
 use serde_json::{Value, json};
 
-use crate::common::{body, client, get, heartbeat, register, replica};
-
-fn index_of(response: &reqwest::Response) -> u64 {
-    response.headers()["x-mcp-index"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
+use crate::common::{body, client, get, heartbeat, index_of, register, replica};
 
 /// The ids and `expires_at` of a listing, in order.
 fn listed(list: &Value) -> Vec<(String, Value)> {
