@@ -101,15 +101,5 @@ fn address_uri(addr: SocketAddr) -> Result<Uri, BoxError> {
 
 /// The egress refusal behind a client error, if that is why it failed.
 pub fn refusal_of<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a Refusal> {
-    let mut source = Some(error);
-    while let Some(cause) = source {
-        if let Some(refusal) = cause
-            .downcast_ref::<ResolveError>()
-            .and_then(ResolveError::refusal)
-        {
-            return Some(refusal);
-        }
-        source = cause.source();
-    }
-    None
+    crate::error::cause_of::<ResolveError>(error).and_then(ResolveError::refusal)
 }

@@ -131,3 +131,22 @@ impl IntoResponse for GatewayError {
         problem.into_response()
     }
 }
+
+/// The first error of type `T` behind `error`: `error` itself or one of its
+/// sources. An `io::Error` is stepped into (its `source()` skips the error
+/// it carries), since the connectors wrap their causes in them.
+pub fn cause_of<'a, T: std::error::Error + 'static>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut source = Some(error);
+    while let Some(cause) = source {
+        if let Some(found) = cause.downcast_ref::<T>() {
+            return Some(found);
+        }
+        source = match cause.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as _),
+            None => cause.source(),
+        };
+    }
+    None
+}

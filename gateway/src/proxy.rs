@@ -452,19 +452,7 @@ impl Inner {
 /// gateway does not trust, a name that does not match, a client certificate
 /// refused), if that is why; rustls's words, which name no secret.
 fn tls_failure_of(error: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let mut source = Some(error);
-    while let Some(cause) = source {
-        if let Some(tls) = cause.downcast_ref::<tokio_rustls::rustls::Error>() {
-            return Some(tls.to_string());
-        }
-        // The connectors wrap it in `io::Error`s, whose `source()` skips the
-        // error they carry: step into that one instead.
-        source = match cause.downcast_ref::<std::io::Error>() {
-            Some(io) => io.get_ref().map(|inner| inner as _),
-            None => cause.source(),
-        };
-    }
-    None
+    crate::error::cause_of::<tokio_rustls::rustls::Error>(error).map(ToString::to_string)
 }
 
 /// The tag a service's traffic split sends this request to (an `Arc`

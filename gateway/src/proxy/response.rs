@@ -36,14 +36,7 @@ pub(super) fn pass_through(
 
 /// Whether the request body broke the size limit (the body limit layer's error).
 pub(super) fn is_body_too_large(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(error);
-    while let Some(current) = source {
-        if current.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        source = current.source();
-    }
-    false
+    crate::error::cause_of::<http_body_util::LengthLimitError>(error).is_some()
 }
 
 /// A response body that keeps its request counted in flight until it is dropped.
