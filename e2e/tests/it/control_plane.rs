@@ -106,6 +106,7 @@ async fn long_polls_with_a_disguised_or_default_wait_never_open_the_circuit() {
         .send()
         .await
         .unwrap();
+    assert_eq!(listed.status(), 200, "{:?}", listed.headers());
     let index: u64 = listed.headers()["x-mcp-index"]
         .to_str()
         .unwrap()

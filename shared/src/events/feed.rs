@@ -15,13 +15,18 @@ use super::{
 };
 use crate::store::StoreError;
 
-/// What the feed publishes on its `watch`: the revision seen last and how
-/// many resets it has broadcast (so a waiter wakes on a reset too).
+/// What the feed publishes on its `watch`: the revision seen last, how
+/// many resets it has broadcast (so a waiter wakes on a reset too), and
+/// whether the tail has read its starting revision yet.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Position {
     pub(super) revision: u64,
     pub(super) resets: u64,
+    pub(super) tailing: bool,
 }
+
+/// How long a watch opened before the tail's first read waits for it.
+const TAIL_START_WAIT: Duration = Duration::from_millis(500);
 
 struct FeedInner {
     log: EventLog,
@@ -69,6 +74,20 @@ impl EventFeed {
     /// The log this feed tails.
     pub fn log(&self) -> &EventLog {
         &self.inner.log
+    }
+
+    /// Wait until the tail has read the revision it starts from (at once
+    /// once it has; never while Redis stays down from start-up).
+    ///
+    /// "Subscribe, then read Redis" loses nothing only from then on: a
+    /// write that lands before the tail's first read is behind the tail's
+    /// starting point, and its event never comes to a subscriber that read
+    /// Redis before it (at start-up, a follower would wait for its next
+    /// check to notice, and a fenced read with it).
+    pub async fn tailing(&self) {
+        let mut rx = self.inner.position.clone();
+        // The sender lives as long as the tail task: gone means shutdown.
+        let _ = rx.wait_for(|p| p.tailing).await;
     }
 
     /// A receiver of every event from now on.
@@ -168,6 +187,12 @@ impl EventFeed {
     where
         F: Fn(&Event) -> bool + Send + 'static,
     {
+        // Only a running tail delivers what comes after the read below
+        // (see `tailing`); at start-up give it a moment, then let Redis's
+        // answer decide (down: the 503 the caller expects).
+        if !self.inner.position.borrow().tailing {
+            let _ = tokio::time::timeout(TAIL_START_WAIT, self.tailing()).await;
+        }
         // Subscribe before reading Redis so nothing falls between the two.
         let live = self.inner.fanout.subscribe(scope);
         let log = self.log().clone();

@@ -7,9 +7,10 @@
 //!
 //! The rule the loop keeps:
 //!
-//! 1. Subscribe to the feed first, then load the state and the revision R
-//!    it is at, read together. Subscribing first means no event written
-//!    after the load can fall between the two.
+//! 1. Wait for the feed's tail to start, subscribe to the feed, then load
+//!    the state and the revision R it is at, read together. Subscribing
+//!    first means no event written after the load can fall between the two
+//!    (once the tail runs: a write before its first read is behind it).
 //! 2. Apply only the events after R, one revision after the other: an event
 //!    at or below the last applied revision is already in the state.
 //! 3. Reload when the chain breaks: an event past the next revision (a gap),
@@ -90,6 +91,12 @@ enum Break {
 pub async fn follow<F: Follower>(feed: EventFeed, mut follower: F, shutdown: CancellationToken) {
     let mut retry = RETRY_FIRST;
     let mut failing = false;
+    // Subscribing before loading works once the tail runs (see
+    // `EventFeed::tailing`); until Redis answers there is nothing to load.
+    tokio::select! {
+        _ = shutdown.cancelled() => return,
+        () = feed.tailing() => {}
+    }
     while !shutdown.is_cancelled() {
         // Subscribe before loading: see the module docs.
         let mut events = feed.subscribe();

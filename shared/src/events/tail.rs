@@ -71,7 +71,10 @@ pub(super) async fn tail(
                 head
             }
             None => {
-                position.send_modify(|p| p.revision = head.revision);
+                position.send_modify(|p| {
+                    p.revision = head.revision;
+                    p.tailing = true;
+                });
                 head
             }
         };
