@@ -199,6 +199,7 @@ pub async fn run_inspecting(
         Arc::new(protected_egress(&settings, &listener).await),
         upstream_tls,
         upstream_timeout.min(Duration::from_secs(5)),
+        settings.workers(),
     );
     // Upgraded connections leave the server's connection tasks: these
     // tasks carry them, end at `shutdown` and are waited for below.
@@ -289,18 +290,10 @@ pub async fn run_inspecting(
     let app = Router::new()
         .fallback_service(edge::ExtraRoutes::new(policies, routes, app))
         .layer(axum::middleware::from_fn(grpc::errors));
+    let limits = common.connection_limits_per_core();
     let served = match tls {
-        Some(config) => {
-            tls::serve(
-                listener,
-                app,
-                config,
-                shutdown.clone(),
-                common.connection_limits(),
-            )
-            .await
-        }
-        None => server::serve(listener, app, shutdown.clone(), common.connection_limits()).await,
+        Some(config) => tls::serve(listener, app, config, shutdown.clone(), limits).await,
+        None => server::serve(listener, app, shutdown.clone(), limits).await,
     };
 
     // Stop and wait for the background tasks this function owns.

@@ -13,13 +13,27 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let settings = gateway::Settings::parse();
+    // With serving workers (see `HTTP_WORKERS`) this runtime only accepts
+    // and runs the background tasks: one thread is plenty.
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if settings.workers() > 0 {
+        runtime.worker_threads(1);
+    }
+    let runtime = match runtime.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("gateway: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let common = settings.common.clone();
     let addr = settings.addr;
-    mcp_shared::server::main("gateway", &common, addr, |listener, shutdown| {
-        gateway::run(settings, listener, shutdown)
-    })
-    .await
+    runtime.block_on(mcp_shared::server::main(
+        "gateway",
+        &common,
+        addr,
+        |listener, shutdown| gateway::run(settings, listener, shutdown),
+    ))
 }

@@ -167,6 +167,14 @@ pub struct Settings {
     pub common: CommonSettings,
 }
 
+impl Settings {
+    /// The serving workers (`HTTP_WORKERS`, one per core unless set): each
+    /// keeps its connections and their upstream pools.
+    pub fn workers(&self) -> usize {
+        self.common.connection_limits_per_core().workers
+    }
+}
+
 /// The control-plane services' base URLs (`/api/v1/{area}/…`).
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Control plane")]

@@ -15,13 +15,15 @@
 //!
 //! The parts: [`trace`] makes the request span and its log line and carries
 //! the trace context in and out, [`accept`] is the accept loop and each
-//! connection's task, [`connection`] counts a connection's requests in
+//! connection's task, [`workers`] the serving runtimes a connection may
+//! be handed to, [`connection`] counts a connection's requests in
 //! flight, and [`deadlines`] closes connections that are too slow or idle.
 
 mod accept;
 mod connection;
 mod deadlines;
 mod trace;
+mod workers;
 
 use std::{future::Future, net::SocketAddr, process::ExitCode, time::Duration};
 
@@ -44,6 +46,7 @@ use tower_http::{
 
 pub use accept::{Handshake, PlainTcp, serve, serve_with};
 pub use trace::{extract_context, inject_context, log_response, request_span};
+pub use workers::worker;
 
 use crate::{problem, settings::CommonSettings, store::Redis};
 
@@ -127,6 +130,9 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// How long a graceful shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
+    /// Serving runtimes (a thread each) the connections are spread over;
+    /// 0 serves them on the caller's runtime (see [`worker`]).
+    pub workers: usize,
 }
 
 impl Default for ConnectionLimits {
@@ -138,6 +144,7 @@ impl Default for ConnectionLimits {
             max_header_bytes: 64 * 1024,
             max_connections: 10_000,
             shutdown_grace: Duration::from_secs(25),
+            workers: 0,
         }
     }
 }

@@ -111,6 +111,28 @@ pub struct CommonSettings {
     /// backlog until one closes.
     #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = parse_max_connections)]
     pub http_max_connections: usize,
+
+    /// Serving threads, each a runtime of its own that keeps the
+    /// connections handed to it: `auto` (one per core) or a number; `0`
+    /// serves on the shared work-stealing runtime. Unset: the service's
+    /// default (`auto` for the gateway, `0` for the others).
+    #[arg(long, env = "HTTP_WORKERS", value_parser = parse_workers)]
+    pub http_workers: Option<usize>,
+}
+
+/// `auto` (the cores this process may use) or a count of threads.
+fn parse_workers(value: &str) -> Result<usize, String> {
+    match value {
+        "auto" => Ok(auto_workers()),
+        count => count
+            .parse()
+            .map_err(|_| format!("`{count}` is neither `auto` nor a number of threads")),
+    }
+}
+
+/// One serving worker per core this process may use.
+fn auto_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 impl CommonSettings {
@@ -164,6 +186,16 @@ impl CommonSettings {
             max_header_bytes: self.http_max_header_bytes,
             max_connections: self.http_max_connections,
             shutdown_grace: self.shutdown_grace,
+            workers: self.http_workers.unwrap_or(0),
+        }
+    }
+
+    /// [`Self::connection_limits`] for a service that serves on a worker
+    /// per core unless `HTTP_WORKERS` says otherwise.
+    pub fn connection_limits_per_core(&self) -> crate::server::ConnectionLimits {
+        crate::server::ConnectionLimits {
+            workers: self.http_workers.unwrap_or_else(auto_workers),
+            ..self.connection_limits()
         }
     }
 }

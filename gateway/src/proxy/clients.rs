@@ -13,6 +13,12 @@
 //!
 //! A pool is keyed by scheme and authority, so an instance reached over two
 //! protocols (a policy changed) never mixes connections.
+//!
+//! Each serving worker (see `mcp_shared::server::worker`) has a set of its
+//! own: a pooled connection's task runs on the worker that opened it, so a
+//! request never waits on a connection driven by another thread. The
+//! shared runtime (no workers, or a call from a background task) has one
+//! more set.
 
 use std::time::Duration;
 
@@ -33,8 +39,21 @@ use crate::{egress::EgressConnector, upstream_tls::UpstreamTls};
 /// A pooled client behind the egress rules.
 type ServiceClient = Client<HttpsConnector<EgressConnector>, Body>;
 
-/// The proxy's clients (see the module docs).
+/// The proxy's clients, a set per serving worker (see the module docs).
+#[derive(Clone)]
 pub struct Clients {
+    sets: std::sync::Arc<Sets>,
+}
+
+struct Sets {
+    /// The shared runtime's.
+    shared: ClientSet,
+    /// Worker `i`'s at `i`.
+    workers: Vec<ClientSet>,
+}
+
+/// One of each client.
+struct ClientSet {
     auto: ServiceClient,
     h2c: ServiceClient,
     http1: ServiceClient,
@@ -86,11 +105,12 @@ pub(super) enum Via {
 impl Clients {
     /// Clients that connect to services where `egress` allows (checked in
     /// `connector`), verifying TLS with `tls`, giving up a connect after
-    /// `connect_timeout`.
+    /// `connect_timeout`; a set for each of `workers` serving workers.
     pub fn new(
         egress: std::sync::Arc<mcp_shared::egress::Egress>,
         tls: UpstreamTls,
         connect_timeout: Duration,
+        workers: usize,
     ) -> Self {
         let mut tcp = HttpConnector::new();
         tcp.set_nodelay(true);
@@ -111,35 +131,40 @@ impl Clients {
                 _ => builder.enable_http2().wrap_connector(services.clone()),
             }
         };
-        let auto = pool().build(connector(tls.services.clone(), true, true));
-        let http1 = pool().build(connector(tls.services.clone(), true, false));
-        let h2c = {
-            let mut builder = pool();
-            builder.http2_only(true);
-            builder.build(connector(tls.services, false, true))
+        let set = || ClientSet {
+            auto: pool().build(connector(tls.services.clone(), true, true)),
+            http1: pool().build(connector(tls.services.clone(), true, false)),
+            h2c: {
+                let mut builder = pool();
+                builder.http2_only(true);
+                builder.build(connector(tls.services.clone(), false, true))
+            },
+            control: pool().build(
+                HttpsConnectorBuilder::new()
+                    .with_tls_config(tls.control_plane.clone())
+                    .https_or_http()
+                    .enable_http1()
+                    .wrap_connector(tcp.clone()),
+            ),
         };
-        let control = pool().build(
-            HttpsConnectorBuilder::new()
-                .with_tls_config(tls.control_plane)
-                .https_or_http()
-                .enable_http1()
-                .wrap_connector(tcp),
-        );
         Self {
-            auto,
-            h2c,
-            http1,
-            control,
+            sets: std::sync::Arc::new(Sets {
+                shared: set(),
+                workers: (0..workers).map(|_| set()).collect(),
+            }),
         }
     }
 
-    /// Send `request` with the client `via` names.
+    /// Send `request` with the client `via` names, from this worker's set.
     pub(super) fn send(&self, via: Via, request: axum::http::Request<Body>) -> ResponseFuture {
+        let set = mcp_shared::server::worker()
+            .and_then(|worker| self.sets.workers.get(worker))
+            .unwrap_or(&self.sets.shared);
         match via {
-            Via::ControlPlane => self.control.request(request),
-            Via::Service(UpstreamProtocol::H2c) => self.h2c.request(request),
-            Via::Service(_) => self.auto.request(request),
-            Via::Upgrade => self.http1.request(request),
+            Via::ControlPlane => set.control.request(request),
+            Via::Service(UpstreamProtocol::H2c) => set.h2c.request(request),
+            Via::Service(_) => set.auto.request(request),
+            Via::Upgrade => set.http1.request(request),
         }
     }
 }

@@ -23,6 +23,7 @@ use super::{
     ConnectionLimits,
     connection::{ConnectionService, ConnectionState},
     deadlines::Deadlines,
+    workers::Workers,
 };
 
 /// Serve `app` on `listener` until `shutdown` fires, then stop accepting and
@@ -76,6 +77,10 @@ pub async fn serve_with<H: Handshake>(
     limits: ConnectionLimits,
     handshake: H,
 ) -> std::io::Result<()> {
+    let workers = match limits.workers {
+        0 => None,
+        count => Some(Workers::start(count, "http-worker")?),
+    };
     let builder = Arc::new(http_builder(&limits));
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let connections = TaskTracker::new();
@@ -105,8 +110,7 @@ pub async fn serve_with<H: Handshake>(
         // is written as headers then body, and Nagle would hold the second write
         // back until the client acknowledges the first.
         let _ = tcp.set_nodelay(true);
-        connections.spawn(connection(Connection {
-            tcp,
+        let served = Connection {
             remote,
             handshake: handshake.clone(),
             app: app.clone(),
@@ -115,7 +119,25 @@ pub async fn serve_with<H: Handshake>(
             shutdown: shutdown.clone(),
             abandon: abandon.clone(),
             _slot: permit,
-        }));
+        };
+        let Some(workers) = &workers else {
+            connections.spawn(connection(tcp, served));
+            continue;
+        };
+        // The stream leaves this runtime's reactor for the worker's.
+        match tcp.into_std() {
+            Ok(tcp) => {
+                workers.next().spawn(connections.track_future(async move {
+                    match TcpStream::from_std(tcp) {
+                        Ok(tcp) => connection(tcp, served).await,
+                        Err(error) => {
+                            tracing::debug!(%remote, %error, "cannot serve on a worker")
+                        }
+                    }
+                }));
+            }
+            Err(error) => tracing::debug!(%remote, %error, "cannot hand to a worker"),
+        }
     }
     drop(listener);
     connections.close();
@@ -130,6 +152,8 @@ pub async fn serve_with<H: Handshake>(
         abandon.cancel();
         connections.wait().await;
     }
+    // Only now: a worker's tasks go with it.
+    drop(workers);
     Ok(())
 }
 
@@ -170,9 +194,8 @@ async fn accept_failed(error: std::io::Error, shutdown: &CancellationToken) {
     }
 }
 
-/// What one connection's task owns.
+/// What one connection's task owns besides its stream.
 struct Connection<H> {
-    tcp: TcpStream,
     remote: SocketAddr,
     handshake: H,
     app: Router,
@@ -186,11 +209,11 @@ struct Connection<H> {
 }
 
 /// Serve one connection until it closes, times out or is shut down.
-async fn connection<H: Handshake>(c: Connection<H>) {
+async fn connection<H: Handshake>(tcp: TcpStream, c: Connection<H>) {
     // One clock for the handshake and the first header block: a TLS client
     // gets no more time than a plain one.
     let first_deadline = Instant::now() + c.limits.header_read_timeout;
-    let io = match tokio::time::timeout_at(first_deadline, c.handshake.handshake(c.tcp)).await {
+    let io = match tokio::time::timeout_at(first_deadline, c.handshake.handshake(tcp)).await {
         Ok(Ok(io)) => io,
         Ok(Err(error)) => {
             tracing::debug!(remote = %c.remote, %error, "handshake failed");

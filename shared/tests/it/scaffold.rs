@@ -30,6 +30,11 @@ async fn slow(Extension(started): Extension<Arc<AtomicUsize>>) -> &'static str {
     "done"
 }
 
+/// Answers the serving worker it runs on (`-` off the workers).
+async fn which_worker() -> String {
+    server::worker().map_or_else(|| "-".to_owned(), |w| w.to_string())
+}
+
 async fn item(Path(id): Path<u32>) -> Json<u32> {
     Json(id)
 }
@@ -63,6 +68,7 @@ async fn spawn_counted(
         let redis = Redis::new(&redis_url, &prefix(), Duration::from_secs(1)).unwrap();
         let routes = Router::new()
             .route("/slow", get(slow))
+            .route("/worker", get(which_worker))
             .route("/items/{id}", get(item))
             .route("/echo", axum::routing::post(echo))
             .layer(Extension(started));
@@ -224,6 +230,12 @@ async fn request_id_is_kept_or_made() {
 async fn shutdown_lets_an_in_flight_request_finish() {
     let started = Arc::new(AtomicUsize::new(0));
     let app = spawn_counted(redis().url(), with_grace(), started.clone()).await;
+    stop_with_a_request_in_flight(app, &started).await;
+}
+
+/// Stop `app` while a `/slow` request is in its handler: the request is
+/// answered in full, then the server stops.
+async fn stop_with_a_request_in_flight(app: TestService, started: &AtomicUsize) {
     let url = app.at("/slow");
     let in_flight = tokio::spawn(async move { reqwest::get(url).await });
     // The shutdown starts only once the request is in the handler.
@@ -237,6 +249,30 @@ async fn shutdown_lets_an_in_flight_request_finish() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), "done");
     stopped.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn workers_serve_each_connection_on_one_of_them_and_drain_on_shutdown() {
+    let started = Arc::new(AtomicUsize::new(0));
+    let limits = ConnectionLimits {
+        workers: 2,
+        ..with_grace()
+    };
+    let app = spawn_counted(redis().url(), limits, started.clone()).await;
+    // A fresh connection per request: round robin hands them out in turn,
+    // and every request of one connection stays on its worker.
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let client = reqwest::Client::new();
+        let first = client.get(app.at("/worker")).send().await.unwrap();
+        let first = first.text().await.unwrap();
+        let again = client.get(app.at("/worker")).send().await.unwrap();
+        assert_eq!(again.text().await.unwrap(), first, "a connection moved");
+        seen.push(first);
+    }
+    seen.sort();
+    assert_eq!(seen, ["0", "0", "1", "1"]);
+    stop_with_a_request_in_flight(app, &started).await;
 }
 
 /// Read from `stream` until the server closes it or `bound` passes: what
