@@ -93,9 +93,19 @@ pub async fn follow<F: Follower>(feed: EventFeed, mut follower: F, shutdown: Can
     let mut failing = false;
     // Subscribing before loading works once the tail runs (see
     // `EventFeed::tailing`); until Redis answers there is nothing to load.
+    let tailing = feed.tailing();
+    tokio::pin!(tailing);
     tokio::select! {
         _ = shutdown.cancelled() => return,
-        () = feed.tailing() => {}
+        () = &mut tailing => {}
+        _ = tokio::time::sleep(RETRY_MAX) => {
+            tracing::warn!(follower = F::NAME, "cannot load before the event tail starts (Redis unreachable?); waiting");
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                () = tailing => {}
+            }
+            tracing::info!(follower = F::NAME, "the event tail started; loading");
+        }
     }
     while !shutdown.is_cancelled() {
         // Subscribe before loading: see the module docs.
@@ -498,5 +508,52 @@ return rev";
             f.seen(|s| s.loads.clone())
         );
         f.seen(|s| assert_eq!(s.items, items(&["a", "b"])));
+    }
+
+    #[tokio::test]
+    async fn a_follower_started_while_redis_is_down_loads_once_the_tail_runs_and_misses_nothing() {
+        let own = mcp_testkit::RedisServer::start();
+        let redis = Redis::new(
+            &own.url(),
+            &mcp_testkit::prefix(),
+            Duration::from_millis(750),
+        )
+        .unwrap();
+        let log = EventLog::new(redis.clone(), "t", 100);
+        let set = redis.key(&["t", "items"]);
+        own.stop();
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let shutdown = CancellationToken::new();
+        let _stop = shutdown.clone().drop_guard();
+        let (feed, _tail) = EventFeed::spawn(log.clone(), "test_watchers", shutdown.clone());
+        let follower = Items {
+            log: log.clone(),
+            set: set.clone(),
+            seen: seen.clone(),
+            racer: Mutex::new(None),
+        };
+        tokio::spawn(follow(feed.clone(), follower, shutdown.clone()));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            seen.lock().unwrap().loads.is_empty(),
+            "loaded from a Redis that is down"
+        );
+
+        // Writes as soon as Redis is back, whoever of the tail and the
+        // follower gets there first: none may fall between the two.
+        own.restart();
+        let mut written = Vec::new();
+        for item in ["a", "b", "c"] {
+            written.push(add(&log, &set, item).await);
+        }
+        assert_eq!(written, [1, 2, 3]);
+        let all = eventually(Duration::from_secs(5), || async {
+            seen.lock().unwrap().items == items(&["a", "b", "c"])
+        })
+        .await;
+        let seen = seen.lock().unwrap();
+        assert!(all, "{seen:?}");
+        assert_eq!(seen.loads.len(), 1, "one load, then events: {seen:?}");
+        assert!(feed.revision() >= 3);
     }
 }
