@@ -195,11 +195,13 @@ pub async fn run_inspecting(
         shutdown.clone(),
     ));
     let upstream_timeout = Duration::from_millis(settings.upstream.upstream_timeout_ms);
+    // One set of upstream pools per serving worker (see `proxy::clients`).
+    let limits = common.connection_limits_per_core();
     let clients = proxy::Clients::new(
         Arc::new(protected_egress(&settings, &listener).await),
         upstream_tls,
         upstream_timeout.min(Duration::from_secs(5)),
-        settings.workers(),
+        limits.workers,
     );
     // Upgraded connections leave the server's connection tasks: these
     // tasks carry them, end at `shutdown` and are waited for below.
@@ -290,7 +292,6 @@ pub async fn run_inspecting(
     let app = Router::new()
         .fallback_service(edge::ExtraRoutes::new(policies, routes, app))
         .layer(axum::middleware::from_fn(grpc::errors));
-    let limits = common.connection_limits_per_core();
     let served = match tls {
         Some(config) => tls::serve(listener, app, config, shutdown.clone(), limits).await,
         None => server::serve(listener, app, shutdown.clone(), limits).await,

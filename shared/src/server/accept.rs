@@ -77,7 +77,7 @@ pub async fn serve_with<H: Handshake>(
     limits: ConnectionLimits,
     handshake: H,
 ) -> std::io::Result<()> {
-    let workers = match limits.workers {
+    let mut workers = match limits.workers {
         0 => None,
         count => Some(Workers::start(count, "http-worker")?),
     };
@@ -120,7 +120,7 @@ pub async fn serve_with<H: Handshake>(
             abandon: abandon.clone(),
             _slot: permit,
         };
-        let Some(workers) = &workers else {
+        let Some(workers) = &mut workers else {
             connections.spawn(connection(tcp, served));
             continue;
         };

@@ -12,10 +12,7 @@
 //! per-worker resource (the gateway's upstream pools) can be picked without
 //! a lock.
 
-use std::{
-    cell::Cell,
-    sync::atomic::{AtomicUsize, Ordering},
-};
+use std::cell::Cell;
 
 use tokio::{runtime::Handle, sync::oneshot};
 
@@ -35,7 +32,8 @@ pub(super) struct Workers {
     handles: Vec<Handle>,
     /// Each worker runs until its sender is dropped.
     _stop: Vec<oneshot::Sender<()>>,
-    next: AtomicUsize,
+    /// How many connections were handed out (the accept loop's alone).
+    handed: usize,
 }
 
 impl Workers {
@@ -62,13 +60,13 @@ impl Workers {
         Ok(Self {
             handles,
             _stop: stop,
-            next: AtomicUsize::new(0),
+            handed: 0,
         })
     }
 
     /// The worker the next connection goes to (round robin).
-    pub(super) fn next(&self) -> &Handle {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        &self.handles[n % self.handles.len()]
+    pub(super) fn next(&mut self) -> &Handle {
+        self.handed = self.handed.wrapping_add(1);
+        &self.handles[self.handed % self.handles.len()]
     }
 }
