@@ -1,7 +1,7 @@
 //! gRPC at the gateway: what it does for a request whose `content-type` is
 //! `application/grpc…`, beyond proxying it as the HTTP/2 request it is.
 //!
-//! - [`errors`] wraps the whole app. An error the gateway answers itself
+//! - [`GrpcErrorsLayer`] wraps the whole app. An error the gateway answers itself
 //!   (no token, a scope missing, a rate limit, no route, no instance, a
 //!   timeout) is a problem+json response for HTTP clients; a gRPC client
 //!   cannot read that, so for a gRPC request it becomes a *trailers-only*
@@ -20,17 +20,24 @@
 //! answer is 200; a gRPC server that is down still counts, as a connect
 //! error, a timeout or a 5xx).
 
-use std::time::Duration;
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use axum::{
     body::Body,
     extract::Request,
     http::{HeaderMap, HeaderValue, StatusCode, header},
-    middleware::Next,
     response::Response,
 };
+use futures_util::future::Either;
 use mcp_shared::{http::MAX_WAIT, problem::PassThrough};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use tower::{Layer, Service};
 
 /// `grpc-status`.
 pub const GRPC_STATUS: header::HeaderName = header::HeaderName::from_static("grpc-status");
@@ -142,18 +149,55 @@ async fn trailers_only(response: Response) -> Response {
     answer
 }
 
-/// Middleware around the whole app: gRPC errors for gRPC calls (see the
-/// module docs).
-pub async fn errors(request: Request, next: Next) -> Response {
-    let grpc = is_grpc(request.headers());
-    let response = next.run(request).await;
-    if grpc
-        && response.status() != StatusCode::OK
-        && response.extensions().get::<PassThrough>().is_none()
-    {
-        return trailers_only(response).await;
+/// Layer around the whole app: gRPC errors for gRPC calls (see the module
+/// docs). Any other request goes through at no cost: its future is the
+/// inner one, unboxed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GrpcErrorsLayer;
+
+impl<S> Layer<S> for GrpcErrorsLayer {
+    type Service = GrpcErrors<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcErrors { inner }
     }
-    response
+}
+
+/// The service [`GrpcErrorsLayer`] builds.
+#[derive(Debug, Clone)]
+pub struct GrpcErrors<S> {
+    inner: S,
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+impl<S> Service<Request> for GrpcErrors<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<S::Future, BoxFuture>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        if !is_grpc(request.headers()) {
+            return Either::Left(self.inner.call(request));
+        }
+        let answer = self.inner.call(request);
+        Either::Right(Box::pin(async move {
+            let Ok(response) = answer.await;
+            if response.status() != StatusCode::OK
+                && response.extensions().get::<PassThrough>().is_none()
+            {
+                return Ok(trailers_only(response).await);
+            }
+            Ok(response)
+        }))
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! gateway: the API gateway, the only door into MCP.
 //!
 //! Every `/api/*`, `/svc/*` and `/admin/*` request goes through one visible
-//! stack of tower layers (see [`run`]): extra routes → path normalisation →
+//! stack of tower layers (see [`run`]; [`front`] takes the proxied prefixes
+//! past the router to the same stack): extra routes → path normalisation →
 //! the service's policy at the edge → JWT auth and scopes → rate limit → the proxy, which picks an upstream instance (power
 //! of two choices with a circuit breaker per instance) and streams the
 //! request and the answer through untouched.
@@ -37,6 +38,7 @@ pub mod docs;
 pub mod edge;
 pub mod egress;
 pub mod error;
+pub mod front;
 pub mod grpc;
 pub mod jwt;
 pub mod normalize;
@@ -247,6 +249,11 @@ pub async fn run_inspecting(
         .layer(edge::PolicyLayer::new(policies.clone()))
         .layer(auth::AuthLayer::new(verifier.clone()))
         .layer(ratelimit::RateLimitLayer::new(limiter));
+    // The same stack inside the scaffold's envelope, for the front door (see `front`).
+    let proxied = ServiceBuilder::new()
+        .layer(server::EnvelopeLayer::new(common.max_body_bytes))
+        .layer(layers.clone())
+        .service(proxy.clone());
     let consul = consul::ConsulState {
         proxy: proxy.clone(),
         kv_namespace: settings.consul.kv_namespace.clone(),
@@ -286,12 +293,17 @@ pub async fn run_inspecting(
     let app = server::scaffold(gated.merge(public), redis, common.max_body_bytes).layer(
         axum::middleware::from_fn_with_state(metrics, admin::guard_metrics),
     );
-    // Extra routes are rewritten to `/svc/…` before the app routes (see `edge`).
     inspect(&app);
-    // gRPC calls get the gateway's own errors as gRPC errors (see `grpc`).
-    let app = Router::new()
-        .fallback_service(edge::ExtraRoutes::new(policies, routes, app))
-        .layer(axum::middleware::from_fn(grpc::errors));
+    // Inside out: the proxied prefixes leave the router (see `front`); extra
+    // routes are rewritten to `/svc/…` before that (see `edge`); gRPC calls
+    // get the gateway's own errors as gRPC errors (see `grpc`).
+    let app = ServiceBuilder::new()
+        .layer(grpc::GrpcErrorsLayer)
+        .service(edge::ExtraRoutes::new(
+            policies,
+            routes,
+            front::FrontDoor::new(proxied, app),
+        ));
     let served = match tls {
         Some(config) => tls::serve(listener, app, config, shutdown.clone(), limits).await,
         None => server::serve(listener, app, shutdown.clone(), limits).await,

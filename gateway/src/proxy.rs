@@ -41,7 +41,9 @@
 //! its `Upgrade` and `Connection` headers, and a 101 is spliced (see
 //! [`upgrade`]).
 //!
-//! The parts: [`headers`] prepares the upstream request's headers,
+//! The parts: [`clients`] sends each attempt over the pool of its way of
+//! speaking ([`pool`], the gateway's own, for plain `http` instances),
+//! [`headers`] prepares the upstream request's headers,
 //! [`retry`] decides whether a failed try is tried again, [`uri`] builds the
 //! upstream URI and reads a blocking query's wait, [`trace`] makes each
 //! attempt's client span, [`response`] streams the answer back, and
@@ -49,6 +51,7 @@
 
 mod clients;
 mod headers;
+mod pool;
 mod response;
 mod retry;
 mod trace;

@@ -212,6 +212,8 @@ impl RateLimiter {
     }
 
     fn set_headers(&self, headers: &mut HeaderMap, decision: &Decision) {
+        // One growth of the map at most.
+        headers.reserve(3);
         headers.insert(RATELIMIT_LIMIT, self.burst_header.clone());
         headers.insert(RATELIMIT_REMAINING, HeaderValue::from(decision.remaining));
         headers.insert(RATELIMIT_RESET, HeaderValue::from(decision.reset_secs));

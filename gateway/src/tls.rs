@@ -10,7 +10,6 @@
 
 use std::{path::Path, sync::Arc};
 
-use axum::Router;
 use axum_server::tls_rustls::RustlsConfig;
 use mcp_shared::server::{self, ConnectionLimits, Handshake};
 use tokio::net::{TcpListener, TcpStream};
@@ -45,7 +44,7 @@ impl Handshake for Tls {
 /// requests for at most `limits.shutdown_grace`.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: impl server::App,
     config: RustlsConfig,
     shutdown: CancellationToken,
     limits: ConnectionLimits,

@@ -1,16 +1,14 @@
-//! Prometheus metrics: one process-wide recorder and the HTTP layer that
-//! counts every request by method, route template and status.
+//! Prometheus metrics: one process-wide recorder and the HTTP series the
+//! scaffold counts every request in, by method, route template and status.
 //!
 //! The route label is axum's `MatchedPath` (the template, e.g.
 //! `/v1/services/{service}/instances/{id}`), never the raw path, so a
 //! thousand ids make one series. Unmatched requests share `route="unmatched"`.
 
-use std::{cell::RefCell, collections::HashMap, sync::OnceLock, time::Instant};
+use std::{cell::RefCell, collections::HashMap, sync::OnceLock};
 
 use axum::{
-    extract::{MatchedPath, Request},
     http::Method,
-    middleware::Next,
     response::{IntoResponse, Response},
 };
 use metrics::{Counter, Histogram};
@@ -59,26 +57,9 @@ pub fn exposition(text: String) -> Response {
         .into_response()
 }
 
-/// Middleware: `http_server_requests_total` and `http_server_request_duration_seconds`.
-pub async fn track(request: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let method = method_label(request.method());
-    // An `Arc` inside: cloning it copies no text.
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let response = next.run(request).await;
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    record(
-        route,
-        method,
-        response.status().as_u16(),
-        start.elapsed().as_secs_f64(),
-    );
-    response
-}
-
 /// The method label: the standard methods by name, any other as `_OTHER`
 /// (OpenTelemetry's rule), so a client cannot mint series with made-up methods.
-fn method_label(method: &Method) -> &'static str {
+pub(crate) fn method_label(method: &Method) -> &'static str {
     match *method {
         Method::GET => "GET",
         Method::HEAD => "HEAD",
@@ -112,7 +93,9 @@ thread_local! {
     static SERIES: RefCell<HashMap<Box<str>, Vec<Series>>> = RefCell::new(HashMap::new());
 }
 
-fn record(route: &str, method: &'static str, status: u16, seconds: f64) {
+/// Count a finished request in `http_server_requests_total` and
+/// `http_server_request_duration_seconds` (the scaffold calls it once per request).
+pub(crate) fn record(route: &str, method: &'static str, status: u16, seconds: f64) {
     let observe = |series: &mut Vec<Series>| {
         let index = match series
             .iter()

@@ -4,7 +4,7 @@
 //! into an `application/problem+json` response in exactly one place, the
 //! [`IntoResponse`] impl below. Responses that other layers produce as plain
 //! text (axum's extractor rejections, the body limit, 405) are rewritten into
-//! problem+json by [`ensure_problem_json`], so clients see one shape everywhere.
+//! problem+json by the scaffold ([`needs_rewrite`], [`rewrite`]), so clients see one shape everywhere.
 //!
 //! The body on the wire is `mcp-api`'s [`mcp_api::problem::Problem`] (the
 //! type the SDK reads back, and the one the documents' `Problem` schema is
@@ -15,9 +15,7 @@ use std::borrow::Cow;
 
 use axum::{
     body::Body,
-    extract::Request,
     http::{HeaderValue, StatusCode, header},
-    middleware::Next,
     response::{IntoResponse, Response},
 };
 use mcp_api::problem as wire;
@@ -216,23 +214,27 @@ impl IntoResponse for Problem {
 #[derive(Debug, Clone, Copy)]
 pub struct PassThrough;
 
-/// Middleware: turn any 4xx/5xx response that is not problem+json yet into one.
-///
-/// Catches what handlers do not produce themselves: axum extractor rejections
-/// (bad JSON, bad path, 415), 405, the body limit's 413, timeouts. The original
-/// text body becomes the `detail` (capped), so the reason is not lost.
-pub async fn ensure_problem_json(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+/// Whether `response` is an error answer that is not problem+json yet (see
+/// [`rewrite`]): a 4xx or 5xx that is neither an upstream's own answer
+/// ([`PassThrough`]) nor problem+json already.
+pub fn needs_rewrite(response: &Response) -> bool {
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error())
-        || response.extensions().get::<PassThrough>().is_some()
-        || response
+    (status.is_client_error() || status.is_server_error())
+        && response.extensions().get::<PassThrough>().is_none()
+        && !response
             .headers()
             .get(header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()))
-    {
-        return response;
-    }
+}
+
+/// Turn an error answer that is not problem+json into one (the scaffold
+/// does it for every answer [`needs_rewrite`] picks).
+///
+/// Catches what handlers do not produce themselves: axum extractor rejections
+/// (bad JSON, bad path, 415), 405, timeouts. The original text body becomes
+/// the `detail` (capped), so the reason is not lost.
+pub async fn rewrite(response: Response) -> Response {
+    let status = response.status();
     let (parts, body) = response.into_parts();
     // Rejection bodies are short text; 4 KiB bounds what we read of anything else.
     let detail = match axum::body::to_bytes(body, 4096).await {

@@ -13,7 +13,8 @@
 //! clients cannot hold the descriptors; [`main`] is the whole body of each
 //! binary's `main`.
 //!
-//! The parts: [`trace`] makes the request span and its log line and carries
+//! The parts: [`envelope`] is the per-request work of the scaffold as one
+//! service, [`trace`] makes the request span and its log line and carries
 //! the trace context in and out, [`accept`] is the accept loop and each
 //! connection's task, [`workers`] the serving runtimes a connection may
 //! be handed to, [`connection`] counts a connection's requests in
@@ -22,6 +23,7 @@
 mod accept;
 mod connection;
 mod deadlines;
+mod envelope;
 mod trace;
 mod workers;
 
@@ -29,22 +31,17 @@ use std::{future::Future, net::SocketAddr, process::ExitCode, time::Duration};
 
 use axum::{
     Json, Router,
-    extract::{DefaultBodyLimit, State},
+    extract::State,
     http::HeaderName,
-    middleware,
     response::{IntoResponse, Response},
     routing::get,
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceBuilder;
-use tower_http::{
-    limit::RequestBodyLimitLayer,
-    request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
-    trace::TraceLayer,
-};
 
 pub use accept::{Handshake, PlainTcp, serve, serve_with};
+pub use connection::App;
+pub use envelope::{Envelope, EnvelopeLayer, RouteTemplate};
 pub use trace::{extract_context, inject_context, log_response, request_span};
 pub use workers::worker;
 
@@ -65,42 +62,10 @@ pub fn common_routes() -> Router<Redis> {
 pub fn scaffold(routes: Router, redis: Redis, max_body_bytes: usize) -> Router {
     // Install the recorder before the first request is counted.
     crate::metrics::handle();
-    // Read bottom-up: the innermost layers run last on the way in.
     routes
         .merge(common_routes().with_state(redis))
         .fallback(problem::not_found_fallback)
-        .layer(
-            ServiceBuilder::new()
-                .layer(SetRequestIdLayer::new(REQUEST_ID, RandomRequestId))
-                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-                .layer(
-                    TraceLayer::new_for_http()
-                        .make_span_with(request_span)
-                        .on_response(log_response),
-                )
-                .layer(middleware::from_fn(crate::metrics::track))
-                .layer(middleware::from_fn(problem::ensure_problem_json))
-                .layer(DefaultBodyLimit::max(max_body_bytes))
-                .layer(RequestBodyLimitLayer::new(max_body_bytes)),
-        )
-}
-
-/// Makes the id of a request that came without one: a UUID v4 drawn from
-/// the thread's generator. (tower-http's `MakeRequestUuid` calls
-/// `Uuid::new_v4`, which costs a `getrandom(2)` syscall per request: one in
-/// five of the gateway's syscalls under load.) Not a secret, only unique.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RandomRequestId;
-
-impl MakeRequestId for RandomRequestId {
-    fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
-        let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
-        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        let text = id.hyphenated().encode_lower(&mut text);
-        axum::http::HeaderValue::from_str(text)
-            .ok()
-            .map(RequestId::new)
-    }
+        .layer(EnvelopeLayer::new(max_body_bytes))
 }
 
 async fn healthz() -> Response {

@@ -97,7 +97,7 @@ impl Process {
             .env("LOG_FORMAT", "json")
             .env(
                 "RUST_LOG",
-                "info,gateway=debug,mcp_shared=debug,registry_svc=debug,tower_http=debug",
+                "info,gateway=debug,mcp_shared=debug,registry_svc=debug",
             )
             // Export batches every 100 ms instead of every 5 s.
             .env("OTEL_BSP_SCHEDULE_DELAY", "100")

@@ -19,8 +19,13 @@ use super::Identity;
 ///
 /// Written by hand: a bounded map is all it needs (it is emptied when full,
 /// which only costs re-verifications), not a cache crate.
+///
+/// Hashed with foldhash, seeded at random per process, not the standard
+/// SipHash: a token is a few hundred bytes hashed on every request, and
+/// SipHash cost four times as much. Only verified tokens get in, so no
+/// client chooses the keys that collide.
 pub(super) struct TokenCache {
-    entries: RwLock<HashMap<Box<str>, Arc<Identity>>>,
+    entries: RwLock<HashMap<Box<str>, Arc<Identity>, foldhash::fast::RandomState>>,
 }
 
 /// Tokens kept at most.
@@ -31,7 +36,7 @@ const TOKEN_CACHE_MAX_LEN: usize = 4096;
 impl TokenCache {
     pub(super) fn new() -> Self {
         Self {
-            entries: RwLock::new(HashMap::new()),
+            entries: RwLock::new(HashMap::default()),
         }
     }
 

@@ -6,19 +6,21 @@
 //!
 //! | client | instances | wire |
 //! |---|---|---|
-//! | `auto` | `protocol=http` (the default), `protocol=https` | HTTP/1.1; under TLS, HTTP/2 when the instance's ALPN picks `h2` |
+//! | `http1_pool` (ours, see [`super::pool`]) | `protocol=http` (the default) | HTTP/1.1 |
+//! | `auto` | `protocol=https` | HTTP/1.1, or HTTP/2 when the instance's ALPN picks `h2` |
 //! | `h2c` | `protocol=h2c` (gRPC services) | HTTP/2 with prior knowledge |
 //! | `http1` | WebSocket upgrades to `http`/`https` instances | HTTP/1.1 only, so ALPN cannot pick `h2` for a request that must upgrade |
 //! | `control` | the configured control-plane URLs | HTTP/1.1, TLS for `https://` ones; no egress rules (they protect the control plane) |
 //!
-//! A pool is keyed by scheme and authority, so an instance reached over two
-//! protocols (a policy changed) never mixes connections.
+//! A pool is keyed by scheme and authority (ours: one pool, one scheme),
+//! so an instance reached over two protocols (a policy changed) never
+//! mixes connections.
 //!
 //! Each serving worker (see `mcp_shared::server::worker`) has a set of its
 //! own: a pooled connection's task runs on the worker that opened it, so a
 //! request never waits on a connection driven by another thread. The
 //! shared runtime (no workers, or a call from a background task) has one
-//! more set.
+//! more set. Ours is per thread by construction.
 
 use std::time::Duration;
 
@@ -26,23 +28,75 @@ use axum::{
     body::Body,
     http::{Version, uri::Scheme},
 };
+use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::{
-    client::legacy::{Builder, Client, ResponseFuture, connect::HttpConnector},
+    client::legacy::{Builder, Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
 use mcp_shared::policy::UpstreamProtocol;
 use tokio_rustls::rustls::ClientConfig;
 
+use super::pool::Http1Pool;
 use crate::{egress::EgressConnector, upstream_tls::UpstreamTls};
 
 /// A pooled client behind the egress rules.
 type ServiceClient = Client<HttpsConnector<EgressConnector>, Body>;
 
+/// What a failed send is: no connection (the proxy may try another
+/// instance, and answers 502, or 403 for an egress refusal), or a failed
+/// exchange on one. The cause is the source, for the proxy to look into.
+#[derive(Debug)]
+pub(super) enum SendError {
+    Connect(BoxError),
+    Exchange(BoxError),
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl SendError {
+    pub(super) fn is_connect(&self) -> bool {
+        matches!(self, Self::Connect(_))
+    }
+
+    fn cause(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        match self {
+            Self::Connect(cause) | Self::Exchange(cause) => cause.as_ref(),
+        }
+    }
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Connect(cause) => write!(f, "cannot connect: {cause}"),
+            Self::Exchange(cause) => write!(f, "exchange failed: {cause}"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.cause())
+    }
+}
+
+impl From<hyper_util::client::legacy::Error> for SendError {
+    fn from(error: hyper_util::client::legacy::Error) -> Self {
+        if error.is_connect() {
+            Self::Connect(error.into())
+        } else {
+            Self::Exchange(error.into())
+        }
+    }
+}
+
 /// The proxy's clients, a set per serving worker (see the module docs).
 #[derive(Clone)]
 pub struct Clients {
     sets: std::sync::Arc<Sets>,
+    /// Plain `http` instances' (per thread, see [`super::pool`]).
+    http1: std::sync::Arc<Http1Pool>,
 }
 
 struct Sets {
@@ -152,20 +206,29 @@ impl Clients {
                 shared: set(),
                 workers: (0..workers).map(|_| set()).collect(),
             }),
+            http1: std::sync::Arc::new(Http1Pool::new(services.clone())),
         }
     }
 
-    /// Send `request` with the client `via` names, from this worker's set.
-    pub(super) fn send(&self, via: Via, request: axum::http::Request<Body>) -> ResponseFuture {
+    /// Send `request` with the client `via` names (this worker's).
+    pub(super) async fn send(
+        &self,
+        via: Via,
+        request: axum::http::Request<Body>,
+    ) -> Result<hyper::Response<Incoming>, SendError> {
+        if via == Via::Service(UpstreamProtocol::Http) {
+            return self.http1.send(request).await;
+        }
         let set = mcp_shared::server::worker()
             .and_then(|worker| self.sets.workers.get(worker))
             .unwrap_or(&self.sets.shared);
-        match via {
+        let sending = match via {
             Via::ControlPlane => set.control.request(request),
             Via::Service(UpstreamProtocol::H2c) => set.h2c.request(request),
             Via::Service(_) => set.auto.request(request),
             Via::Upgrade => set.http1.request(request),
-        }
+        };
+        Ok(sending.await?)
     }
 }
 

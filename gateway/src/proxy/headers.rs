@@ -2,7 +2,10 @@
 //! `Connection` names) dropped, the client's token kept at the gateway, then
 //! `X-Forwarded-*` and `X-Auth-*` set, in that order.
 
-use std::net::SocketAddr;
+use std::{
+    cell::RefCell,
+    net::{IpAddr, SocketAddr},
+};
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 
@@ -12,37 +15,54 @@ pub(super) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwar
 pub(super) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub(super) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// The hop-by-hop headers (RFC 9110 §7.6.1), besides those `Connection` names.
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
+/// The hop-by-hop headers (RFC 9110 §7.6.1), besides those `Connection`
+/// names. Compared as text: a length check rules out most at once, where
+/// comparing `HeaderName`s one by one cost more than the rest of the
+/// header work.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "keep-alive",
+    "proxy-connection",
 ];
 
 /// Remove hop-by-hop headers (RFC 9110 §7.6.1), including those `Connection` names.
+///
+/// One pass over the (few) headers present picks what goes, and only
+/// those are removed: a hashed removal of each of the nine names, present
+/// or not, was most of the proxy's own header work (an upstream's answer
+/// usually carries `Connection: keep-alive`, and nothing else of the kind).
 pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the (few) headers present, instead of a hashed removal
-    // of each of the nine names: most messages carry none of them.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    // No allocation unless one is present.
+    let mut doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| HOP_BY_HOP.contains(&name.as_str()))
+        .cloned()
+        .collect();
+    if doomed.is_empty() {
         return;
     }
-    let listed: Vec<HeaderName> = headers
+    let listed = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
-    }
-    for name in &HOP_BY_HOP {
+        .map(str::trim)
+        // `keep-alive`, `close`, `upgrade`: a hop-by-hop name (gone above
+        // if present) or a connection option, no header at all.
+        .filter(|name| {
+            !name.is_empty()
+                && !HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+                && headers.contains_key(*name)
+        })
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok());
+    doomed.extend(listed);
+    for name in doomed {
         headers.remove(name);
     }
 }
@@ -75,7 +95,8 @@ pub(super) fn prepare_request_headers(headers: &mut HeaderMap, forwarded: Forwar
     }
     // The token stays here: upstreams trust X-Auth-* from the gateway instead.
     headers.remove(header::AUTHORIZATION);
-    // From here on, only insertions.
+    // From here on, only insertions (up to five: one growth of the map at most).
+    headers.reserve(5);
     if let Some(principal) = forwarded.principal {
         let identity = &principal.identity;
         match &identity.subject_header {
@@ -94,15 +115,35 @@ pub(super) fn prepare_request_headers(headers: &mut HeaderMap, forwarded: Forwar
     }
     headers.insert(X_FORWARDED_PROTO, forwarded.proto.clone());
     if let Some(peer) = forwarded.peer {
-        let ip = peer.ip().to_string();
+        let ip = forwarded_for(peer.ip());
         let value = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(previous) => format!("{previous}, {ip}"),
-            None => ip,
+            Some(previous) => HeaderValue::try_from(format!("{previous}, {}", peer.ip())).ok(),
+            None => Some(ip),
         };
-        if let Ok(value) = HeaderValue::try_from(value) {
+        if let Some(value) = value {
             headers.insert(X_FORWARDED_FOR, value);
         }
     }
+}
+
+/// `ip` as a header value. Formatting an address costs more than the
+/// rest of the headers' work, and a thread serves the same few clients
+/// over and over (each kept-alive connection's requests), so the last one
+/// is kept per thread.
+fn forwarded_for(ip: IpAddr) -> HeaderValue {
+    thread_local! {
+        static LAST: RefCell<Option<(IpAddr, HeaderValue)>> = const { RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| match last {
+        Some((cached, value)) if *cached == ip => value.clone(),
+        _ => {
+            // An address's text is always a valid header value.
+            let value = HeaderValue::try_from(ip.to_string())
+                .unwrap_or(HeaderValue::from_static("unknown"));
+            *last = Some((ip, value.clone()));
+            value
+        }
+    })
 }
 
 #[cfg(test)]
@@ -156,6 +197,28 @@ mod tests {
         headers.insert("x-kept", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key("x-kept"));
+
+        // Names in `Connection` in any case, several values, a header named twice.
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::CONNECTION,
+            HeaderValue::from_static("Keep-Alive, X-Secret"),
+        );
+        headers.append(
+            header::CONNECTION,
+            HeaderValue::from_static(" x-other ,,x-secret"),
+        );
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.append("x-other", HeaderValue::from_static("1"));
+        headers.append("x-other", HeaderValue::from_static("2"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1, "{headers:?}");
         assert!(headers.contains_key("x-kept"));
     }
 }

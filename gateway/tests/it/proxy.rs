@@ -583,3 +583,87 @@ async fn a_body_over_the_limit_is_413_even_when_streamed() {
         "application/problem+json"
     );
 }
+
+/// An HTTP/1.1 instance on a bare socket that counts the connections it
+/// accepts and answers `Connection: close` on every `close_every`-th
+/// request of a connection (0: never), as nginx does after
+/// `keepalive_requests`.
+async fn counting_instance(close_every: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                let mut served = 0;
+                let mut chunk = [0u8; 4096];
+                // Bounded: a connection serves at most 1,000 requests.
+                while served < 1000 {
+                    let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    buffer.drain(..end + 4);
+                    served += 1;
+                    let close = close_every > 0 && served % close_every == 0;
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: {}\r\n\r\nok",
+                        if close { "close" } else { "keep-alive" }
+                    );
+                    if stream.write_all(answer.as_bytes()).await.is_err() || close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn connections_to_an_instance_are_reused_and_one_it_closes_is_replaced_without_a_failure() {
+    let prefix = prefix();
+    let gw = gateway(&redis().url(), &prefix, &[]).await;
+    let registry = Registry::new(&redis().url(), &prefix);
+    let (kept, kept_accepted) = counting_instance(0).await;
+    let (closing, closing_accepted) = counting_instance(3).await;
+    registry
+        .register_at("kept", "kept-1", kept, HealthStatus::Passing)
+        .await;
+    registry
+        .register_at("closing", "closing-1", closing, HealthStatus::Passing)
+        .await;
+    for service in ["kept", "closing"] {
+        let url = gw.at(&format!("/svc/{service}/x"));
+        assert!(
+            eventually(Duration::from_secs(2), || async {
+                svc_status(&url).await == 200
+            })
+            .await,
+            "{service} is routed"
+        );
+    }
+    let routed = (
+        kept_accepted.load(Ordering::SeqCst),
+        closing_accepted.load(Ordering::SeqCst),
+    );
+    // One request after another: each finds the last one's connection ready.
+    for _ in 0..12 {
+        assert_eq!(svc_status(&gw.at("/svc/kept/x")).await, 200);
+        assert_eq!(svc_status(&gw.at("/svc/closing/x")).await, 200);
+    }
+    assert_eq!(
+        kept_accepted.load(Ordering::SeqCst),
+        routed.0,
+        "every request on the connection already open"
+    );
+    // Closed after every third answer: four more connections for twelve requests.
+    assert_eq!(closing_accepted.load(Ordering::SeqCst) - routed.1, 4);
+}

@@ -4,7 +4,6 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use axum::Router;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
@@ -21,7 +20,7 @@ use crate::shutdown::Cancelled;
 
 use super::{
     ConnectionLimits,
-    connection::{ConnectionService, ConnectionState},
+    connection::{App, ConnectionService, ConnectionState},
     deadlines::Deadlines,
     workers::Workers,
 };
@@ -30,7 +29,7 @@ use super::{
 /// let in-flight requests finish, for at most `limits.shutdown_grace`.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: impl App,
     shutdown: CancellationToken,
     limits: ConnectionLimits,
 ) -> std::io::Result<()> {
@@ -70,9 +69,9 @@ impl Handshake for PlainTcp {
 /// On `shutdown`: stop accepting, ask every connection to finish (HTTP/1
 /// closes after its in-flight request, HTTP/2 sends GOAWAY), wait for at
 /// most the grace period, then drop what is left.
-pub async fn serve_with<H: Handshake>(
+pub async fn serve_with<H: Handshake, S: App>(
     listener: TcpListener,
-    app: Router,
+    app: S,
     shutdown: CancellationToken,
     limits: ConnectionLimits,
     handshake: H,
@@ -195,10 +194,10 @@ async fn accept_failed(error: std::io::Error, shutdown: &CancellationToken) {
 }
 
 /// What one connection's task owns besides its stream.
-struct Connection<H> {
+struct Connection<H, S> {
     remote: SocketAddr,
     handshake: H,
-    app: Router,
+    app: S,
     builder: Arc<auto::Builder<TokioExecutor>>,
     limits: ConnectionLimits,
     shutdown: CancellationToken,
@@ -209,7 +208,7 @@ struct Connection<H> {
 }
 
 /// Serve one connection until it closes, times out or is shut down.
-async fn connection<H: Handshake>(tcp: TcpStream, c: Connection<H>) {
+async fn connection<H: Handshake, S: App>(tcp: TcpStream, c: Connection<H, S>) {
     // One clock for the handshake and the first header block: a TLS client
     // gets no more time than a plain one.
     let first_deadline = Instant::now() + c.limits.header_read_timeout;

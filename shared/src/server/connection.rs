@@ -15,16 +15,16 @@ use std::{
 };
 
 use axum::{
-    Router,
     body::{Body, Bytes, HttpBody},
     extract::{ConnectInfo, Request},
     http::StatusCode,
     response::Response,
-    routing::future::RouteFuture,
 };
 use futures_util::task::AtomicWaker;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
+use pin_project_lite::pin_project;
+use tower::Service;
 
 /// What a connection's stream wrapper and its requests share.
 #[derive(Default)]
@@ -38,26 +38,47 @@ pub(super) struct ConnectionState {
     pub(super) idle: AtomicWaker,
 }
 
+/// What a listener serves: an axum `Router`, or any tower service of the
+/// same shape (the gateway's front service, which keeps its common path
+/// out of the router's boxed routes).
+pub trait App:
+    Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> App for S where
+    S: Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// The hyper service of one connection: the app, with `ConnectInfo` (as
 /// axum's `into_make_service_with_connect_info` adds it) and in-flight counting.
 #[derive(Clone)]
-pub(super) struct ConnectionService {
-    pub(super) app: Router,
+pub(super) struct ConnectionService<S> {
+    pub(super) app: S,
     pub(super) remote: SocketAddr,
     pub(super) state: Arc<ConnectionState>,
 }
 
-impl hyper::service::Service<Request<Incoming>> for ConnectionService {
+impl<S: App> hyper::service::Service<Request<Incoming>> for ConnectionService<S> {
     type Response = Response<TrackedBody>;
     type Error = Infallible;
-    type Future = TrackedResponse;
+    type Future = TrackedResponse<S::Future>;
 
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         // Per request: two atomic increments (the count and the `Arc` the
-        // body carries) and the `Router` clone axum's own `serve` makes too.
+        // body carries) and the app's clone axum's own `serve` makes too.
         let in_flight = InFlight::start(&self.state);
         request.extensions_mut().insert(ConnectInfo(self.remote));
-        let inner = tower::Service::call(&mut self.app.clone(), request);
+        let inner = self.app.clone().call(request.map(Body::new));
         TrackedResponse {
             inner,
             in_flight: Some(in_flight),
@@ -83,18 +104,24 @@ impl Drop for InFlight {
     }
 }
 
-/// The app's response future; its body carries the request's [`InFlight`].
-pub(super) struct TrackedResponse {
-    inner: RouteFuture<Infallible>,
-    in_flight: Option<InFlight>,
+pin_project! {
+    /// The app's response future; its body carries the request's [`InFlight`].
+    pub(super) struct TrackedResponse<F> {
+        #[pin]
+        inner: F,
+        in_flight: Option<InFlight>,
+    }
 }
 
-impl Future for TrackedResponse {
+impl<F> Future for TrackedResponse<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
     type Output = Result<Response<TrackedBody>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        let Ok(response) = std::task::ready!(Pin::new(&mut this.inner).poll(cx));
+        let this = self.project();
+        let Ok(response) = std::task::ready!(this.inner.poll(cx));
         let Some(in_flight) = this.in_flight.take() else {
             // Polled again after completion: a bug in the caller, not a panic here.
             return Poll::Pending;

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use axum::{
-    extract::{MatchedPath, Request},
+    extract::Request,
     http::{HeaderMap, HeaderName},
     response::Response,
 };
@@ -20,17 +20,14 @@ use super::REQUEST_ID;
 /// (`http.request.method`, `url.path`, `http.route` — the template — and,
 /// once answered, `http.response.status_code`), plus `request_id`, and the
 /// `trace_id`/`span_id` that log lines inside it carry.
-pub fn request_span(request: &Request) -> tracing::Span {
+/// `route` is the template that matched it, if any.
+pub fn request_span(request: &Request, route: Option<&str>) -> tracing::Span {
     let request_id = request
         .headers()
         .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let method = request.method().as_str();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(MatchedPath::as_str);
     let span = tracing::info_span!(
         "request",
         otel.name = tracing::field::Empty,
@@ -71,7 +68,7 @@ pub fn request_span(request: &Request) -> tracing::Span {
     span
 }
 
-/// The one log line of a finished request (the `TraceLayer`'s `on_response`):
+/// The one log line of a finished request:
 /// its status and latency, inside the request span, so the line also carries
 /// the method, route, request id, `trace_id` and `span_id`. 5xx answers are
 /// logged as warnings and mark the span as an error.
