@@ -31,6 +31,7 @@ use axum::{
     http::{HeaderName, Method},
     response::{IntoResponse, Response},
 };
+use futures_util::future::Either;
 use mcp_shared::{
     internal::bearer_token,
     scope::{self, Access},
@@ -208,23 +209,36 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    /// The inner service's own future when the request is settled at once
+    /// (see [`settle`]); a box around a verification or a refusal.
+    type Future =
+        Either<S::Future, Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: Request) -> Self::Future {
+        // A token in the cache of verified tokens (nearly every request) or
+        // none at all is settled here: the inner service is called at once,
+        // no box. Only a verification (which may fetch the JWKS) waits.
+        match settle(&self.verifier, &mut request) {
+            Some(Ok(())) => return Either::Left(self.inner.call(request)),
+            Some(Err(error)) => {
+                return Either::Right(Box::pin(std::future::ready(Ok(refusal(error)))));
+            }
+            None => {}
+        }
         // The clone that was driven to readiness serves this request.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let verifier = self.verifier.clone();
-        Box::pin(async move {
+        Either::Right(Box::pin(async move {
             match check(&verifier, &mut request).await {
                 Ok(()) => inner.call(request).await,
                 Err(refusal) => Ok(refusal),
             }
-        })
+        }))
     }
 }
 
@@ -233,31 +247,62 @@ where
 /// problem+json response to send, and a 401 is counted in
 /// `gateway_auth_failures_total`.
 pub async fn check(verifier: &Verifier, request: &mut Request) -> Result<(), Response> {
-    authorize(verifier, request).await.map_err(|error| {
-        if let GatewayError::Unauthorized(failure) = &error {
-            metrics::counter!(crate::counters::AUTH_FAILURES, "reason" => failure.reason())
-                .increment(1);
-        }
-        error.into_response()
-    })
+    authorize(verifier, request).await.map_err(refusal)
+}
+
+/// The problem+json answer to a refused request; a 401 is counted.
+fn refusal(error: GatewayError) -> Response {
+    if let GatewayError::Unauthorized(failure) = &error {
+        metrics::counter!(crate::counters::AUTH_FAILURES, "reason" => failure.reason())
+            .increment(1);
+    }
+    error.into_response()
 }
 
 async fn authorize(verifier: &Verifier, request: &mut Request) -> Result<(), GatewayError> {
-    strip_auth_headers(request.headers_mut());
-    // A service's policy (set by the edge layer for `/svc/{service}`; one
-    // `Arc` clone, none without a policy).
-    let policy = request.extensions().get::<Arc<Applied>>().cloned();
-    let Some(token) = bearer_token(request).or_else(|| consul_token(request)) else {
-        // A public service needs no token (one sent is still verified).
-        if policy.as_ref().is_some_and(|p| p.public) {
-            return Ok(());
-        }
-        return Err(GatewayError::Unauthorized(AuthFailure::Missing));
-    };
+    if let Some(settled) = settle(verifier, request) {
+        return settled;
+    }
+    // `settle` found a token, not in the cache.
+    let token = token_of(request).ok_or(GatewayError::Unauthorized(AuthFailure::Missing))?;
     let identity = verifier
         .identify(token)
         .await
         .map_err(GatewayError::Unauthorized)?;
+    admit(request, identity)
+}
+
+/// What the request's credentials settle without verifying a token: no
+/// token (a public service's request passes, any other is a 401), or a
+/// token the cache has verified; `None` when the token must be verified.
+/// Client-sent `X-Auth-*` headers are gone either way.
+fn settle(verifier: &Verifier, request: &mut Request) -> Option<Result<(), GatewayError>> {
+    strip_auth_headers(request.headers_mut());
+    let Some(token) = token_of(request) else {
+        // A public service needs no token (one sent is still verified).
+        let public = request
+            .extensions()
+            .get::<Arc<Applied>>()
+            .is_some_and(|p| p.public);
+        return Some(if public {
+            Ok(())
+        } else {
+            Err(GatewayError::Unauthorized(AuthFailure::Missing))
+        });
+    };
+    let identity = verifier.cached(token)?;
+    Some(admit(request, identity))
+}
+
+/// The request's JWT: `Authorization: Bearer`, else (Consul API) `X-Consul-Token`.
+fn token_of(request: &Request) -> Option<&str> {
+    bearer_token(request).or_else(|| consul_token(request))
+}
+
+/// Authorize the verified `identity` for `request` (the route's scope,
+/// then the service policy's `auth.scopes`) and attach it as the
+/// [`Principal`].
+fn admit(request: &mut Request, identity: Arc<Identity>) -> Result<(), GatewayError> {
     let requirement = Requirement::of(
         request.method(),
         request.uri().path(),
@@ -270,8 +315,10 @@ async fn authorize(verifier: &Verifier, request: &mut Request) -> Result<(), Gat
             .unwrap_or(Cow::Borrowed("admin"));
         return Err(GatewayError::Forbidden(missing));
     }
-    if let Some(missing) = policy
-        .as_ref()
+    // A service's policy (set by the edge layer for `/svc/{service}`).
+    if let Some(missing) = request
+        .extensions()
+        .get::<Arc<Applied>>()
         .and_then(|p| missing_policy_scope(p, &identity.scope))
     {
         return Err(GatewayError::Forbidden(Cow::Owned(missing.to_owned())));

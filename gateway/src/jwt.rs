@@ -129,7 +129,7 @@ impl Verifier {
         let now = unix_now();
         // Read before verifying: a key-set change during the verification
         // leaves this entry on the older generation, so it is checked again.
-        let generation = self.jwks.as_ref().map_or(0, Jwks::generation);
+        let generation = self.generation();
         if let Some(identity) = self.cache.get(token, now, generation) {
             return Ok(identity);
         }
@@ -149,6 +149,18 @@ impl Verifier {
                 Err(failure)
             }
         }
+    }
+
+    /// The identity of `token` if the cache of verified tokens has it (not
+    /// expired, verified under the current key set): [`Self::identify`]
+    /// without a verification, so a caller can skip the wait.
+    pub fn cached(&self, token: &str) -> Option<Arc<Identity>> {
+        self.cache.get(token, unix_now(), self.generation())
+    }
+
+    /// The current key set's generation (0 without a JWKS).
+    fn generation(&self) -> u64 {
+        self.jwks.as_ref().map_or(0, Jwks::generation)
     }
 
     /// Verify `token` and return its claims.

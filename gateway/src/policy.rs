@@ -33,12 +33,9 @@ mod metrics;
 mod retry;
 mod split;
 
-use std::{
-    collections::HashMap,
-    sync::{
-        Arc, RwLock,
-        atomic::{AtomicU64, Ordering},
-    },
+use std::sync::{
+    Arc, RwLock,
+    atomic::{AtomicU64, Ordering},
 };
 
 use axum::http::Method;
@@ -80,7 +77,7 @@ pub struct Snapshot {
     /// The config revision it reflects.
     pub revision: u64,
     /// Service → its compiled policy.
-    pub services: HashMap<String, Arc<Applied>>,
+    pub services: crate::FastMap<String, Arc<Applied>>,
     /// Extra routes, in match order (longest prefix first, hosts before any host, then name).
     pub routes: Vec<Arc<ExtraRoute>>,
 }

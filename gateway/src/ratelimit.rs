@@ -36,11 +36,12 @@ use axum::{
     http::{HeaderMap, HeaderName, HeaderValue},
     response::{IntoResponse, Response},
 };
+use futures_util::future::Either;
 use governor::{
     Quota, RateLimiter as Gcra,
     clock::{Clock, DefaultClock},
     middleware::StateInformationMiddleware,
-    state::keyed::DefaultKeyedStateStore,
+    state::keyed::DashMapStateStore,
 };
 use tokio_util::sync::CancellationToken;
 use tower::{Layer, Service};
@@ -60,8 +61,11 @@ pub const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-r
 /// `RateLimit-Reset`.
 pub const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
-type LocalGcra =
-    Gcra<Arc<str>, DefaultKeyedStateStore<Arc<str>>, DefaultClock, StateInformationMiddleware>;
+/// The local limiter's buckets, hashed with foldhash (seeded per process,
+/// as the token cache's) instead of SipHash: two lookups per request.
+type Buckets = DashMapStateStore<Arc<str>, foldhash::fast::RandomState>;
+
+type LocalGcra = Gcra<Arc<str>, Buckets, DefaultClock, StateInformationMiddleware>;
 
 /// One decision: pass or not, and the numbers for the headers.
 #[derive(Debug, Clone, Copy)]
@@ -121,7 +125,12 @@ impl RateLimiter {
                 let burst_nz = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
                 let quota = Quota::per_second(rate).allow_burst(burst_nz);
                 Backend::Local {
-                    gcra: Gcra::keyed(quota).with_middleware::<StateInformationMiddleware>(),
+                    gcra: Gcra::dashmap_with_clock_and_hasher(
+                        quota,
+                        DefaultClock::default(),
+                        foldhash::fast::RandomState::default(),
+                    )
+                    .with_middleware::<StateInformationMiddleware>(),
                     interval: Duration::from_secs(1) / rate.get(),
                 }
             }
@@ -148,9 +157,18 @@ impl RateLimiter {
 
     /// Take one request from `client`'s allowance; `None` when limiting is off.
     pub async fn check(&self, client: &Arc<str>) -> Option<Decision> {
+        if let Some(settled) = self.check_now(client) {
+            return settled;
+        }
+        self.check_store(client).await
+    }
+
+    /// [`Self::check`] when it needs no I/O (limiting off, the local
+    /// limiter, Redis skipped after a failure); `None` when Redis must be asked.
+    fn check_now(&self, client: &Arc<str>) -> Option<Option<Decision>> {
         match &self.backend {
-            Backend::Off => None,
-            Backend::Local { gcra, interval } => Some(match gcra.check_key(client) {
+            Backend::Off => Some(None),
+            Backend::Local { gcra, interval } => Some(Some(match gcra.check_key(client) {
                 Ok(snapshot) => {
                     let remaining = snapshot.remaining_burst_capacity();
                     let missing = self.burst.saturating_sub(remaining);
@@ -170,7 +188,26 @@ impl RateLimiter {
                         retry_after_secs: ceil_secs(wait).max(1),
                     }
                 }
-            }),
+            })),
+            Backend::Redis {
+                skip_until_ms,
+                epoch,
+                ..
+            } => {
+                let now_ms = epoch.elapsed().as_millis() as u64;
+                if now_ms < skip_until_ms.load(Ordering::Relaxed) {
+                    metrics::counter!(crate::counters::RATE_LIMIT_FAIL_OPEN).increment(1);
+                    return Some(None);
+                }
+                None
+            }
+        }
+    }
+
+    /// [`Self::check`] against Redis (the script's round trip); fails open.
+    async fn check_store(&self, client: &Arc<str>) -> Option<Decision> {
+        match &self.backend {
+            Backend::Off | Backend::Local { .. } => None,
             Backend::Redis {
                 store,
                 interval_us,
@@ -178,10 +215,6 @@ impl RateLimiter {
                 epoch,
             } => {
                 let now_ms = epoch.elapsed().as_millis() as u64;
-                if now_ms < skip_until_ms.load(Ordering::Relaxed) {
-                    metrics::counter!(crate::counters::RATE_LIMIT_FAIL_OPEN).increment(1);
-                    return None;
-                }
                 // A service's limiter keeps its own buckets (one `format!`
                 // next to a Redis round trip).
                 let scoped;
@@ -277,6 +310,9 @@ pub struct RateLimit<S> {
     limiter: Arc<RateLimiter>,
 }
 
+/// A boxed future (the Redis path only).
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
 impl<S> Service<Request> for RateLimit<S>
 where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
@@ -284,48 +320,93 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    /// A decision that needs no I/O (the local limiter, limiting off)
+    /// calls the inner service at once and stamps its answer: no box, no
+    /// extra future; only a Redis round trip or a refusal is boxed.
+    type Future = Either<Stamped<S::Future>, BoxFuture>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
+        // A service with a limit of its own is limited by it instead of
+        // the global one (one `Arc` clone; no policy, no cost).
+        let own = request
+            .extensions()
+            .get::<Arc<Applied>>()
+            .and_then(|applied| applied.limiter.clone());
+        let (limiter, client) = match own {
+            Some((limiter, key)) => {
+                let client = client_by(&request, &key);
+                (limiter, client)
+            }
+            None => (self.limiter.clone(), client_of(&request)),
+        };
+        if let Some(decision) = limiter.check_now(&client) {
+            return match decision {
+                Some(decision) if !decision.allowed => Either::Right(Box::pin(std::future::ready(
+                    Ok(refusal(&limiter, &decision)),
+                ))),
+                decision => Either::Left(Stamped {
+                    answer: self.inner.call(request),
+                    stamp: decision.map(|decision| (limiter, decision)),
+                }),
+            };
+        }
+        // The clone that was driven to readiness serves this request.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let global = self.limiter.clone();
-        Box::pin(async move {
-            // A service with a limit of its own is limited by it instead of
-            // the global one (one `Arc` clone; no policy, no cost).
-            let own = request
-                .extensions()
-                .get::<Arc<Applied>>()
-                .and_then(|applied| applied.limiter.clone());
-            let (limiter, client) = match own {
-                Some((limiter, key)) => {
-                    let client = client_by(&request, &key);
-                    (limiter, client)
+        Either::Right(Box::pin(async move {
+            match limiter.check_store(&client).await {
+                Some(decision) if !decision.allowed => Ok(refusal(&limiter, &decision)),
+                decision => {
+                    Stamped {
+                        answer: inner.call(request),
+                        stamp: decision.map(|decision| (limiter, decision)),
+                    }
+                    .await
                 }
-                None => (global, client_of(&request)),
-            };
-            let decision = limiter.check(&client).await;
-            let Some(decision) = decision else {
-                return inner.call(request).await;
-            };
-            if !decision.allowed {
-                metrics::counter!(crate::counters::RATE_LIMITED).increment(1);
-                let mut response = GatewayError::RateLimited {
-                    retry_after: decision.retry_after_secs,
-                }
-                .into_response();
-                limiter.set_headers(response.headers_mut(), &decision);
-                return Ok(response);
             }
-            let mut response = inner.call(request).await?;
-            // Upstream answers pass through, but the limit is the gateway's to report.
+        }))
+    }
+}
+
+/// The 429 of a refused `decision`, with its headers.
+fn refusal(limiter: &RateLimiter, decision: &Decision) -> Response {
+    metrics::counter!(crate::counters::RATE_LIMITED).increment(1);
+    let mut response = GatewayError::RateLimited {
+        retry_after: decision.retry_after_secs,
+    }
+    .into_response();
+    limiter.set_headers(response.headers_mut(), decision);
+    response
+}
+
+pin_project_lite::pin_project! {
+    /// The inner service's answer, with the rate-limit headers of the
+    /// decision that let it through (upstream answers pass through, but
+    /// the limit is the gateway's to report); none when limiting is off.
+    pub struct Stamped<F> {
+        #[pin]
+        answer: F,
+        stamp: Option<(Arc<RateLimiter>, Decision)>,
+    }
+}
+
+impl<F> Future for Stamped<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(mut response) = std::task::ready!(this.answer.poll(cx));
+        if let Some((limiter, decision)) = this.stamp.take() {
             limiter.set_headers(response.headers_mut(), &decision);
-            Ok(response)
-        })
+        }
+        Poll::Ready(Ok(response))
     }
 }
 

@@ -34,7 +34,7 @@ use crate::{
 #[derive(Debug, Default, Clone)]
 pub struct Table {
     /// Service name → its upstream.
-    pub services: HashMap<String, Arc<Upstream>>,
+    pub services: crate::FastMap<String, Arc<Upstream>>,
     /// gRPC service (`package.Service`) → the service whose instances name
     /// it in their `grpc_services` metadata (comma-separated), so a gRPC
     /// client's unmodified `/package.Service/Method` finds its upstream.

@@ -90,7 +90,9 @@ thread_local! {
     /// cached handle is one atomic add. Written by hand because the `metrics`
     /// crate leaves handle caching to its callers. Bounded: routes are
     /// templates, methods are ten labels and statuses are three digits.
-    static SERIES: RefCell<HashMap<Box<str>, Vec<Series>>> = RefCell::new(HashMap::new());
+    /// Hashed with foldhash: its keys are the app's own templates.
+    static SERIES: RefCell<HashMap<Box<str>, Vec<Series>, foldhash::fast::RandomState>> =
+        RefCell::new(HashMap::default());
 }
 
 /// Count a finished request in `http_server_requests_total` and

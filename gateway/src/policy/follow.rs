@@ -4,7 +4,7 @@
 //! lost data), compiling each changed entry once.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashSet},
     sync::Arc,
 };
 
@@ -23,7 +23,7 @@ use crate::store::Store;
 /// loads from and publishes to.
 struct State {
     defaults: Defaults,
-    services: HashMap<String, Arc<Applied>>,
+    services: crate::FastMap<String, Arc<Applied>>,
     routes: BTreeMap<String, Arc<ExtraRoute>>,
     store: Store,
     policies: Arc<Policies>,
@@ -183,7 +183,7 @@ pub async fn follow(
 ) {
     let state = State {
         defaults,
-        services: HashMap::new(),
+        services: crate::FastMap::default(),
         routes: BTreeMap::new(),
         store,
         policies,
@@ -237,7 +237,7 @@ mod tests {
                 },
                 store: store.clone(),
             },
-            services: HashMap::new(),
+            services: crate::FastMap::default(),
             routes: BTreeMap::new(),
             store,
             policies: Arc::default(),

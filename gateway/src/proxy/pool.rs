@@ -23,7 +23,6 @@
 
 use std::{
     cell::{Cell, RefCell},
-    collections::HashMap,
     sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
@@ -64,9 +63,8 @@ impl Idle {
     }
 }
 
-/// A map hashed with foldhash (its key is no secret, and it is looked up
-/// twice per request).
-type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+/// Looked up twice per request.
+type Map<K, V> = crate::FastMap<K, V>;
 
 /// One pool's idle connections on a thread, by instance (its authority's
 /// text: looked up without making a key).
