@@ -234,9 +234,9 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let verifier = self.verifier.clone();
         Either::Right(Box::pin(async move {
-            match check(&verifier, &mut request).await {
+            match verify_and_admit(&verifier, &mut request).await {
                 Ok(()) => inner.call(request).await,
-                Err(refusal) => Ok(refusal),
+                Err(error) => Ok(refusal(error)),
             }
         }))
     }
@@ -260,10 +260,15 @@ fn refusal(error: GatewayError) -> Response {
 }
 
 async fn authorize(verifier: &Verifier, request: &mut Request) -> Result<(), GatewayError> {
-    if let Some(settled) = settle(verifier, request) {
-        return settled;
+    match settle(verifier, request) {
+        Some(settled) => settled,
+        None => verify_and_admit(verifier, request).await,
     }
-    // `settle` found a token, not in the cache.
+}
+
+/// Verify the token [`settle`] found and could not settle (not in the
+/// cache), then authorize it.
+async fn verify_and_admit(verifier: &Verifier, request: &mut Request) -> Result<(), GatewayError> {
     let token = token_of(request).ok_or(GatewayError::Unauthorized(AuthFailure::Missing))?;
     let identity = verifier
         .identify(token)

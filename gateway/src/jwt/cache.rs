@@ -2,7 +2,6 @@
 //! used only while the token is unexpired and the key set unchanged.
 
 use std::{
-    collections::HashMap,
     sync::{Arc, RwLock},
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -25,7 +24,7 @@ use super::Identity;
 /// SipHash cost four times as much. Only verified tokens get in, so no
 /// client chooses the keys that collide.
 pub(super) struct TokenCache {
-    entries: RwLock<HashMap<Box<str>, Arc<Identity>, foldhash::fast::RandomState>>,
+    entries: RwLock<crate::FastMap<Box<str>, Arc<Identity>>>,
 }
 
 /// Tokens kept at most.
@@ -36,7 +35,7 @@ const TOKEN_CACHE_MAX_LEN: usize = 4096;
 impl TokenCache {
     pub(super) fn new() -> Self {
         Self {
-            entries: RwLock::new(HashMap::default()),
+            entries: RwLock::new(crate::FastMap::default()),
         }
     }
 

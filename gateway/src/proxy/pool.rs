@@ -35,7 +35,7 @@ use hyper::{body::Incoming, client::conn::http1};
 use tower::Service as _;
 
 use super::clients::SendError;
-use crate::egress::EgressConnector;
+use crate::{FastMap, egress::EgressConnector};
 
 /// Idle connections kept per instance and thread.
 const MAX_IDLE: usize = 256;
@@ -63,16 +63,13 @@ impl Idle {
     }
 }
 
-/// Looked up twice per request.
-type Map<K, V> = crate::FastMap<K, V>;
-
 /// One pool's idle connections on a thread, by instance (its authority's
 /// text: looked up without making a key).
-type Instances = Map<Box<str>, Vec<Idle>>;
+type Instances = FastMap<Box<str>, Vec<Idle>>;
 
 thread_local! {
     /// This thread's idle connections, by pool.
-    static IDLE: RefCell<Map<u64, Instances>> = RefCell::new(Map::default());
+    static IDLE: RefCell<FastMap<u64, Instances>> = RefCell::new(FastMap::default());
     /// Put-backs since the last sweep.
     static PUT_BACKS: Cell<u32> = const { Cell::new(0) };
 }
