@@ -17,6 +17,11 @@
 # watchers ran on other machines; and so again with IDLE_WATCHERS more
 # watchers of another namespace, which no write concerns.
 #
+# config-svc runs with HTTP_CPU_AFFINITY=auto (its threads pinned to a CPU
+# each, as nginx's `worker_cpu_affinity auto`): unpinned, the kernel often
+# stacks both threads on one CPU for the whole fan-out (bench/RESULTS.md).
+# etcd (Go) has no such setting; it runs as it comes.
+#
 #   bash bench/config.sh      # DURATION=10s CONNECTIONS=32 WATCHERS=1000 PUTS=40 INTERVAL_MS=50 DEFER_MS=60 IDLE_WATCHERS=5000 TURNS=3
 #   WATCH_ONLY=1 bash bench/config.sh   # the watch fan-out part alone
 source "$(dirname "$0")/lib.sh"
@@ -43,6 +48,7 @@ start redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appen
 for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
 CFG_PORT=$(free_port) ETCD_PORT=$(free_port) ETCD_PEER=$(free_port)
 CONFIG_ADDR=127.0.0.1:$CFG_PORT REDIS_URL=redis://127.0.0.1:$REDIS_PORT MCP_REDIS_PREFIX=bench LOG_FORMAT=json RUST_LOG=warn \
+  HTTP_CPU_AFFINITY=${HTTP_CPU_AFFINITY:-auto} \
   start config "$BIN/config-svc" >/dev/null
 CFG_PID=${PIDS[-1]}
 start etcd etcd --name bench --data-dir "$WORK/etcd" \
@@ -102,7 +108,7 @@ done
     done
     echo
   fi
-  echo "Watch fan-out, $WATCHERS watchers x $PUTS writes, $TURNS turns (config-svc's \`watch_load\`; latency = arrival at the watcher's socket minus write start; client reads at once (writes $INTERVAL_MS ms apart) or $DEFER_MS ms after each write (writes $((DEFER_MS + 40)) ms apart); \"+N idle\": N more watchers of a namespace no write touches; \"read p99\" = when the client's read returned; CPU per delivery over the writes, as the kernel charges it to the process (softirq work, such as the loopback receive path, may be left out)):"
+  echo "Watch fan-out, $WATCHERS watchers x $PUTS writes, $TURNS turns (config-svc with HTTP_CPU_AFFINITY=${HTTP_CPU_AFFINITY:-auto}; config-svc's \`watch_load\`; latency = arrival at the watcher's socket minus write start; client reads at once (writes $INTERVAL_MS ms apart) or $DEFER_MS ms after each write (writes $((DEFER_MS + 40)) ms apart); \"+N idle\": N more watchers of a namespace no write touches; \"read p99\" = when the client's read returned; CPU per delivery over the writes, as the kernel charges it to the process (softirq work, such as the loopback receive path, may be left out)):"
   echo
   echo "| peer | client reads | delivered | expected | p50 ms | p99 ms | max ms | read p99 ms | server CPU µs | client CPU µs |"
   echo "|---|---|---|---|---|---|---|---|---|---|"

@@ -4,13 +4,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let settings = config_svc::Settings::parse();
     let common = settings.common.clone();
     let addr = settings.addr;
-    mcp_shared::server::main("config-svc", &common, addr, |listener, shutdown| {
+    mcp_shared::server::start("config-svc", &common, addr, None, |listener, shutdown| {
         config_svc::run(settings, listener, shutdown)
     })
-    .await
 }

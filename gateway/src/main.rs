@@ -17,23 +17,10 @@ fn main() -> ExitCode {
     let settings = gateway::Settings::parse();
     // With serving workers (see `HTTP_WORKERS`) this runtime only accepts
     // and runs the background tasks: one thread is plenty.
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if settings.workers() > 0 {
-        runtime.worker_threads(1);
-    }
-    let runtime = match runtime.enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("gateway: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
+    let threads = (settings.workers() > 0).then_some(1);
     let common = settings.common.clone();
     let addr = settings.addr;
-    runtime.block_on(mcp_shared::server::main(
-        "gateway",
-        &common,
-        addr,
-        |listener, shutdown| gateway::run(settings, listener, shutdown),
-    ))
+    mcp_shared::server::start("gateway", &common, addr, threads, |listener, shutdown| {
+        gateway::run(settings, listener, shutdown)
+    })
 }

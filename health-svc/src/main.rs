@@ -4,13 +4,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let settings = health_svc::Settings::parse();
     let common = settings.common.clone();
     let addr = settings.addr;
-    mcp_shared::server::main("health-svc", &common, addr, |listener, shutdown| {
+    mcp_shared::server::start("health-svc", &common, addr, None, |listener, shutdown| {
         health_svc::run(settings, listener, shutdown)
     })
-    .await
 }

@@ -21,6 +21,7 @@
 //! flight, and [`deadlines`] closes connections that are too slow or idle.
 
 mod accept;
+mod affinity;
 mod connection;
 mod deadlines;
 mod envelope;
@@ -98,6 +99,8 @@ pub struct ConnectionLimits {
     /// Serving runtimes (a thread each) the connections are spread over;
     /// 0 serves them on the caller's runtime (see [`worker`]).
     pub workers: usize,
+    /// Pin each serving worker to a CPU of its own (`HTTP_CPU_AFFINITY`).
+    pub cpu_affinity: bool,
 }
 
 impl Default for ConnectionLimits {
@@ -110,6 +113,7 @@ impl Default for ConnectionLimits {
             max_connections: 10_000,
             shutdown_grace: Duration::from_secs(25),
             workers: 0,
+            cpu_affinity: false,
         }
     }
 }
@@ -136,6 +140,46 @@ pub fn cancel_on_signals(token: CancellationToken) {
         tracing::info!("shutdown signal received; draining");
         token.cancel();
     });
+}
+
+/// A binary's whole `main`: [`main`] on [`runtime`].
+pub fn start<F, Fut>(
+    name: &str,
+    common: &CommonSettings,
+    addr: SocketAddr,
+    worker_threads: Option<usize>,
+    run: F,
+) -> ExitCode
+where
+    F: FnOnce(TcpListener, CancellationToken) -> Fut,
+    Fut: Future<Output = std::io::Result<()>>,
+{
+    match runtime(common, worker_threads) {
+        Ok(runtime) => runtime.block_on(main(name, common, addr, run)),
+        Err(e) => {
+            eprintln!("{name}: cannot start the runtime: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The runtime a binary's [`main`] runs on: tokio's work-stealing runtime
+/// (`worker_threads` of them, one per core when `None`), its threads pinned
+/// to CPUs in turn with `HTTP_CPU_AFFINITY=auto` (its workers start first,
+/// so they get a CPU each; see `affinity`).
+pub fn runtime(
+    common: &CommonSettings,
+    worker_threads: Option<usize>,
+) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = worker_threads {
+        builder.worker_threads(threads.max(1));
+    }
+    if common.http_cpu_affinity == crate::settings::CpuAffinity::Auto {
+        let pinning = affinity::Pinning::new();
+        builder.on_thread_start(move || pinning.pin_current_thread());
+    }
+    builder.enable_all().build()
 }
 
 /// The body of every binary's `main`: telemetry, bind, signals, run.

@@ -118,6 +118,22 @@ pub struct CommonSettings {
     /// default (`auto` for the gateway, `0` for the others).
     #[arg(long, env = "HTTP_WORKERS", value_parser = parse_workers)]
     pub http_workers: Option<usize>,
+
+    /// `auto` pins each serving thread to a CPU of its own (the CPUs this
+    /// process may use, in turn), as nginx's `worker_cpu_affinity auto`;
+    /// `off` lets the kernel place them. For a machine or cpuset given to
+    /// the service (see the README's tuning notes).
+    #[arg(long, env = "HTTP_CPU_AFFINITY", value_enum, default_value_t = CpuAffinity::Off)]
+    pub http_cpu_affinity: CpuAffinity,
+}
+
+/// Whether serving threads are pinned to CPUs (`HTTP_CPU_AFFINITY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CpuAffinity {
+    /// The kernel places the threads.
+    Off,
+    /// Each serving thread on a CPU of its own, in turn.
+    Auto,
 }
 
 /// `auto` (the cores this process may use) or a count of threads.
@@ -187,6 +203,7 @@ impl CommonSettings {
             max_connections: self.http_max_connections,
             shutdown_grace: self.shutdown_grace,
             workers: self.http_workers.unwrap_or(0),
+            cpu_affinity: self.http_cpu_affinity == CpuAffinity::Auto,
         }
     }
 

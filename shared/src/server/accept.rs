@@ -78,7 +78,7 @@ pub async fn serve_with<H: Handshake, S: App>(
 ) -> std::io::Result<()> {
     let mut workers = match limits.workers {
         0 => None,
-        count => Some(Workers::start(count, "http-worker")?),
+        count => Some(Workers::start(count, "http-worker", limits.cpu_affinity)?),
     };
     let builder = Arc::new(http_builder(&limits));
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));

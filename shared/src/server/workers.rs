@@ -16,6 +16,8 @@ use std::cell::Cell;
 
 use tokio::{runtime::Handle, sync::oneshot};
 
+use super::affinity::Pinning;
+
 thread_local! {
     static WORKER: Cell<Option<usize>> = const { Cell::new(None) };
 }
@@ -37,10 +39,12 @@ pub(super) struct Workers {
 }
 
 impl Workers {
-    /// Start `count` workers named `{name}-{index}`.
-    pub(super) fn start(count: usize, name: &str) -> std::io::Result<Self> {
+    /// Start `count` workers named `{name}-{index}`, each on a CPU of its
+    /// own when `pin` (`HTTP_CPU_AFFINITY=auto`).
+    pub(super) fn start(count: usize, name: &str, pin: bool) -> std::io::Result<Self> {
         let mut handles = Vec::with_capacity(count);
         let mut stop = Vec::with_capacity(count);
+        let pinning = pin.then(Pinning::new);
         for index in 0..count {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -48,9 +52,13 @@ impl Workers {
             handles.push(runtime.handle().clone());
             let (tx, rx) = oneshot::channel::<()>();
             stop.push(tx);
+            let pinning = pinning.clone();
             std::thread::Builder::new()
                 .name(format!("{name}-{index}"))
                 .spawn(move || {
+                    if let Some(pinning) = pinning {
+                        pinning.pin_current_thread_to(index);
+                    }
                     WORKER.with(|w| w.set(Some(index)));
                     // Ends when the sender is dropped; dropping the runtime
                     // then drops the tasks left on it.
