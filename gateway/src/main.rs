@@ -15,9 +15,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let settings = gateway::Settings::parse();
-    // With serving workers (see `HTTP_WORKERS`) this runtime only accepts
-    // and runs the background tasks: one thread is plenty.
-    let threads = (settings.workers() > 0).then_some(1);
+    let threads = settings.runtime_threads();
     let common = settings.common.clone();
     let addr = settings.addr;
     mcp_shared::server::start("gateway", &common, addr, threads, |listener, shutdown| {

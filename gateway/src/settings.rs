@@ -173,6 +173,13 @@ impl Settings {
     pub fn workers(&self) -> usize {
         self.common.connection_limits_per_core().workers
     }
+
+    /// The main runtime's worker threads: with serving workers it only
+    /// accepts and runs the background tasks, so one is plenty; without,
+    /// one per core (`None`).
+    pub fn runtime_threads(&self) -> Option<usize> {
+        (self.workers() > 0).then_some(1)
+    }
 }
 
 /// The control-plane services' base URLs (`/api/v1/{area}/…`).

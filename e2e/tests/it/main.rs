@@ -7,6 +7,7 @@
 //! Test code: panicking on a broken environment is the right failure here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod affinity;
 mod browser;
 mod common;
 mod console;

@@ -24,13 +24,22 @@ use tokio::{
 const CHILD_ENV: &str = "MCP_OBSERVABILITY_CHILD";
 
 /// What the `main` of the binary `$name` (crate `$krate`) does: settings
-/// from the environment, then `mcp_shared::server::main` around `run`.
+/// from the environment, then `mcp_shared::server::start` around `run`
+/// with `$threads` worker threads (a function of the settings).
 macro_rules! serve {
-    ($name:literal, $krate:ident) => {{
+    ($name:literal, $krate:ident, $threads:expr) => {{
         let settings = $krate::Settings::try_parse_from([$name]).unwrap();
         let (common, addr) = (settings.common.clone(), settings.addr);
-        mcp_shared::server::main($name, &common, addr, |l, s| $krate::run(settings, l, s)).await
+        let threads = $threads(&settings);
+        mcp_shared::server::start($name, &common, addr, threads, |l, s| {
+            $krate::run(settings, l, s)
+        })
     }};
+}
+
+/// The control-plane services' runtime: one worker thread per core.
+fn per_core<S>(_: &S) -> Option<usize> {
+    None
 }
 
 /// Not a test: the `main` of the gateway or a control-plane service when
@@ -43,19 +52,13 @@ fn child_service() {
     let Ok(service) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let code = runtime.block_on(async move {
-        match service.as_str() {
-            "gateway" => serve!("gateway", gateway),
-            "registry-svc" => serve!("registry-svc", registry_svc),
-            "config-svc" => serve!("config-svc", config_svc),
-            "health-svc" => serve!("health-svc", health_svc),
-            other => panic!("unknown child service {other}"),
-        }
-    });
+    let code = match service.as_str() {
+        "gateway" => serve!("gateway", gateway, gateway::Settings::runtime_threads),
+        "registry-svc" => serve!("registry-svc", registry_svc, per_core),
+        "config-svc" => serve!("config-svc", config_svc, per_core),
+        "health-svc" => serve!("health-svc", health_svc, per_core),
+        other => panic!("unknown child service {other}"),
+    };
     std::process::exit(if code == ExitCode::SUCCESS { 0 } else { 1 });
 }
 
@@ -145,6 +148,11 @@ impl Process {
             process.output()
         );
         process
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self._child.id().expect("the child is running")
     }
 
     pub fn at(&self, path: &str) -> String {
