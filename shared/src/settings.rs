@@ -122,7 +122,7 @@ pub struct CommonSettings {
     /// `auto` pins each serving thread to a CPU of its own (the CPUs this
     /// process may use, in turn), as nginx's `worker_cpu_affinity auto`;
     /// `off` lets the kernel place them. For a machine or cpuset given to
-    /// the service (see the README's tuning notes).
+    /// the service (README, "Connection limits").
     #[arg(long, env = "HTTP_CPU_AFFINITY", value_enum, default_value_t = CpuAffinity::Off)]
     pub http_cpu_affinity: CpuAffinity,
 }

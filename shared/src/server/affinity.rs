@@ -27,7 +27,8 @@ use nix::{
     unistd::Pid,
 };
 
-/// The CPUs this process may run on, in order; empty when the kernel does not say.
+/// The CPUs the calling thread may run on (at start-up, those of the
+/// process), in order; empty when the kernel does not say.
 fn allowed() -> Vec<usize> {
     let Ok(set) = sched_getaffinity(Pid::from_raw(0)) else {
         return Vec::new();
@@ -80,36 +81,29 @@ impl Pinning {
 mod tests {
     use super::*;
 
-    fn cpus_of_this_thread() -> Vec<usize> {
-        let set = sched_getaffinity(Pid::from_raw(0)).unwrap();
-        (0..CpuSet::count())
-            .filter(|&cpu| set.is_set(cpu).unwrap())
-            .collect()
-    }
-
     #[test]
     fn threads_are_pinned_to_the_allowed_cpus_in_turn() {
         let pinning = Pinning::new();
-        let allowed = pinning.cpus.to_vec();
-        assert!(!allowed.is_empty(), "the kernel names the allowed CPUs");
-        let count = allowed.len() + 1;
+        let cpus = pinning.cpus.to_vec();
+        assert!(!cpus.is_empty(), "the kernel names the allowed CPUs");
+        let count = cpus.len() + 1;
         let pinned: Vec<Vec<usize>> = (0..count)
             .map(|_| {
                 let pinning = pinning.clone();
                 // One thread at a time, so the turns are in order.
                 std::thread::spawn(move || {
                     pinning.pin_current_thread();
-                    cpus_of_this_thread()
+                    allowed()
                 })
                 .join()
                 .unwrap()
             })
             .collect();
         let expected: Vec<Vec<usize>> = (0..count)
-            .map(|turn| vec![allowed[turn % allowed.len()]])
+            .map(|turn| vec![cpus[turn % cpus.len()]])
             .collect();
         assert_eq!(pinned, expected);
         // The thread that made the pinning is not pinned itself.
-        assert_eq!(cpus_of_this_thread(), allowed);
+        assert_eq!(allowed(), cpus);
     }
 }
