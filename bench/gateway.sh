@@ -5,12 +5,13 @@
 # policy work (HS256 `jwt_verify`, an `exp` check, a per-subject
 # `http_req_rate` stick table, `observe layer7`), all in front of the same
 # upstream, in one run, at two load shapes (wrk 1 thread/32 connections and
-# 2 threads/64 connections). Also the upstream called directly, for added
+# 2 threads/64 connections), each peer measured in alternating turns and
+# reported as its median (SHAPE_TURNS, 3). Also the upstream called directly, for added
 # latency, and the same gateway again once a per-service policy is stored for
 # the benchmarked service (config-svc, namespace `gateway`), for what the
 # policy engine costs (at the first shape).
 #
-#   bash bench/gateway.sh            # DURATION=10s SHAPES="1:32 2:64" (threads:connections) to change the load
+#   bash bench/gateway.sh            # DURATION=10s SHAPES="1:32 2:64" (threads:connections) SHAPE_TURNS=3 to change the load
 source "$(dirname "$0")/lib.sh"
 DURATION=${DURATION:-10s}
 SHAPES=${SHAPES:-1:32 2:64}
@@ -134,17 +135,54 @@ measure() { # NAME URL PID...
   set -- $line
   echo "$line $(us_per_request $((after - before)) "$6")"
 }
-# Every peer at every load shape; the shapes' tables are printed at the end.
+# A peer's row over several turns: the median of each figure (req/s, p50,
+# p99, p99.9, CPU per request), requests and errors summed.
+median_row() { # ROW...
+  printf '%s\n' "$@" | awk '
+    { name = $1; n = NR; for (i = 2; i <= 8; i++) v[i, n] = $i + 0 }
+    END {
+      printf "%s", name
+      for (i = 2; i <= 8; i++) {
+        if (i == 6 || i == 7) { s = 0; for (r = 1; r <= n; r++) s += v[i, r]; printf " %d", s; continue }
+        for (r = 1; r <= n; r++) a[r] = v[i, r]
+        for (x = 1; x <= n; x++) for (y = x + 1; y <= n; y++) if (a[y] < a[x]) { t = a[x]; a[x] = a[y]; a[y] = t }
+        m = (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+        printf (i == 2 ? " %.0f" : i == 8 ? " %.1f" : " %.3f"), m
+      }
+      print ""
+    }'
+}
+# Every peer at every load shape, in SHAPE_TURNS turns (3 unless set) whose
+# order alternates (direct, nginx, HAProxy, gateway, then the reverse), so a
+# shared machine that speeds up or slows down during the run favours no one;
+# each row is the peer's median over its turns. The shapes' tables are
+# printed at the end.
+SHAPE_TURNS=${SHAPE_TURNS:-3}
+TARGETS=(direct nginx haproxy gateway)
+declare -A URL_OF=([direct]="http://127.0.0.1:$UPSTREAM_PORT/" [nginx]="http://127.0.0.1:$PROXY_PORT/"
+  [haproxy]="http://127.0.0.1:$HAPROXY_PORT/" [gateway]="http://127.0.0.1:$GW_PORT/svc/bench/")
+declare -A PID_OF=([direct]=$UPSTREAM_PID [nginx]=$NGINX_PID [haproxy]=$HAPROXY_PID [gateway]=$GW_PID)
 SHAPE_TABLES=""
 for shape in $SHAPES; do
   THREADS=${shape%%:*} CONNECTIONS=${shape#*:}
-  S_DIRECT=$(measure direct "http://127.0.0.1:$UPSTREAM_PORT/" "$UPSTREAM_PID")
-  S_NGINX=$(measure nginx "http://127.0.0.1:$PROXY_PORT/" "$NGINX_PID")
-  S_HAPROXY=$(measure haproxy "http://127.0.0.1:$HAPROXY_PORT/" "$HAPROXY_PID")
-  S_GATEWAY=$(measure gateway "http://127.0.0.1:$GW_PORT/svc/bench/" "$GW_PID")
+  declare -A ROWS=()
+  for turn in $(seq "$SHAPE_TURNS"); do
+    order=("${TARGETS[@]}")
+    ((turn % 2)) || order=(gateway haproxy nginx direct)
+    for target in "${order[@]}"; do
+      row=$(measure "$target" "${URL_OF[$target]}" "${PID_OF[$target]}")
+      ROWS[$target]+="$row"$'\n'
+      [[ $target == gateway ]] && LAST_GATEWAY=$row
+    done
+  done
+  for target in "${TARGETS[@]}"; do
+    mapfile -t rows < <(printf '%s' "${ROWS[$target]}")
+    ROWS[$target]=$(median_row "${rows[@]}")
+  done
+  S_DIRECT=${ROWS[direct]} S_NGINX=${ROWS[nginx]} S_HAPROXY=${ROWS[haproxy]} S_GATEWAY=${ROWS[gateway]}
   SHAPE_TABLES+=$(
     echo
-    echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION:"
+    echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, median of $SHAPE_TURNS alternating turns (requests and errors: all turns):"
     echo
     echo "| target | req/s | p50 ms | p99 ms | p99.9 ms | requests | errors | CPU µs/req (proxy) |"
     echo "|---|---|---|---|---|---|---|---|"
@@ -158,8 +196,9 @@ for shape in $SHAPES; do
     awk -v g="$g" -v n="$n" -v h="$h" -v g9="$g99" -v h9="$h99" 'BEGIN {
       printf "\ngateway/nginx req/s %.2f; gateway/haproxy req/s %.2f, p99 %.2f\n", g / n, g / h, g9 / h9 }'
   )$'\n'
-  # The first shape's rows are the ones the policy comparison below uses.
-  [[ -n ${GATEWAY:-} ]] || { DIRECT=$S_DIRECT NGINX=$S_NGINX GATEWAY=$S_GATEWAY; FIRST_THREADS=$THREADS FIRST_CONNECTIONS=$CONNECTIONS; }
+  # The first shape's medians are the ones the policy comparison below
+  # prints beside; its last gateway turn starts the gateway's best there.
+  [[ -n ${DIRECT:-} ]] || { DIRECT=$S_DIRECT NGINX=$S_NGINX GATEWAY=$LAST_GATEWAY; FIRST_THREADS=$THREADS FIRST_CONNECTIONS=$CONNECTIONS; }
 done
 THREADS=$FIRST_THREADS CONNECTIONS=$FIRST_CONNECTIONS
 
@@ -242,7 +281,7 @@ fi
   echo "\`bash bench/gateway.sh\`: every peer at each load shape (HTTP/1.1 keep-alive, same nginx upstream; haproxy = HS256 jwt_verify + exp + per-subject stick table + observe layer7)"
   echo "$SHAPE_TABLES"
   echo
-  echo "Policy engine (wrk -t$THREADS -c$CONNECTIONS -d$DURATION; gateway and gateway+policy: best of $TURNS, measured in turns):"
+  echo "Policy engine (wrk -t$THREADS -c$CONNECTIONS -d$DURATION; direct and nginx: the medians above; gateway and gateway+policy: best of $TURNS, measured in turns):"
   echo
   echo "| target | req/s | p50 ms | p99 ms | p99.9 ms | requests | errors | CPU µs/req (proxy) |"
   echo "|---|---|---|---|---|---|---|---|"
