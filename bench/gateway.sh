@@ -6,10 +6,11 @@
 # `http_req_rate` stick table, `observe layer7`), all in front of the same
 # upstream, in one run, at two load shapes (wrk 1 thread/32 connections and
 # 2 threads/64 connections), each peer measured in alternating turns and
-# reported as its median (SHAPE_TURNS, 3). Also the upstream called directly, for added
-# latency, and the same gateway again once a per-service policy is stored for
-# the benchmarked service (config-svc, namespace `gateway`), for what the
-# policy engine costs (at the first shape).
+# reported as its median (SHAPE_TURNS, 3). Also the upstream called
+# directly, for added latency, and the same gateway again once a
+# per-service policy is stored for the benchmarked service (config-svc,
+# namespace `gateway`), for what the policy engine costs (at the first
+# shape).
 #
 #   bash bench/gateway.sh            # DURATION=10s SHAPES="1:32 2:64" (threads:connections) SHAPE_TURNS=3 to change the load
 source "$(dirname "$0")/lib.sh"
@@ -159,6 +160,8 @@ median_row() { # ROW...
 # printed at the end.
 SHAPE_TURNS=${SHAPE_TURNS:-3}
 TARGETS=(direct nginx haproxy gateway)
+REVERSED=()
+for ((i = ${#TARGETS[@]} - 1; i >= 0; i--)); do REVERSED+=("${TARGETS[i]}"); done
 declare -A URL_OF=([direct]="http://127.0.0.1:$UPSTREAM_PORT/" [nginx]="http://127.0.0.1:$PROXY_PORT/"
   [haproxy]="http://127.0.0.1:$HAPROXY_PORT/" [gateway]="http://127.0.0.1:$GW_PORT/svc/bench/")
 declare -A PID_OF=([direct]=$UPSTREAM_PID [nginx]=$NGINX_PID [haproxy]=$HAPROXY_PID [gateway]=$GW_PID)
@@ -168,7 +171,7 @@ for shape in $SHAPES; do
   declare -A ROWS=()
   for turn in $(seq "$SHAPE_TURNS"); do
     order=("${TARGETS[@]}")
-    ((turn % 2)) || order=(gateway haproxy nginx direct)
+    ((turn % 2)) || order=("${REVERSED[@]}")
     for target in "${order[@]}"; do
       row=$(measure "$target" "${URL_OF[$target]}" "${PID_OF[$target]}")
       ROWS[$target]+="$row"$'\n'
